@@ -1,0 +1,148 @@
+"""The ``cellax`` command: parses arguments, calls the library, reports.
+
+Errors the user can fix (bad config, existing output, foreign file) print one clear
+message to stderr and exit with status 2; nothing else is printed as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+QUICKSTART_CONFIG = Path("configs/data/quickstart.yaml")
+QUICKSTART_DIR = Path("runs/quickstart")
+
+
+def _cmd_generate(args) -> None:
+    from cellax.config import load_config
+    from cellax.data.generate import Shard, generate
+
+    config = load_config(args.config)
+    if args.backend and args.backend != config.backend:
+        config = config.model_copy(update={"backend": args.backend})
+    report = generate(
+        config,
+        args.out,
+        workers=args.workers,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        shard=Shard.parse(args.shard),
+        progress=not args.no_progress,
+        flush_every=args.flush_every,
+    )
+    print(
+        f"wrote {report.out}: {report.n_profiles} profiles ({report.n_ok} ok), "
+        f"simulated {report.n_simulated} now: {report.cell_hours:.2f} cell-hours in {report.wall_s:.1f} s "
+        f"({report.cell_hours_per_s:.2f} cell-h/s)"
+    )
+
+
+def _cmd_info(args) -> None:
+    from cellax.data.store import open_dataset
+    from cellax.data.summary import format_summary, summarize
+
+    with open_dataset(args.file) as ds:
+        summary = summarize(ds)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+
+
+def _cmd_plot(args) -> None:
+    from cellax.data.plots import plot_dataset
+
+    paths = plot_dataset(args.file, args.out, n_profiles=args.profiles)
+    print("\n".join(f"wrote {p}" for p in paths))
+
+
+def _cmd_merge(args) -> None:
+    from cellax.data.store import merge_datasets, open_dataset
+
+    merge_datasets(args.inputs, args.out, overwrite=args.overwrite)
+    with open_dataset(args.out) as ds:
+        ids = set(ds.profiles["profile_id"].tolist())
+        expected = int(ds.config.get("n_profiles", len(ids)))
+    missing = sorted(set(range(expected)) - ids)
+    print(f"wrote {args.out}: {len(ids)} profiles from {len(args.inputs)} file(s)")
+    if missing:
+        print(f"note: the job has {expected} profiles; {len(missing)} are not in the inputs (first: {missing[:5]})")
+
+
+def _cmd_quickstart(args) -> None:
+    from cellax.config import load_config
+    from cellax.data.generate import generate
+    from cellax.data.plots import plot_dataset
+    from cellax.data.store import open_dataset
+    from cellax.data.summary import format_summary, summarize
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = out_dir / "data.h5"
+    config = load_config(args.config)
+    report = generate(config, dataset, workers=args.workers, resume=dataset.exists() or dataset.with_name("data.h5.parts").exists())
+    with open_dataset(dataset) as ds:
+        print(format_summary(summarize(ds)))
+    paths = plot_dataset(dataset, out_dir / "plots")
+    print(f"\ndataset: {report.out}\nplots:   {out_dir / 'plots'} ({len(paths)} PNGs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cellax", description="Data-driven battery modelling in JAX.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    quick = commands.add_parser("quickstart", help="generate a small dataset and draw its plots")
+    quick.add_argument("--config", type=Path, default=QUICKSTART_CONFIG, help=f"data config (default {QUICKSTART_CONFIG})")
+    quick.add_argument("--out", type=Path, default=QUICKSTART_DIR, help=f"output folder (default {QUICKSTART_DIR})")
+    quick.add_argument("--workers", type=int, default=2)
+    quick.set_defaults(run=_cmd_quickstart)
+
+    gen = commands.add_parser("generate", help="simulate a synthetic dataset from a data config")
+    gen.add_argument("config", type=Path, help="YAML data config (see configs/data/)")
+    gen.add_argument("--out", type=Path, required=True, help="output HDF5 file")
+    gen.add_argument("--backend", choices=["pybamm"], help="simulator (default: the config's)")
+    gen.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    gen.add_argument("--resume", action="store_true", help="finish an interrupted run, keeping its profiles")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    gen.add_argument("--shard", default="0/1", help="run shard I of N (profile ids i with i %% N == I)")
+    gen.add_argument("--flush-every", type=int, default=8, help="profiles per crash-safe part file (default 8)")
+    gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    gen.set_defaults(run=_cmd_generate)
+
+    data = commands.add_parser("data", help="inspect, picture and merge datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    info = data_commands.add_parser("info", help="summary table of a dataset")
+    info.add_argument("file", type=Path)
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.set_defaults(run=_cmd_info)
+    plot = data_commands.add_parser("plot", help="PNGs of example profiles and operating-point coverage")
+    plot.add_argument("file", type=Path)
+    plot.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    plot.add_argument("--profiles", type=int, default=4, help="example profiles to draw (default 4)")
+    plot.set_defaults(run=_cmd_plot)
+    merge = data_commands.add_parser("merge", help="join shards of one job into one file")
+    merge.add_argument("out", type=Path, help="merged output file")
+    merge.add_argument("inputs", type=Path, nargs="+", help="shard files")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    merge.set_defaults(run=_cmd_merge)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cellax.config import ConfigError
+    from cellax.data.generate import GenerateError
+    from cellax.data.store import StoreError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ConfigError, GenerateError, StoreError) as err:
+        print(f"cellax: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cellax: interrupted; finished profiles are kept, run again with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Synthetic data: datasheet limits, current profiles, simulation backends, HDF5 store, loader."""

@@ -1,0 +1,282 @@
+"""Run a simulator backend over seeded profiles: workers, shards, crash-safe resume.
+
+A job is a :class:`~cellax.config.DataConfig`; profile ``i`` of it is fully
+determined by ``(config, i)`` (its random stream is
+``SeedSequence(config.seed, spawn_key=(i,))``), so any worker, shard or resumed run
+produces the same profile.
+
+While a job runs, finished profiles are written in small batches to
+``<out>.parts/part-NNNNN.h5``, each file complete before it gets its name (see
+:mod:`cellax.data.store`). ``kill -9`` therefore loses at most the batch in flight;
+``resume=True`` reads which profile ids the parts hold, simulates only the rest,
+then merges everything into ``<out>`` and removes the parts folder.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from cellax.config import DataConfig
+from cellax.data.profiles import make_profile, profile_rng
+from cellax.data.store import ProfileRecord, StoreError, merge_datasets, open_dataset, write_dataset
+
+FLUSH_PROFILES = 8
+FLUSH_SECONDS = 10.0
+
+
+class GenerateError(RuntimeError):
+    """A job that cannot start or finish as asked; nothing was deleted."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count``: the profile ids ``i`` with ``i % count == index``."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise GenerateError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+        if not 0 <= index < count:
+            raise GenerateError(f"--shard {text}: need 0 <= I < N")
+        return cls(index, count)
+
+    def profile_ids(self, n_profiles: int) -> list[int]:
+        return list(range(self.index, n_profiles, self.count))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass
+class GenerateReport:
+    out: Path
+    n_profiles: int
+    n_ok: int
+    n_simulated: int
+    cell_hours: float
+    wall_s: float
+
+    @property
+    def cell_hours_per_s(self) -> float:
+        return self.cell_hours / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+def plan_profile(config: DataConfig, profile_id: int) -> tuple[dict, np.ndarray]:
+    """The index fields and the current samples of profile ``profile_id`` of a job."""
+    rng = profile_rng(config.seed, profile_id)
+    kinds = [k for k, w in config.profiles.kinds.items() if w > 0]
+    weights = np.array([config.profiles.kinds[k] for k in kinds], dtype=float)
+    kind = str(rng.choice(kinds, p=weights / weights.sum()))
+    draw = lambda r: float(rng.uniform(r.low, r.high))  # noqa: E731
+    conditions = config.conditions
+    meta = dict(
+        profile_id=profile_id,
+        seed=config.seed,
+        parameter_set=config.simulation.parameter_set,
+        model=config.simulation.model,
+        profile_kind=kind,
+        ambient_temp_degc=draw(conditions.ambient_temp_degc),
+        heat_transfer_coeff=draw(conditions.heat_transfer_coeff),
+        initial_soc=draw(conditions.initial_soc),
+    )
+    current_a = make_profile(kind, rng, config.cell, config.profiles, meta["initial_soc"])
+    return meta, current_a
+
+
+_worker_backend = None
+
+
+def _make_backend(config: DataConfig):
+    from cellax.data.pybamm_backend import PybammBackend
+
+    try:
+        return PybammBackend(config.simulation, config.cell)
+    except ValueError as err:
+        raise GenerateError(str(err)) from None
+
+
+def _init_worker(config_json: str) -> None:
+    global _worker_backend
+    _worker_backend = _make_backend(DataConfig.model_validate_json(config_json))
+
+
+def simulate_profile(backend, config: DataConfig, profile_id: int) -> ProfileRecord:
+    """Plan and simulate one profile; failures come back as a status, never an exception."""
+    meta, current_a = plan_profile(config, profile_id)
+    result = backend.simulate(
+        current_a, config.profiles.dt_s, meta["ambient_temp_degc"], meta["heat_transfer_coeff"], meta["initial_soc"]
+    )
+    return ProfileRecord({**meta, "status": result.status}, result.signals)
+
+
+def _worker_simulate(config_json: str, profile_id: int) -> ProfileRecord:
+    return simulate_profile(_worker_backend, DataConfig.model_validate_json(config_json), profile_id)
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _job_manifest(config: DataConfig, shard: Shard) -> dict:
+    return {"config": config.model_dump(mode="json"), "shard": str(shard)}
+
+
+def _completed_parts(parts: Path) -> tuple[list[Path], set[int]]:
+    """The part files of an earlier run and the profile ids they hold."""
+    files = sorted(parts.glob("part-*.h5"))
+    done: set[int] = set()
+    for path in files:
+        try:
+            with open_dataset(path) as ds:
+                ids = set(ds.profiles["profile_id"].tolist())
+        except StoreError as err:
+            raise GenerateError(f"{path} is damaged ({err}); move it away and --resume again") from None
+        if ids & done:
+            raise GenerateError(f"{path} repeats profile ids {sorted(ids & done)[:5]} of another part")
+        done |= ids
+    return files, done
+
+
+def _prepare_output(out: Path, config: DataConfig, shard: Shard, resume: bool, overwrite: bool, log) -> tuple[Path, set[int], int]:
+    """Check what exists at ``out`` against the flags; returns (parts folder, done ids, next part number)."""
+    if resume and overwrite:
+        raise GenerateError("--resume and --overwrite contradict each other; pick one")
+    if not out.parent.is_dir():
+        raise GenerateError(f"--out {out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise GenerateError(f"--out {out}: folder {out.parent} is not writable")
+    parts = parts_dir(out)
+    manifest = _job_manifest(config, shard)
+    if out.exists() and not (resume or overwrite):
+        raise GenerateError(f"{out} exists; pass --resume to complete it or --overwrite to replace it")
+    if parts.exists() and not (resume or overwrite):
+        raise GenerateError(f"{parts} holds an interrupted run; pass --resume to finish it or --overwrite to start anew")
+    if overwrite and parts.exists():
+        log(f"--overwrite: removing {len(list(parts.glob('part-*.h5')))} part file(s) of an earlier run in {parts}")
+        shutil.rmtree(parts)
+    if resume and parts.exists():
+        stored = json.loads((parts / "job.json").read_text()) if (parts / "job.json").exists() else None
+        if stored != manifest:
+            raise GenerateError(f"{parts} belongs to a different job (config or shard changed); cannot --resume it")
+        for stale in parts.glob(".part-*.tmp-*"):
+            log(f"removing unfinished temporary file {stale.name} (a batch that was being written when the run died)")
+            stale.unlink()
+        files, done = _completed_parts(parts)
+        next_part = 1 + max((int(p.stem.split("-")[1]) for p in files), default=-1)
+        return parts, done, next_part
+    parts.mkdir()
+    _write_json_atomic(parts / "job.json", manifest)
+    return parts, set(), 0
+
+
+def generate(
+    config: DataConfig,
+    out: str | Path,
+    workers: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+    shard: Shard = Shard(),
+    progress: bool = True,
+    flush_every: int = FLUSH_PROFILES,
+    log=print,
+) -> GenerateReport:
+    """Simulate every profile of ``config`` (or of one shard) into the dataset ``out``.
+
+    Finished profiles go to a new part file every ``flush_every`` profiles or
+    ``FLUSH_SECONDS`` seconds, whichever comes first.
+    """
+    out = Path(out)
+    if workers < 1:
+        raise GenerateError(f"--workers must be at least 1, got {workers}")
+    if flush_every < 1:
+        raise GenerateError(f"--flush-every must be at least 1, got {flush_every}")
+    if resume and out.exists() and not parts_dir(out).exists():
+        with open_dataset(out) as ds:
+            same = ds.config == config.model_dump(mode="json") and ds.attrs.get("shard", "0/1") == str(shard)
+            if not same:
+                raise GenerateError(f"{out} was made by a different job; refusing to touch it")
+            log(f"{out} is already complete ({len(ds)} profiles); nothing to do")
+            return GenerateReport(out, len(ds), int(np.sum(ds.profiles["status"] == "ok")), 0, 0.0, 0.0)
+    parts, done, next_part = _prepare_output(out, config, shard, resume, overwrite, log)
+    todo = [i for i in shard.profile_ids(config.n_profiles) if i not in done]
+    if done:
+        log(f"resuming: {len(done)} profile(s) already done, {len(todo)} to go")
+
+    backend = _make_backend(config)  # validates the parameter set before any worker starts
+    started = time.perf_counter()
+    buffer: list[ProfileRecord] = []
+    last_flush = time.perf_counter()
+    stats = {"ok": 0, "failed": 0, "hours": 0.0}
+
+    def flush() -> None:
+        nonlocal next_part, last_flush
+        if buffer:
+            write_dataset(parts / f"part-{next_part:05d}.h5", buffer, {"config": config.model_dump(mode="json")})
+            next_part += 1
+            buffer.clear()
+        last_flush = time.perf_counter()
+
+    bar = tqdm(total=len(todo), disable=not progress, unit="profile", desc=f"simulating ({config.simulation.model})")
+
+    def collect(record: ProfileRecord) -> None:
+        buffer.append(record)
+        ok = record.meta["status"] == "ok"
+        stats["ok" if ok else "failed"] += 1
+        stats["hours"] += record.length * config.profiles.dt_s / 3600
+        elapsed = time.perf_counter() - started
+        bar.set_postfix(failed=stats["failed"], cell_h_per_s=f"{stats['hours'] / max(elapsed, 1e-9):.2f}")
+        bar.update()
+        if len(buffer) >= flush_every or time.perf_counter() - last_flush >= FLUSH_SECONDS:
+            flush()
+
+    try:
+        if workers == 1:
+            for profile_id in todo:
+                collect(simulate_profile(backend, config, profile_id))
+        else:
+            context = multiprocessing.get_context("spawn")
+            config_json = config.model_dump_json()
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(config_json,)) as pool:
+                futures = [pool.submit(_worker_simulate, config_json, i) for i in todo]
+                for future in as_completed(futures):
+                    collect(future.result())
+        flush()
+    finally:
+        bar.close()
+    wall_s = time.perf_counter() - started
+
+    from cellax.data.pybamm_backend import pybamm_version
+
+    files, ids = _completed_parts(parts)
+    expected = set(shard.profile_ids(config.n_profiles))
+    if ids != expected:
+        raise GenerateError(f"parts in {parts} hold {len(ids)} of {len(expected)} profiles; run again with --resume")
+    attrs = {"config": config.model_dump(mode="json"), "pybamm_version": pybamm_version(), "backend": config.backend}
+    if shard.count > 1:
+        attrs["shard"] = str(shard)
+    merge_datasets(files, out, attrs=attrs, overwrite=True)
+    with open_dataset(out) as ds:
+        n_rows, n_ok = len(ds), int(np.sum(ds.profiles["status"] == "ok"))
+    shutil.rmtree(parts)
+    return GenerateReport(out, n_rows, n_ok, len(todo), stats["hours"], wall_s)

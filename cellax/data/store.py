@@ -1,0 +1,299 @@
+"""The cellax HDF5 dataset format (schema version 1): write, validate, merge, read.
+
+Profiles of any length are concatenated along time, one 1-D dataset per canonical
+signal, with one row per profile in ``/profiles`` giving where it starts and how long
+it is. A training window is therefore one contiguous slice of ``/signals/<name>``.
+``docs/data_format.md`` documents the layout for readers with plain h5py.
+
+Crash safety: every file is written under a temporary name, flushed, marked
+``complete`` as its last write, fsynced and only then renamed into place, so a file
+under its final name is either complete or absent. :func:`open_dataset` refuses
+anything else (foreign, truncated, incomplete or inconsistent files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cellax import __version__
+
+SCHEMA_VERSION = 1
+
+SIGNALS: dict[str, tuple[str, str]] = {
+    "time_s": ("s", "time since profile start"),
+    "current_a": ("A", "cell current, positive = discharge"),
+    "voltage_v": ("V", "terminal voltage"),
+    "ocv_v": ("V", "open-circuit voltage at the bulk particle stoichiometries"),
+    "soc": ("1", "state of charge 0..1 from the negative-electrode stoichiometry window"),
+    "surface_temp_degc": ("degC", "cell surface (casing) temperature"),
+    "core_temp_degc": ("degC", "cell core (volume-averaged) temperature"),
+    "ambient_temp_degc": ("degC", "ambient temperature"),
+    "anode_potential_v": ("V", "negative-electrode surface potential vs Li/Li+ at the separator"),
+}
+"""Canonical signals: name -> (units, description)."""
+
+PROFILE_FIELDS: dict[str, str] = {
+    "profile_id": "int64",
+    "start": "int64",
+    "length": "int64",
+    "seed": "int64",
+    "parameter_set": "str",
+    "model": "str",
+    "profile_kind": "str",
+    "ambient_temp_degc": "float64",
+    "heat_transfer_coeff": "float64",
+    "initial_soc": "float64",
+    "status": "str",
+}
+"""Per-profile index columns: name -> dtype. ``status`` is ``"ok"`` or the failure reason."""
+
+_STR = h5py.string_dtype(encoding="utf-8")
+_CHUNK_ROWS = 16384
+
+
+class StoreError(ValueError):
+    """A file is not a valid cellax dataset, or a write would lose data."""
+
+
+@dataclass
+class ProfileRecord:
+    """One simulated profile: index fields (without ``start``/``length``) and signals."""
+
+    meta: dict
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return len(next(iter(self.signals.values()))) if self.signals else 0
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_dataset(
+    path: str | Path,
+    records: Iterable[ProfileRecord],
+    attrs: dict,
+    signal_names: Iterable[str] = tuple(SIGNALS),
+    dtype: str = "float64",
+) -> Path:
+    """Stream ``records`` into ``path`` crash-safely (temporary file, fsync, rename).
+
+    Records are appended one at a time, so memory holds one profile. ``attrs`` become
+    root attributes (dicts and lists stored as JSON text). The caller decides whether
+    ``path`` may be replaced; this function replaces it.
+    """
+    path = Path(path)
+    signal_names = list(signal_names)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    columns: dict[str, list] = {name: [] for name in PROFILE_FIELDS}
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["cellax_version"] = __version__
+            f.attrs["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            for key, value in attrs.items():
+                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+            f.attrs["complete"] = False
+            group = f.create_group("signals")
+            for name in signal_names:
+                ds = group.create_dataset(
+                    name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK_ROWS,),
+                    compression="gzip", compression_opts=4, shuffle=True,
+                )
+                ds.attrs["units"], ds.attrs["description"] = SIGNALS.get(name, ("", ""))
+            total = 0
+            for record in records:
+                length = record.length
+                missing = [n for n in signal_names if length and n not in record.signals]
+                if missing:
+                    raise StoreError(f"profile {record.meta.get('profile_id')} lacks signals {missing}")
+                for name in signal_names if length else ():
+                    values = np.asarray(record.signals[name], dtype=dtype)
+                    if values.shape != (length,):
+                        raise StoreError(f"profile {record.meta.get('profile_id')}: {name} has shape {values.shape}, expected ({length},)")
+                    group[name].resize((total + length,))
+                    group[name][total:] = values
+                columns["start"].append(total)
+                columns["length"].append(length)
+                for name in PROFILE_FIELDS:
+                    if name not in ("start", "length"):
+                        columns[name].append(record.meta[name])
+                total += length
+            table = f.create_group("profiles")
+            for name, kind in PROFILE_FIELDS.items():
+                table.create_dataset(name, data=np.asarray(columns[name], dtype=_STR if kind == "str" else kind))
+            f.flush()
+            f.attrs["complete"] = True
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_path(path.parent)
+    return path
+
+
+class Dataset:
+    """A validated, read-only cellax dataset. Use as a context manager or call ``close``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no such file")
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as err:
+            raise StoreError(f"{self.path}: not a readable HDF5 file (truncated or foreign): {err}") from None
+        try:
+            self._validate()
+        except Exception:
+            self.file.close()
+            raise
+
+    def _validate(self) -> None:
+        f, where = self.file, str(self.path)
+        if "schema_version" not in f.attrs or "signals" not in f or "profiles" not in f:
+            raise StoreError(f"{where}: not a cellax dataset (no schema_version, /signals or /profiles)")
+        if int(f.attrs["schema_version"]) != SCHEMA_VERSION:
+            raise StoreError(f"{where}: schema version {f.attrs['schema_version']}, this cellax reads {SCHEMA_VERSION}")
+        if not bool(f.attrs.get("complete", False)):
+            raise StoreError(f"{where}: marked incomplete (an interrupted write); regenerate or --resume")
+        missing = [n for n in PROFILE_FIELDS if n not in f["profiles"]]
+        if missing:
+            raise StoreError(f"{where}: /profiles lacks {missing}")
+        counts = {f["profiles"][n].shape[0] for n in PROFILE_FIELDS}
+        if len(counts) != 1:
+            raise StoreError(f"{where}: /profiles columns have different lengths {sorted(counts)}")
+        starts, lengths = f["profiles/start"][:], f["profiles/length"][:]
+        total = int(lengths.sum())
+        if np.any(lengths < 0) or not np.array_equal(starts, np.concatenate([[0], np.cumsum(lengths)[:-1]])[: len(starts)]):
+            raise StoreError(f"{where}: /profiles start/length do not tile /signals")
+        for name, ds in f["signals"].items():
+            if ds.shape != (total,):
+                raise StoreError(f"{where}: /signals/{name} has {ds.shape[0]} rows, the index says {total}")
+        ids = f["profiles/profile_id"][:]
+        if len(np.unique(ids)) != len(ids):
+            raise StoreError(f"{where}: duplicate profile_id values")
+
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+    @property
+    def attrs(self) -> dict:
+        """Root attributes; JSON-valued ones (``config``) decoded."""
+        out = {}
+        for key, value in self.file.attrs.items():
+            if isinstance(value, bytes):
+                value = value.decode()
+            if isinstance(value, str) and value[:1] in "{[":
+                value = json.loads(value)
+            out[key] = value.item() if isinstance(value, np.generic) else value
+        return out
+
+    @property
+    def config(self) -> dict:
+        return self.attrs.get("config", {})
+
+    @property
+    def signal_names(self) -> list[str]:
+        return list(self.file["signals"].keys())
+
+    @property
+    def profiles(self) -> dict[str, np.ndarray]:
+        """The index table, one array per field (strings decoded)."""
+        table = {}
+        for name, ds in self.file["profiles"].items():
+            values = ds[:]
+            table[name] = ds.asstr()[:].astype(object) if h5py.check_string_dtype(ds.dtype) else values
+        return table
+
+    def __len__(self) -> int:
+        return self.file["profiles/profile_id"].shape[0]
+
+    def profile(self, row: int, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """All (or the named) signals of the profile in index row ``row``."""
+        start = int(self.file["profiles/start"][row])
+        length = int(self.file["profiles/length"][row])
+        names = self.signal_names if names is None else names
+        return {n: self.file["signals"][n][start : start + length] for n in names}
+
+    def record(self, row: int) -> ProfileRecord:
+        """The profile in index row ``row`` as a :class:`ProfileRecord` (for copying)."""
+        meta = {}
+        for name in PROFILE_FIELDS:
+            if name not in ("start", "length"):
+                ds = self.file["profiles"][name]
+                value = ds.asstr()[row] if h5py.check_string_dtype(ds.dtype) else ds[row].item()
+                meta[name] = value
+        return ProfileRecord(meta, self.profile(row))
+
+
+def open_dataset(path: str | Path) -> Dataset:
+    """Open and validate a dataset; :class:`StoreError` with a clear message otherwise."""
+    return Dataset(path)
+
+
+def merge_datasets(
+    inputs: Sequence[str | Path], output: str | Path, attrs: dict | None = None, overwrite: bool = False
+) -> Path:
+    """Copy the profiles of several datasets (shards, parts) into one, sorted by ``profile_id``.
+
+    The inputs must share their ``config`` (ignoring ``shard``); a ``profile_id``
+    found in two inputs is an error, never silently dropped. ``attrs`` are written
+    over the first input's root attributes.
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise StoreError(f"{output} exists; pass overwrite to replace it")
+    if not inputs:
+        raise StoreError("nothing to merge")
+    base_attrs: dict | None = None
+    base_config: dict | None = None
+    signal_names: list[str] | None = None
+    order: list[tuple[int, int, int]] = []  # (profile_id, input, row)
+    seen: dict[int, Path] = {}
+    for index, path in enumerate(inputs):
+        with open_dataset(path) as ds:
+            config = {k: v for k, v in ds.config.items() if k != "shard"}
+            if base_config is None:
+                base_attrs, base_config, signal_names = ds.attrs, config, ds.signal_names
+            elif config != base_config:
+                raise StoreError(f"{path}: its config differs from {inputs[0]}; only parts of one job can be merged")
+            elif ds.signal_names != signal_names:
+                raise StoreError(f"{path}: signals {ds.signal_names} differ from {signal_names}")
+            for row, pid in enumerate(ds.profiles["profile_id"].tolist()):
+                if pid in seen:
+                    raise StoreError(f"profile_id {pid} is in both {seen[pid]} and {path}")
+                seen[pid] = Path(path)
+                order.append((pid, index, row))
+    order.sort()
+    merged_attrs = {k: v for k, v in base_attrs.items() if k not in ("schema_version", "cellax_version", "created_utc", "complete", "shard")}
+    merged_attrs["config"] = base_config
+    merged_attrs.update(attrs or {})
+    datasets = [open_dataset(path) for path in inputs]
+    try:
+        records = (datasets[index].record(row) for _, index, row in order)
+        return write_dataset(output, records, merged_attrs, signal_names)
+    finally:
+        for ds in datasets:
+            ds.close()
