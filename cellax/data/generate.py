@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -164,8 +165,11 @@ def _prepare_output(out: Path, config: DataConfig, shard: Shard, resume: bool, o
         raise GenerateError("--resume and --overwrite contradict each other; pick one")
     if not out.parent.is_dir():
         raise GenerateError(f"--out {out}: folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise GenerateError(f"--out {out}: folder {out.parent} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as err:
+        raise GenerateError(f"--out {out}: folder {out.parent} is not writable ({err.strerror})") from None
     parts = parts_dir(out)
     manifest = _job_manifest(config, shard)
     if out.exists() and not (resume or overwrite):

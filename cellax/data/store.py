@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -218,9 +219,9 @@ class Dataset:
     def signal_names(self) -> list[str]:
         return list(self.file["signals"].keys())
 
-    @property
+    @cached_property
     def profiles(self) -> dict[str, np.ndarray]:
-        """The index table, one array per field (strings decoded)."""
+        """The index table, one array per field (strings decoded); read once."""
         table = {}
         for name, ds in self.file["profiles"].items():
             values = ds[:]
@@ -232,19 +233,15 @@ class Dataset:
 
     def profile(self, row: int, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All (or the named) signals of the profile in index row ``row``."""
-        start = int(self.file["profiles/start"][row])
-        length = int(self.file["profiles/length"][row])
+        start, length = int(self.profiles["start"][row]), int(self.profiles["length"][row])
         names = self.signal_names if names is None else names
         return {n: self.file["signals"][n][start : start + length] for n in names}
 
     def record(self, row: int) -> ProfileRecord:
         """The profile in index row ``row`` as a :class:`ProfileRecord` (for copying)."""
-        meta = {}
-        for name in PROFILE_FIELDS:
-            if name not in ("start", "length"):
-                ds = self.file["profiles"][name]
-                value = ds.asstr()[row] if h5py.check_string_dtype(ds.dtype) else ds[row].item()
-                meta[name] = value
+        table = self.profiles
+        meta = {name: table[name][row] for name in PROFILE_FIELDS if name not in ("start", "length")}
+        meta = {name: value.item() if isinstance(value, np.generic) else value for name, value in meta.items()}
         return ProfileRecord(meta, self.profile(row))
 
 
