@@ -45,3 +45,17 @@ def synthetic_dataset(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "synthetic.h5"
     write_dataset(path, synthetic_records(), {"config": {"name": "synthetic", "seed": 0}}, tuple(SIGNALS))
     return path
+
+
+@pytest.fixture(scope="session")
+def generated_dataset(tmp_path_factory):
+    """Path of a small dataset simulated with real PyBaMM (4 profiles of 10 minutes)."""
+    from cellax.config import DataConfig, validate_config
+    from cellax.data.generate import generate
+
+    config = validate_config(
+        DataConfig, {"name": "tiny", "seed": 5, "n_profiles": 4, "profiles": {"duration_s": 600}}
+    )
+    path = tmp_path_factory.mktemp("generated") / "tiny.h5"
+    generate(config, path, progress=False, log=lambda *_: None)
+    return path

@@ -32,7 +32,7 @@ from cellax.data.datasheet import Datasheet
 KELVIN = 273.15
 MODEL_OPTIONS = {"thermal": "lumped", "surface temperature": "lumped"}
 
-_OUTPUTS = {
+VARIABLES = {  # canonical signal (or helper) -> PyBaMM variable
     "time_s": "Time [s]",
     "current_a": "Current [A]",
     "voltage_v": "Voltage [V]",
@@ -128,7 +128,7 @@ class PybammBackend:
         try:
             sim = pybamm.Simulation(self.model_class(MODEL_OPTIONS), parameter_values=params, solver=solver)
             solution = sim.solve(t_eval=[0.0, float(time_s[-1])], t_interp=time_s, initial_soc=initial_soc)
-            raw = {name: np.asarray(solution[var].entries, dtype=np.float64) for name, var in _OUTPUTS.items()}
+            raw = {name: np.asarray(solution[var].entries, dtype=np.float64) for name, var in VARIABLES.items()}
             termination = str(solution.termination)
         except Exception as err:  # noqa: BLE001 - any solver failure becomes a status, never an abort
             reason = " ".join(str(err).split())[:300] or type(err).__name__

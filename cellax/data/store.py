@@ -57,7 +57,7 @@ PROFILE_FIELDS: dict[str, str] = {
 """Per-profile index columns: name -> dtype. ``status`` is ``"ok"`` or the failure reason."""
 
 _STR = h5py.string_dtype(encoding="utf-8")
-_CHUNK_ROWS = 16384
+_CHUNK_ROWS = 4096  # a 2048-step training window touches one or two chunks
 
 
 class StoreError(ValueError):

@@ -1,0 +1,168 @@
+"""Data-pipeline throughput against a plain PyBaMM loop, in one run on one machine.
+
+Measures, as medians over ``--repeats`` runs:
+
+* cell-hours simulated per wall-second by a plain single-process PyBaMM loop
+  (parameter values built once; per profile: interpolant current, ``Simulation``,
+  IDAKLU ``solve``, read the variables) — the anchor;
+* the same for ``cellax generate`` (profile planning, PyBaMM backend, crash-safe
+  part files, final merge and validation) with 1 and 2 workers, on the same
+  profiles; the pipeline overhead is ``anchor cell-h/s / pipeline(1 worker) cell-h/s - 1``;
+* loader throughput: random windows of 64 x 2048 steps as ``jax.Array`` batches,
+  in windows/s and MB/s (float32, 4 signals), from the file just generated.
+
+Run: ``python benchmarks/data_generation.py [--profiles 16] [--repeats 3]``; writes
+``benchmarks/results/data_generation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
+
+import numpy as np  # noqa: E402
+
+from cellax.config import DataConfig, validate_config  # noqa: E402
+from cellax.data.generate import generate, plan_profile  # noqa: E402
+from cellax.data.pybamm_backend import VARIABLES, MODEL_OPTIONS, KELVIN  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def job(n_profiles: int) -> DataConfig:
+    return validate_config(
+        DataConfig,
+        {
+            "name": "benchmark",
+            "seed": 2024,
+            "n_profiles": n_profiles,
+            "profiles": {"kinds": {"dynamic": 1.0}, "duration_s": 3600, "dt_s": 1.0},
+            "conditions": {"ambient_temp_degc": [15, 30], "heat_transfer_coeff": [5, 30], "initial_soc": [0.3, 0.8]},
+        },
+    )
+
+
+def plain_pybamm_loop(config: DataConfig) -> tuple[float, float]:
+    """The anchor: how a PyBaMM user simulates these profiles in a loop. Returns (wall_s, cell_hours)."""
+    import pybamm
+
+    plans = [plan_profile(config, i) for i in range(config.n_profiles)]
+    thermal = config.simulation.thermal
+    started = time.perf_counter()
+    base = pybamm.ParameterValues(config.simulation.parameter_set)
+    base.update(
+        {
+            "Environment thermal resistance [K.W-1]": thermal.environment_thermal_resistance_k_w,
+            "Casing heat capacity [J.K-1]": thermal.casing_heat_capacity_j_k,
+        },
+        check_already_exists=False,
+    )
+    hours = 0.0
+    for meta, current_a in plans:
+        time_s = np.arange(len(current_a), dtype=float)
+        params = base.copy()
+        params.update(
+            {
+                "Current function [A]": pybamm.Interpolant(time_s, current_a, pybamm.t, interpolator="linear"),
+                "Ambient temperature [K]": meta["ambient_temp_degc"] + KELVIN,
+                "Initial temperature [K]": meta["ambient_temp_degc"] + KELVIN,
+                "Total heat transfer coefficient [W.m-2.K-1]": meta["heat_transfer_coeff"],
+            }
+        )
+        sim = pybamm.Simulation(pybamm.lithium_ion.SPMe(MODEL_OPTIONS), parameter_values=params,
+                                solver=pybamm.IDAKLUSolver(rtol=config.simulation.rtol, atol=config.simulation.atol))
+        solution = sim.solve(t_eval=[0.0, time_s[-1]], t_interp=time_s, initial_soc=meta["initial_soc"])
+        outputs = {name: solution[var].entries for name, var in VARIABLES.items()}
+        hours += len(outputs["time_s"]) / 3600
+    return time.perf_counter() - started, hours
+
+
+def pipeline(config: DataConfig, workers: int, folder: Path) -> tuple[float, float, Path]:
+    out = folder / f"pipeline-{workers}-{time.monotonic_ns()}.h5"
+    started = time.perf_counter()
+    report = generate(config, out, workers=workers, progress=False, log=lambda *_: None)
+    return time.perf_counter() - started, report.cell_hours, out
+
+
+def loader_throughput(path: Path, batches: int, repeats: int) -> dict:
+    from cellax.data.loader import WindowLoader, split_profiles
+    from cellax.data.store import open_dataset
+
+    names = ["current_a", "voltage_v", "surface_temp_degc", "soc"]
+    with open_dataset(path) as ds:
+        rows = split_profiles(ds, fractions=(1.0, 0.0, 0.0))["train"]
+    rates = []
+    for repeat in range(repeats):
+        with WindowLoader(path, rows, names, window_len=2048, batch_size=64, seed=repeat, prefetch=4) as loader:
+            batches_iter = iter(loader)
+            next(batches_iter).get("current_a").block_until_ready()  # start-up excluded
+            started = time.perf_counter()
+            for _ in range(batches):
+                batch = next(batches_iter)
+            batch["soc"].block_until_ready()
+            rates.append(batches * 64 / (time.perf_counter() - started))
+    windows_per_s = statistics.median(rates)
+    bytes_per_window = 2048 * len(names) * 4
+    return {
+        "batch_size": 64,
+        "window_len": 2048,
+        "signals": names,
+        "dtype": "float32",
+        "windows_per_s": windows_per_s,
+        "mb_per_s": windows_per_s * bytes_per_window / 1e6,
+        "runs_windows_per_s": rates,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profiles", type=int, default=16, help="one-hour dynamic profiles per run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS / "data_generation.json")
+    args = parser.parse_args()
+    config = job(args.profiles)
+
+    runs: dict[str, list[float]] = {"plain_pybamm_loop": [], "pipeline_1_worker": [], "pipeline_2_workers": []}
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        for repeat in range(args.repeats):
+            wall, hours = plain_pybamm_loop(config)
+            runs["plain_pybamm_loop"].append(hours / wall)
+            for workers in (1, 2):
+                wall, hours, out = pipeline(config, workers, folder)
+                runs[f"pipeline_{workers}_worker{'s' if workers > 1 else ''}"].append(hours / wall)
+            print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.3f} cell-h/s" for k, v in runs.items()), flush=True)
+        loader = loader_throughput(out, batches=50, repeats=args.repeats)
+
+    median = {k: statistics.median(v) for k, v in runs.items()}
+    result = {
+        "benchmark": "data_generation",
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "job": {"profiles": args.profiles, "profile_kind": "dynamic", "duration_s": 3600, "dt_s": 1.0,
+                "model": "SPMe + lumped core/surface thermal", "solver": "IDAKLU", "repeats": args.repeats},
+        "cell_hours_per_s": {"median": median, "runs": runs},
+        "seconds_per_cell_hour": {k: 1 / v for k, v in median.items()},
+        "ratios": {
+            "pipeline_1_worker_vs_plain": median["pipeline_1_worker"] / median["plain_pybamm_loop"],
+            "pipeline_2_workers_vs_plain": median["pipeline_2_workers"] / median["plain_pybamm_loop"],
+            "pipeline_overhead_1_worker": median["plain_pybamm_loop"] / median["pipeline_1_worker"] - 1,
+        },
+        "loader": loader,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"ratios": result["ratios"], "loader_windows_per_s": loader["windows_per_s"],
+                      "loader_mb_per_s": loader["mb_per_s"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
