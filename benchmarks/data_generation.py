@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from cellax.config import DataConfig, validate_config  # noqa: E402
 from cellax.data.generate import generate, plan_profile  # noqa: E402
-from cellax.data.pybamm_backend import VARIABLES, MODEL_OPTIONS, KELVIN  # noqa: E402
+from cellax.data.pybamm_backend import KELVIN, MODEL_OPTIONS, VARIABLES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -162,11 +162,11 @@ class NormStats:
 
     def normalise(self, batch: dict) -> dict:
         """``{name: (x - mean) / std}`` for named signals; arrays of any shape, dtype kept."""
-        return {k: (v - self.mean[k]) / self.std[k] if k in self.mean else v for k, v in batch.items()}
+        return {k: ((v - self.mean[k]) / self.std[k]).astype(v.dtype) if k in self.mean else v for k, v in batch.items()}
 
     def denormalise(self, batch: dict) -> dict:
         """Inverse of :meth:`normalise`: ``{name: x * std + mean}``."""
-        return {k: v * self.std[k] + self.mean[k] if k in self.mean else v for k, v in batch.items()}
+        return {k: (v * self.std[k] + self.mean[k]).astype(v.dtype) if k in self.mean else v for k, v in batch.items()}
 
     def to_json(self) -> str:
         """JSON text for run folders (never pickle)."""

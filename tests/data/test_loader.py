@@ -132,8 +132,8 @@ def test_stats_round_trip_json_and_normalise_inverts(synthetic_dataset):
     back = stats.denormalise(z)
     for name in x:
         np.testing.assert_allclose(back[name], x[name], rtol=1e-12)
-    jitted = jax.jit(lambda s, b: s.normalise(b))(stats, {"current_a": jnp.ones(3)})
-    assert jitted["current_a"].dtype == jnp.float32
+    jitted = jax.jit(lambda s, b: s.normalise(b))(stats, {"current_a": jnp.ones(3, jnp.float32)})
+    assert jitted["current_a"].dtype == jnp.float32  # also when PyBaMM has switched on x64
     with pytest.raises(ValueError):
         NormStats.from_json(json.dumps({"mean": {}, "std": {}}))
 

@@ -1,6 +1,5 @@
 """cellax.data.plots: PNGs from real HDF5 files written by the store."""
 
-import numpy as np
 import pytest
 
 from cellax.data.plots import choose_examples, plot_coverage, plot_dataset, plot_examples
