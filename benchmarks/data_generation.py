@@ -9,9 +9,10 @@ Measures, as medians over ``--repeats`` runs:
   part files, final merge and validation) with 1 and 2 workers, on the same
   profiles; the pipeline overhead is ``anchor cell-h/s / pipeline(1 worker) cell-h/s - 1``;
 * loader throughput: random windows of 64 x 2048 steps as ``jax.Array`` batches,
-  in windows/s and MB/s (float32, 4 signals), from the file just generated.
+  in windows/s and MB/s (float32, 4 signals), from the file just generated, with the
+  signals cached in memory and read from the file (chunked, gzip) per window.
 
-Run: ``python benchmarks/data_generation.py [--profiles 16] [--repeats 3]``; writes
+Run: ``python benchmarks/data_generation.py [--profiles 32] [--repeats 3]``; writes
 ``benchmarks/results/data_generation.json``.
 """
 
@@ -92,7 +93,7 @@ def pipeline(config: DataConfig, workers: int, folder: Path) -> tuple[float, flo
     return time.perf_counter() - started, report.cell_hours, out
 
 
-def loader_throughput(path: Path, batches: int, repeats: int) -> dict:
+def loader_throughput(path: Path, batches: int, repeats: int, cache_in_memory: bool) -> dict:
     from cellax.data.loader import WindowLoader, split_profiles
     from cellax.data.store import open_dataset
 
@@ -101,7 +102,8 @@ def loader_throughput(path: Path, batches: int, repeats: int) -> dict:
         rows = split_profiles(ds, fractions=(1.0, 0.0, 0.0))["train"]
     rates = []
     for repeat in range(repeats):
-        with WindowLoader(path, rows, names, window_len=2048, batch_size=64, seed=repeat, prefetch=4) as loader:
+        with WindowLoader(path, rows, names, window_len=2048, batch_size=64, seed=repeat, prefetch=4,
+                          cache_in_memory=cache_in_memory) as loader:
             batches_iter = iter(loader)
             next(batches_iter).get("current_a").block_until_ready()  # start-up excluded
             started = time.perf_counter()
@@ -112,6 +114,7 @@ def loader_throughput(path: Path, batches: int, repeats: int) -> dict:
     windows_per_s = statistics.median(rates)
     bytes_per_window = 2048 * len(names) * 4
     return {
+        "cache_in_memory": cache_in_memory,
         "batch_size": 64,
         "window_len": 2048,
         "signals": names,
@@ -124,7 +127,7 @@ def loader_throughput(path: Path, batches: int, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profiles", type=int, default=16, help="one-hour dynamic profiles per run")
+    parser.add_argument("--profiles", type=int, default=32, help="one-hour dynamic profiles per run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "data_generation.json")
     args = parser.parse_args()
@@ -140,7 +143,10 @@ def main() -> None:
                 wall, hours, out = pipeline(config, workers, folder)
                 runs[f"pipeline_{workers}_worker{'s' if workers > 1 else ''}"].append(hours / wall)
             print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.3f} cell-h/s" for k, v in runs.items()), flush=True)
-        loader = loader_throughput(out, batches=50, repeats=args.repeats)
+        loader = {
+            "in_memory": loader_throughput(out, batches=50, repeats=args.repeats, cache_in_memory=True),
+            "from_file": loader_throughput(out, batches=20, repeats=args.repeats, cache_in_memory=False),
+        }
 
     median = {k: statistics.median(v) for k, v in runs.items()}
     result = {
@@ -160,8 +166,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({"ratios": result["ratios"], "loader_windows_per_s": loader["windows_per_s"],
-                      "loader_mb_per_s": loader["mb_per_s"]}, indent=2))
+    print(json.dumps({"ratios": result["ratios"],
+                      "loader": {k: (v["windows_per_s"], v["mb_per_s"]) for k, v in loader.items()}}, indent=2))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def _write(tmp_path, **changes):
         ({"profiles.soc_window": [0.0, 0.99]}, "soc_window"),
         ({"simulation.thermal.casing_heat_capacity_j_k": -1}, "simulation.thermal.casing_heat_capacity_j_k"),
         ({"conditons": {}}, "conditons: Extra inputs are not permitted"),
+        ({"profiles.current_csv": "/nonexistent/cycle.csv"}, "profiles.current_csv: /nonexistent/cycle.csv: no such file"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, changes, message):

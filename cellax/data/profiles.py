@@ -39,9 +39,12 @@ after 40 % of it. Kinds:
 
 * ``cc_rest``: constant-current charge and discharge steps (random C-rate, minutes long)
   separated by rests.
-* ``drive``: a synthesized speed trace of micro-trips (or a user CSV cycle), turned into
-  cell current by a vehicle model (:func:`speed_to_current_a`); regen braking charges; when
-  SOC runs low the vehicle is plugged in for a CC charge.
+* ``drive``: a synthesized speed trace of micro-trips, or a user speed CSV
+  (``drive_cycle_csv``), turned into cell current by a vehicle model
+  (:mod:`cellax.data.vehicle`); regen braking charges; when SOC runs low the vehicle is
+  plugged in for a CC charge. A user current CSV (``current_csv``, e.g. a measured cycle)
+  replaces the vehicle model; it is looped from a random start and clipped like any other
+  request.
 * ``dynamic``: a mix of CC steps, rests, drive segments and short pulse trains up to the
   pulse limit.
 
@@ -56,13 +59,15 @@ import math
 import pathlib
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cellax.data.datasheet import Datasheet
 from cellax.data.vehicle import (
     VehicleConfig,
     grid_speed_to_current_a,
-    looped_cycle_m_s,
+    load_current_csv,
+    load_drive_cycle_csv,
+    looped_trace,
     synthesize_speed_m_s,
 )
 
@@ -92,6 +97,7 @@ class ProfileConfig(BaseModel):
     dt_s: float = Field(1.0, gt=0)
     soc_window: tuple[float, float] = (0.1, 0.9)
     drive_cycle_csv: pathlib.Path | None = None
+    current_csv: pathlib.Path | None = None
     vehicle: VehicleConfig = VehicleConfig()
 
     @field_validator("kinds")
@@ -106,6 +112,26 @@ class ProfileConfig(BaseModel):
         if sum(kinds.values()) <= 0:
             raise ValueError(f"weights must sum to more than 0, got {kinds}")
         return kinds
+
+    @field_validator("drive_cycle_csv")
+    @classmethod
+    def _check_drive_cycle(cls, path: pathlib.Path | None) -> pathlib.Path | None:
+        if path is not None:
+            load_drive_cycle_csv(path)
+        return path
+
+    @field_validator("current_csv")
+    @classmethod
+    def _check_current(cls, path: pathlib.Path | None) -> pathlib.Path | None:
+        if path is not None:
+            load_current_csv(path)
+        return path
+
+    @model_validator(mode="after")
+    def _one_trace(self) -> "ProfileConfig":
+        if self.drive_cycle_csv is not None and self.current_csv is not None:
+            raise ValueError("give drive_cycle_csv (speed) or current_csv (current), not both")
+        return self
 
     @field_validator("soc_window")
     @classmethod
@@ -396,11 +422,15 @@ def _plug_in_charge(rng: np.random.Generator, gov: _Governor) -> np.ndarray:
 
 def _generate_drive(rng, datasheet, config, gov: _Governor) -> None:
     n, dt_s = gov.out.size, config.dt_s
-    if config.drive_cycle_csv is not None:
-        speed = looped_cycle_m_s(rng, config.drive_cycle_csv, n + 1, dt_s)
+    if config.current_csv is not None:
+        current = looped_trace(rng, load_current_csv(config.current_csv), n + 1, dt_s)
+        speed = (current > 0).astype(float)  # trips split where discharge starts from rest or regen
     else:
-        speed = synthesize_speed_m_s(rng, config.duration_s, dt_s)
-    current = grid_speed_to_current_a(speed, dt_s, config.vehicle, datasheet)[:n]
+        if config.drive_cycle_csv is not None:
+            speed = looped_trace(rng, load_drive_cycle_csv(config.drive_cycle_csv), n + 1, dt_s)
+        else:
+            speed = synthesize_speed_m_s(rng, config.duration_s, dt_s)
+        current = grid_speed_to_current_a(speed, dt_s, config.vehicle, datasheet)
     # feed trip by trip (split where the vehicle starts from standstill, at most 300 s apart)
     starts = np.flatnonzero((speed[: n - 1] == 0) & (speed[1:n] > 0)) + 1
     cuts, last = [], 0

@@ -55,9 +55,16 @@ class VehicleConfig(BaseModel):
 
 
 
+SPEED_COLUMNS = {"speed_m_s": 1.0, "speed_kmh": 1 / 3.6, "speed_mph": 0.44704}
+"""Accepted speed columns of a drive-cycle CSV and their factor to m/s."""
+
+
 @functools.lru_cache(maxsize=16)
-def _read_drive_cycle(path: str, _mtime_ns: int, _size: int) -> tuple[np.ndarray, np.ndarray]:
-    speed_units = {"speed_m_s": 1.0, "speed_kmh": 1 / 3.6, "speed_mph": 0.44704}
+def _read_trace(
+    path: str, columns: tuple[tuple[str, float], ...], non_negative: bool, _mtime_ns: int, _size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(time_s, values * factor)`` of a CSV with ``time_s`` and exactly one of ``columns``."""
+    factors = dict(columns)
     with open(path, newline="") as stream:
         rows = [
             (n, row)
@@ -65,19 +72,19 @@ def _read_drive_cycle(path: str, _mtime_ns: int, _size: int) -> tuple[np.ndarray
             if row and any(cell.strip() for cell in row) and not row[0].lstrip().startswith("#")
         ]
     if not rows:
-        raise ValueError(f"{path}: empty drive cycle file")
+        raise ValueError(f"{path}: empty file")
     header_line, header = rows[0]
     header = [name.strip() for name in header]
-    speeds = [name for name in speed_units if name in header]
-    if "time_s" not in header or len(speeds) != 1:
+    found = [name for name in factors if name in header]
+    if "time_s" not in header or len(found) != 1:
         raise ValueError(
             f"{path}: header (line {header_line}) must have column 'time_s' and exactly one of "
-            f"{list(speed_units)}; found {header}"
+            f"{list(factors)}; found {header}"
         )
-    columns = {"time_s": header.index("time_s"), speeds[0]: header.index(speeds[0])}
-    values = {name: [] for name in columns}
+    indices = {"time_s": header.index("time_s"), found[0]: header.index(found[0])}
+    values = {name: [] for name in indices}
     for line, row in rows[1:]:
-        for name, col in columns.items():
+        for name, col in indices.items():
             text = row[col].strip() if col < len(row) else ""
             try:
                 value = float(text)
@@ -85,7 +92,7 @@ def _read_drive_cycle(path: str, _mtime_ns: int, _size: int) -> tuple[np.ndarray
                 raise ValueError(f"{path}: line {line}, column {name}: {text!r} is not a number") from None
             if not math.isfinite(value):
                 raise ValueError(f"{path}: line {line}, column {name}: {text!r} is not finite")
-            if name != "time_s" and value < 0:
+            if name != "time_s" and non_negative and value < 0:
                 raise ValueError(f"{path}: line {line}, column {name}: negative speed {value}")
             values[name].append(value)
     time_s = np.array(values["time_s"])
@@ -98,9 +105,17 @@ def _read_drive_cycle(path: str, _mtime_ns: int, _size: int) -> tuple[np.ndarray
             f"{path}: line {line}, column time_s: time {time_s[bad[0] + 1]} does not increase "
             f"(previous {time_s[bad[0]]})"
         )
-    speed_m_s = np.array(values[speeds[0]]) * speed_units[speeds[0]]
-    time_s.flags.writeable = speed_m_s.flags.writeable = False
-    return time_s, speed_m_s
+    trace = np.array(values[found[0]]) * factors[found[0]]
+    time_s.flags.writeable = trace.flags.writeable = False
+    return time_s, trace
+
+
+def _load_trace(path, columns: dict[str, float], non_negative: bool) -> tuple[np.ndarray, np.ndarray]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    stat = path.stat()
+    return _read_trace(str(path), tuple(columns.items()), non_negative, stat.st_mtime_ns, stat.st_size)
 
 
 def load_drive_cycle_csv(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
@@ -111,9 +126,25 @@ def load_drive_cycle_csv(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarr
     the file, line and column for non-numeric, NaN/inf or negative values and non-increasing time.
     The arrays are read-only (cached per file version).
     """
-    path = pathlib.Path(path)
-    stat = path.stat()
-    return _read_drive_cycle(str(path), stat.st_mtime_ns, stat.st_size)
+    return _load_trace(path, SPEED_COLUMNS, non_negative=True)
+
+
+def load_current_csv(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(time_s, current_a)`` of a measured current trace (columns ``time_s``, ``current_a``; + = discharge).
+
+    Same rules as :func:`load_drive_cycle_csv`: NaN or infinite currents are refused with
+    the line and column.
+    """
+    return _load_trace(path, {"current_a": 1.0}, non_negative=False)
+
+
+def looped_trace(rng: np.random.Generator, trace: tuple[np.ndarray, np.ndarray], n: int, dt_s: float) -> np.ndarray:
+    """``n`` samples of ``(time_s, values)`` on the ``dt_s`` grid from a random start, looping as needed."""
+    time_s, values = trace
+    period = math.floor((time_s[-1] - time_s[0]) / dt_s + 1e-9) + 1
+    grid = np.interp(time_s[0] + dt_s * np.arange(period), time_s, values)
+    start = rng.integers(period)
+    return np.tile(grid, (start + n) // period + 1)[start : start + n]
 
 
 def grid_speed_to_current_a(
@@ -219,12 +250,3 @@ def synthesize_speed_m_s(rng: np.random.Generator, duration_s: float, dt_s: floa
     speed_1s = np.concatenate(trips)
     n = math.floor(duration_s / dt_s) + 2
     return np.interp(dt_s * np.arange(n), np.arange(speed_1s.size, dtype=np.float64), speed_1s)
-
-
-def looped_cycle_m_s(rng: np.random.Generator, path: pathlib.Path, n: int, dt_s: float) -> np.ndarray:
-    """``n`` speeds of a CSV cycle on the ``dt_s`` grid from a random start, looping as needed."""
-    time_s, speed = load_drive_cycle_csv(path)
-    period = math.floor((time_s[-1] - time_s[0]) / dt_s + 1e-9) + 1
-    grid = np.interp(time_s[0] + dt_s * np.arange(period), time_s, speed)
-    start = rng.integers(period)
-    return np.tile(grid, (start + n) // period + 1)[start : start + n]

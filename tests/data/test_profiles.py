@@ -294,3 +294,32 @@ def test_profile_config_rejects_bad_fields(fields, match):
 def test_profile_config_accepts_yaml_style_values():
     config = ProfileConfig.model_validate({"soc_window": [0.2, 0.8], "kinds": {"drive": 2}, "dt_s": 0.5})
     assert config.soc_window == (0.2, 0.8) and config.n_samples == 7200
+
+
+def test_drive_profile_from_a_user_current_csv_respects_the_datasheet(tmp_path):
+    path = tmp_path / "measured.csv"
+    t = np.arange(0, 900.0)
+    current = 4.0 * np.sin(t / 40.0) + np.where(t % 200 < 5, 15.0, 0.0)  # includes over-limit spikes
+    path.write_text("time_s,current_a\n" + "\n".join(f"{a},{b}" for a, b in zip(t, current)))
+    config = ProfileConfig(current_csv=path, kinds={"drive": 1.0}, duration_s=1800.0)
+    profile = make_profile("drive", profile_rng(0, 0), LG_M50, config, 0.5)
+    assert validate_profile(profile, config.dt_s, LG_M50, 0.5) == []
+    assert profile.max() > 3.0 and profile.min() < -1.0
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "abc"])
+def test_non_finite_or_non_numeric_currents_in_a_user_csv_are_refused(tmp_path, bad):
+    path = tmp_path / "measured.csv"
+    path.write_text(f"time_s,current_a\n0,1.0\n1,{bad}\n2,0.5\n")
+    with pytest.raises(ValidationError, match=r"(?s)current_csv.*measured.csv: line 3, column current_a"):
+        ProfileConfig(current_csv=path)
+
+
+def test_a_speed_and_a_current_csv_together_are_refused(tmp_path):
+    speed, current = tmp_path / "speed.csv", tmp_path / "current.csv"
+    speed.write_text("time_s,speed_kmh\n0,0\n1,10\n")
+    current.write_text("time_s,current_a\n0,0\n1,1\n")
+    with pytest.raises(ValidationError, match="not both"):
+        ProfileConfig(drive_cycle_csv=speed, current_csv=current)
+    with pytest.raises(ValidationError, match="no such file"):
+        ProfileConfig(drive_cycle_csv=tmp_path / "missing.csv")
