@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,8 +184,8 @@ def _prepare_output(out: Path, config: DataConfig, shard: Shard, resume: bool, o
         stored = json.loads((parts / "job.json").read_text()) if (parts / "job.json").exists() else None
         if stored != manifest:
             raise GenerateError(f"{parts} belongs to a different job (config or shard changed); cannot --resume it")
-        for stale in parts.glob(".part-*.tmp-*"):
-            log(f"removing unfinished temporary file {stale.name} (a batch that was being written when the run died)")
+        for stale in [*parts.glob(".part-*.tmp-*"), *out.parent.glob(f".{out.name}.tmp-*")]:
+            log(f"removing unfinished temporary file {stale} (it was being written when the run died)")
             stale.unlink()
         files, done = _completed_parts(parts)
         next_part = 1 + max((int(p.stem.split("-")[1]) for p in files), default=-1)
@@ -261,12 +262,17 @@ def generate(
         else:
             context = multiprocessing.get_context("spawn")
             config_json = config.model_dump_json()
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(config_json,)) as pool:
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(config_json,))
+            try:
                 futures = [pool.submit(_worker_simulate, config_json, i) for i in todo]
                 for future in as_completed(futures):
                     collect(future.result())
-        flush()
+            except BrokenProcessPool as err:
+                raise GenerateError(f"a worker process died ({err}); finished profiles are kept, run again with --resume") from None
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
     finally:
+        flush()  # every finished profile is kept, also on Ctrl-C or an error
         bar.close()
     wall_s = time.perf_counter() - started
 

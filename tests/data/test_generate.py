@@ -142,3 +142,27 @@ def test_kill_9_then_resume_keeps_finished_profiles_and_duplicates_nothing(tmp_p
         assert ids == list(range(8))
         for pid, (_, voltage) in kept.items():
             np.testing.assert_array_equal(ds.profile(ids.index(pid))["voltage_v"], voltage)
+
+
+def test_ctrl_c_with_workers_stops_promptly_and_keeps_finished_profiles(tmp_path):
+    config_path = tmp_path / "job.yaml"
+    config_path.write_text(yaml.safe_dump({**SMALL, "n_profiles": 12, "profiles": {"duration_s": 1800}}))
+    out = tmp_path / "d.h5"
+    proc = _cli("generate", config_path, "--out", out, "--workers", 2, "--flush-every", 1, "--no-progress")
+    parts = parts_dir(out)
+    deadline = time.monotonic() + 180
+    while not list(parts.glob("part-*.h5")):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no part files appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    interrupted_at = time.monotonic()
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    assert "run again with --resume" in output
+    assert time.monotonic() - interrupted_at < 30, "Ctrl-C waited for the queued profiles"
+    assert not out.exists() and list(parts.glob("part-*.h5"))
+    resumed = _cli("generate", config_path, "--out", out, "--resume", "--workers", 2, "--no-progress")
+    assert resumed.wait() == 0, resumed.stdout.read()
+    with open_dataset(out) as ds:
+        assert ds.profiles["profile_id"].tolist() == list(range(12))
