@@ -73,19 +73,20 @@ class Datasheet(BaseModel):
         soc = np.asarray(soc)
         return (soc < self.critical_soc_low) | (soc > self.critical_soc_high)
 
+    def _limits_a(self, soc: np.ndarray, charge_a: float, discharge_a: float) -> tuple[np.ndarray, np.ndarray]:
+        critical = self.in_critical_band(soc)
+        return (
+            np.where(critical, self.critical_charge_a, charge_a),
+            np.where(critical, self.critical_discharge_a, discharge_a),
+        )
+
     def continuous_limits_a(self, soc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(charge, discharge) current bounds for sustained operation at ``soc``."""
-        critical = self.in_critical_band(soc)
-        charge = np.where(critical, self.critical_charge_a, self.charge_continuous_a)
-        discharge = np.where(critical, self.critical_discharge_a, self.discharge_continuous_a)
-        return charge, discharge
+        return self._limits_a(soc, self.charge_continuous_a, self.discharge_continuous_a)
 
     def pulse_limits_a(self, soc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(charge, discharge) current bounds for a pulse of at most ``pulse_duration_s``."""
-        critical = self.in_critical_band(soc)
-        charge = np.where(critical, self.critical_charge_a, self.charge_pulse_a)
-        discharge = np.where(critical, self.critical_discharge_a, self.discharge_pulse_a)
-        return charge, discharge
+        return self._limits_a(soc, self.charge_pulse_a, self.discharge_pulse_a)
 
 
 LG_M50 = Datasheet(
