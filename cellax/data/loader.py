@@ -17,7 +17,6 @@ import queue
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cellax.data.store import Dataset, open_dataset
+from cellax.data.store import Dataset, open_dataset, opened
 
 SPLITS = ("train", "val", "test")
 
@@ -36,21 +35,6 @@ _STATS_BLOCK = 2**20  # samples read at a time by compute_stats
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@contextmanager
-def _opened(dataset: str | Path | Dataset):
-    """Yield a :class:`Dataset`; close it afterwards only if it was opened here."""
-    if isinstance(dataset, Dataset):
-        yield dataset
-    else:
-        with open_dataset(dataset) as ds:
-            yield ds
-
-
-def _index_column(ds: Dataset, name: str) -> np.ndarray:
-    column = ds.file["profiles"][name]
-    return column.asstr()[:].astype(object) if h5py.check_string_dtype(column.dtype) else column[:]
 
 
 def _check_rows(rows, n_profiles: int, *, unique: bool) -> np.ndarray:
@@ -124,9 +108,8 @@ def split_profiles(
         raise ValueError(f"seed must be non-negative, got {seed}")
     bounds = np.cumsum(fractions)
     bounds[-1] = 1.0
-    with _opened(dataset) as ds:
-        ids = _index_column(ds, "profile_id")
-        status = _index_column(ds, "status")
+    with opened(dataset) as ds:
+        ids, status = ds.profiles["profile_id"], ds.profiles["status"]
     if np.any(ids < 0):
         raise ValueError("split_profiles needs non-negative profile_id values")
     ok = np.flatnonzero(status == "ok")
@@ -211,7 +194,7 @@ def compute_stats(
     moments with Chan et al.'s pairwise update; ``std`` is floored at
     ``min_std`` so a constant signal normalises to 0 rather than dividing by zero.
     """
-    with _opened(dataset) as ds:
+    with opened(dataset) as ds:
         names = _check_names(ds, names)
         rows = np.sort(_check_rows(list(rows), len(ds), unique=True))  # file order: sequential reads
         runs = _runs(ds.file["profiles/start"][:][rows], ds.file["profiles/length"][:][rows])
@@ -249,7 +232,7 @@ def iterate_profiles(
     Each item is ``{name: np.ndarray of shape (length,)}`` in the file's dtype, plus
     ``"profile_id": int``. A failed profile yields arrays of length 0.
     """
-    with _opened(path_or_dataset) as ds:
+    with opened(path_or_dataset) as ds:
         names = _check_names(ds, names)
         rows = _check_rows(list(rows), len(ds), unique=False)
         starts, lengths = ds.file["profiles/start"][:], ds.file["profiles/length"][:]

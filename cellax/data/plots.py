@@ -19,8 +19,8 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from cellax.data.store import Dataset, open_dataset
-from cellax.data.summary import DEFAULT_BLOCK_ROWS, iter_ok_blocks, opened
+from cellax.data.store import Dataset, open_dataset, opened
+from cellax.data.summary import DEFAULT_BLOCK_ROWS, iter_ok_blocks
 
 DPI = 120
 MAX_LINE_POINTS = 4000

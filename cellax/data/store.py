@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -248,6 +249,16 @@ class Dataset:
 def open_dataset(path: str | Path) -> Dataset:
     """Open and validate a dataset; :class:`StoreError` with a clear message otherwise."""
     return Dataset(path)
+
+
+@contextmanager
+def opened(dataset: Dataset | str | Path) -> Iterator[Dataset]:
+    """Yield ``dataset`` as a :class:`Dataset`, opening (and later closing) it if it is a path."""
+    if isinstance(dataset, Dataset):
+        yield dataset
+    else:
+        with open_dataset(dataset) as ds:
+            yield ds
 
 
 def merge_datasets(

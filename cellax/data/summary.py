@@ -16,25 +16,14 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from cellax.data.store import SIGNALS, Dataset, open_dataset
+from cellax.data.store import SIGNALS, Dataset, opened
 
 DEFAULT_BLOCK_ROWS = 1 << 19
 """Rows read per signal and block (a multiple of the store's HDF5 chunk of 16384 rows)."""
-
-
-@contextmanager
-def opened(dataset: Dataset | str | Path) -> Iterator[Dataset]:
-    """Yield ``dataset`` as a :class:`Dataset`, opening (and later closing) it if it is a path."""
-    if isinstance(dataset, Dataset):
-        yield dataset
-    else:
-        with open_dataset(dataset) as ds:
-            yield ds
 
 
 def status_group(status: str) -> str:
