@@ -1,0 +1,121 @@
+"""Single-particle model (SPM) with a two-node lumped thermal model: the cell's vector field.
+
+State (a PyTree, :class:`SPMState`): shell concentrations of one representative
+particle per electrode, the core (volume-averaged) temperature and the surface
+(casing) temperature. With ``i = I / (n_\\parallel A)`` the current density,
+``a_k = 3 \\varepsilon_k / R_k`` and ``j_n = i / (a_n L_n)``, ``j_p = -i / (a_p L_p)``:
+
+.. math::
+
+    \\partial_t c_k &= \\text{Fickian diffusion, surface flux } j_k R_k / F
+        \\quad (:mod:`cellax.physics.particle`),\\\\
+    \\eta_k &= \\frac{2 R T}{F} \\operatorname{arcsinh}\\frac{j_k}{2 j_{0,k}(c_{e,0}, c_k^s, T)},\\\\
+    V &= U_p(c_p^s, T) - U_n(c_n^s, T) + \\eta_p - \\eta_n,\\\\
+    C_\\text{cell}(T) \\dot T &= I(\\eta_n - \\eta_p) + I T (\\partial_T U_n - \\partial_T U_p)
+        + Q_\\text{cc} - h A_\\text{cool} (T - T_s),\\\\
+    C_\\text{case} \\dot T_s &= h A_\\text{cool} (T - T_s) - (T_s - T_\\text{amb}) / R_\\text{env},
+
+with ``Q_cc = n_\\parallel A i^2 (L_{cc,n}/\\sigma_{cc,n} + L_{cc,p}/\\sigma_{cc,p})`` the
+current-collector Joule heat. These are PyBaMM's SPM equations with options
+``{"thermal": "lumped", "surface temperature": "lumped"}``; with the same particle
+mesh they are the same discrete equations (tests compare the vector fields).
+Float64 throughout.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from cellax.physics.parameters import ParameterSet, initial_stoichiometries
+from cellax.physics.particle import FARADAY, SphericalMesh, diffusion_rhs, surface_value, volume_average
+
+GAS_CONSTANT = 8.314462618
+
+
+class SPMState(eqx.Module):
+    """Particle shell concentrations (mol/m³) and core/surface temperatures (K)."""
+
+    c_neg: Float[Array, " n"]
+    c_pos: Float[Array, " n"]
+    core_temp_k: Float[Array, ""]
+    surface_temp_k: Float[Array, ""]
+
+
+class SPM(eqx.Module):
+    """The SPM on a particle mesh of ``n_shells`` shells per electrode."""
+
+    mesh: SphericalMesh
+
+    def __init__(self, n_shells: int = 20):
+        self.mesh = SphericalMesh(n_shells)
+
+    def initial_state(self, params: ParameterSet, soc, temp_k) -> SPMState:
+        """Uniform particles at state of charge ``soc``, both nodes at ``temp_k``."""
+        s = params.scalars
+        x, y = initial_stoichiometries(params, soc)
+        ones = jnp.ones(self.mesh.n, dtype=jnp.float64)
+        temp_k = jnp.asarray(temp_k, dtype=jnp.float64)
+        return SPMState(x * s["neg_max_conc_mol_m3"] * ones, y * s["pos_max_conc_mol_m3"] * ones, temp_k, temp_k)
+
+    def _kinetics(self, params: ParameterSet, state: SPMState, current_a):
+        """Interfacial current densities, surface stoichiometries and overpotentials of both electrodes."""
+        s = params.scalars
+        i = current_a / (s["n_electrodes_parallel"] * s["electrode_area_m2"])
+        temp = state.core_temp_k
+        c_e = s["electrolyte_init_conc_mol_m3"]
+        out = {}
+        for k, sign, c in (("neg", 1.0, state.c_neg), ("pos", -1.0, state.c_pos)):
+            c_max = s[f"{k}_max_conc_mol_m3"]
+            area = 3 * s[f"{k}_active_frac"] / s[f"{k}_particle_radius_m"]
+            j = sign * i / (area * s[f"{k}_thickness_m"])
+            c_surf = surface_value(c)
+            j0 = getattr(params, f"{k}_exchange_current")(c_e, c_surf, c_max, temp)
+            eta = 2 * GAS_CONSTANT * temp / FARADAY * jnp.arcsinh(j / (2 * j0))
+            out[k] = (j, c_surf / c_max, eta)
+        return i, out
+
+    def vector_field(self, params: ParameterSet, state: SPMState, current_a, ambient_temp_k) -> SPMState:
+        """Time derivative of ``state`` at current ``current_a`` (A, + discharge) and ambient (K)."""
+        s = params.scalars
+        temp = state.core_temp_k
+        i, kin = self._kinetics(params, state, current_a)
+        rates = {}
+        for k, c in (("neg", state.c_neg), ("pos", state.c_pos)):
+            radius = s[f"{k}_particle_radius_m"]
+            diffusivity = getattr(params, f"{k}_diffusivity")(c / s[f"{k}_max_conc_mol_m3"], temp)
+            rates[k] = diffusion_rhs(self.mesh, c, diffusivity, kin[k][0] * radius / FARADAY, radius)
+        (_, sto_n, eta_n), (_, sto_p, eta_p) = kin["neg"], kin["pos"]
+        entropic = params.neg_entropic_change(sto_n) - params.pos_entropic_change(sto_p)
+        collectors = s["neg_cc_thickness_m"] / s["neg_cc_conductivity_s_m"] + s["pos_cc_thickness_m"] / s["pos_cc_conductivity_s_m"]
+        heat_w = current_a * (eta_n - eta_p) + current_a * temp * entropic
+        heat_w = heat_w + s["n_electrodes_parallel"] * s["electrode_area_m2"] * i**2 * collectors
+        to_surface_w = s["heat_transfer_coeff_w_m2k"] * s["cell_cooling_area_m2"] * (temp - state.surface_temp_k)
+        to_ambient_w = (state.surface_temp_k - ambient_temp_k) / s["environment_thermal_resistance_k_w"]
+        return SPMState(
+            rates["neg"],
+            rates["pos"],
+            (heat_w - to_surface_w) / params.cell_heat_capacity(temp),
+            (to_surface_w - to_ambient_w) / s["casing_heat_capacity_j_k"],
+        )
+
+    def outputs(self, params: ParameterSet, state: SPMState, current_a, ambient_temp_k) -> dict[str, Array]:
+        """Canonical signals (DESIGN.md names) of ``state``; temperatures in °C."""
+        s = params.scalars
+        temp = state.core_temp_k
+        _, kin = self._kinetics(params, state, current_a)
+        (_, sto_n, eta_n), (_, sto_p, eta_p) = kin["neg"], kin["pos"]
+        u_n, u_p = params.neg_ocp(sto_n, temp), params.pos_ocp(sto_p, temp)
+        x = volume_average(self.mesh, state.c_neg) / s["neg_max_conc_mol_m3"]
+        y = volume_average(self.mesh, state.c_pos) / s["pos_max_conc_mol_m3"]
+        return {
+            "current_a": jnp.asarray(current_a, dtype=jnp.float64),
+            "voltage_v": u_p - u_n + eta_p - eta_n,
+            "ocv_v": params.pos_ocp(y, temp) - params.neg_ocp(x, temp),
+            "soc": (x - s["x_0"]) / (s["x_100"] - s["x_0"]),
+            "core_temp_degc": temp - 273.15,
+            "surface_temp_degc": state.surface_temp_k - 273.15,
+            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=jnp.float64) - 273.15,
+            "anode_potential_v": u_n + eta_n,
+        }
