@@ -1,0 +1,38 @@
+"""PyBaMM run with exactly the parameters, options and mesh of a cellax cell model, for comparisons."""
+
+import os
+
+import numpy as np
+
+os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
+
+import pybamm  # noqa: E402
+
+from cellax.physics import pybamm_parameter_values  # noqa: E402
+
+OPTIONS = {"thermal": "lumped", "surface temperature": "lumped"}
+VAR_PTS = {"r_n": 20, "r_p": 20, "x_n": 20, "x_s": 20, "x_p": 20}
+
+
+def pybamm_run(model_name: str, set_name: str, current_a: np.ndarray, dt_s: float, initial_soc: float) -> dict:
+    """Signals of PyBaMM's ``model_name`` over a sampled current (linear interpolant), IDAKLU at tight tolerances."""
+    values = pybamm_parameter_values(set_name)
+    time_s = np.arange(len(current_a)) * dt_s
+    if np.all(current_a == current_a[0]):
+        values["Current function [A]"] = float(current_a[0])
+    else:
+        values["Current function [A]"] = pybamm.Interpolant(time_s, current_a, pybamm.t, interpolator="linear")
+    model = getattr(pybamm.lithium_ion, model_name)(OPTIONS)
+    sim = pybamm.Simulation(model, parameter_values=values, var_pts=VAR_PTS,
+                            solver=pybamm.IDAKLUSolver(rtol=1e-9, atol=1e-10))
+    solution = sim.solve(t_eval=[0.0, time_s[-1]], t_interp=time_s, initial_soc=initial_soc)
+    out = {
+        "time_s": solution["Time [s]"].entries,
+        "voltage_v": solution["Voltage [V]"].entries,
+        "core_temp_k": solution["Volume-averaged cell temperature [K]"].entries,
+        "surface_temp_k": solution["Surface temperature [K]"].entries,
+        "anode_potential_v": solution["Negative electrode surface potential difference at separator interface [V]"].entries,
+    }
+    out["ambient_temp_k"] = float(values["Ambient temperature [K]"])
+    out["termination"] = str(solution.termination)
+    return out
