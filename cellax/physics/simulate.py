@@ -22,6 +22,7 @@ from jaxtyping import Array, Float
 
 from cellax.physics.parameters import ParameterSet
 from cellax.physics.spm import SPM
+from cellax.physics.spme import SPMe
 
 
 class Solution(eqx.Module):
@@ -49,7 +50,7 @@ def _check_profile(current_a, dt_s) -> None:
 
 
 def simulate(
-    model: SPM,
+    model: SPM | SPMe,
     params: ParameterSet,
     current_a: Float[Array, " n"],
     dt_s: float,
