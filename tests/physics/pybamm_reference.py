@@ -12,6 +12,7 @@ from cellax.physics import pybamm_parameter_values  # noqa: E402
 
 OPTIONS = {"thermal": "lumped", "surface temperature": "lumped"}
 VAR_PTS = {"r_n": 20, "r_p": 20, "x_n": 20, "x_s": 20, "x_p": 20}
+SETS = ["Chen2020", "Marquis2019", "Prada2013", "Ecker2015", "OKane2022"]
 
 
 def pybamm_run(model_name: str, set_name: str, current_a: np.ndarray, dt_s: float, initial_soc: float) -> dict:
@@ -36,3 +37,31 @@ def pybamm_run(model_name: str, set_name: str, current_a: np.ndarray, dt_s: floa
     out["ambient_temp_k"] = float(values["Ambient temperature [K]"])
     out["termination"] = str(solution.termination)
     return out
+
+
+class BuiltModel:
+    """PyBaMM's discretised ``model_name`` at ``current_a``: its vector field in physical units, by variable name."""
+
+    def __init__(self, model_name: str, set_name: str, current_a: float):
+        self.values = pybamm_parameter_values(set_name)
+        self.values["Current function [A]"] = current_a
+        sim = pybamm.Simulation(getattr(pybamm.lithium_ion, model_name)(OPTIONS), parameter_values=self.values,
+                                var_pts=VAR_PTS)
+        sim.build(initial_soc=0.5)
+        self.model = sim.built_model
+        y0 = np.asarray(self.model.concatenated_initial_conditions.evaluate(0, None, inputs={})).ravel()
+        self.scale, self.shift, self.slices = np.ones_like(y0), np.zeros_like(y0), {}
+        for var, (sl,) in self.model.y_slices.items():
+            self.scale[sl] = _number(var.scale)
+            self.shift[sl] = _number(var.reference)
+            self.slices[var.name] = sl
+        self.initial = y0 * self.scale + self.shift
+
+    def rates(self, state: np.ndarray) -> np.ndarray:
+        """d(state)/dt for a state vector in physical units."""
+        y = (state - self.shift) / self.scale
+        return np.asarray(self.model.concatenated_rhs.evaluate(0.0, y[:, None], inputs={})).ravel() * self.scale
+
+
+def _number(value):
+    return float(np.squeeze(value.evaluate())) if hasattr(value, "evaluate") else float(value)
