@@ -30,6 +30,7 @@ from jaxtyping import Array, Float
 
 from cellax.physics.parameters import ParameterSet, initial_stoichiometries
 from cellax.physics.particle import FARADAY, SphericalMesh, diffusion_rhs, surface_value, volume_average
+from cellax.physics.thermal import collector_heat_w, two_node_rates
 
 GAS_CONSTANT = 8.314462618
 
@@ -41,6 +42,17 @@ class SPMState(eqx.Module):
     c_pos: Float[Array, " n"]
     core_temp_k: Float[Array, ""]
     surface_temp_k: Float[Array, ""]
+
+
+def particle_rates(mesh: SphericalMesh, params: ParameterSet, c_neg, c_pos, j_neg, j_pos, temp_k):
+    """Concentration rates of both particles for interfacial current densities ``j`` (A/m²)."""
+    s = params.scalars
+    rates = []
+    for k, c, j in (("neg", c_neg, j_neg), ("pos", c_pos, j_pos)):
+        radius = s[f"{k}_particle_radius_m"]
+        diffusivity = getattr(params, f"{k}_diffusivity")(c / s[f"{k}_max_conc_mol_m3"], temp_k)
+        rates.append(diffusion_rhs(mesh, c, diffusivity, j * radius / FARADAY, radius))
+    return tuple(rates)
 
 
 class SPM(eqx.Module):
@@ -78,27 +90,14 @@ class SPM(eqx.Module):
 
     def vector_field(self, params: ParameterSet, state: SPMState, current_a, ambient_temp_k) -> SPMState:
         """Time derivative of ``state`` at current ``current_a`` (A, + discharge) and ambient (K)."""
-        s = params.scalars
         temp = state.core_temp_k
         i, kin = self._kinetics(params, state, current_a)
-        rates = {}
-        for k, c in (("neg", state.c_neg), ("pos", state.c_pos)):
-            radius = s[f"{k}_particle_radius_m"]
-            diffusivity = getattr(params, f"{k}_diffusivity")(c / s[f"{k}_max_conc_mol_m3"], temp)
-            rates[k] = diffusion_rhs(self.mesh, c, diffusivity, kin[k][0] * radius / FARADAY, radius)
+        rate_neg, rate_pos = particle_rates(self.mesh, params, state.c_neg, state.c_pos, kin["neg"][0], kin["pos"][0], temp)
         (_, sto_n, eta_n), (_, sto_p, eta_p) = kin["neg"], kin["pos"]
         entropic = params.neg_entropic_change(sto_n) - params.pos_entropic_change(sto_p)
-        collectors = s["neg_cc_thickness_m"] / s["neg_cc_conductivity_s_m"] + s["pos_cc_thickness_m"] / s["pos_cc_conductivity_s_m"]
-        heat_w = current_a * (eta_n - eta_p) + current_a * temp * entropic
-        heat_w = heat_w + s["n_electrodes_parallel"] * s["electrode_area_m2"] * i**2 * collectors
-        to_surface_w = s["heat_transfer_coeff_w_m2k"] * s["cell_cooling_area_m2"] * (temp - state.surface_temp_k)
-        to_ambient_w = (state.surface_temp_k - ambient_temp_k) / s["environment_thermal_resistance_k_w"]
-        return SPMState(
-            rates["neg"],
-            rates["pos"],
-            (heat_w - to_surface_w) / params.cell_heat_capacity(temp),
-            (to_surface_w - to_ambient_w) / s["casing_heat_capacity_j_k"],
-        )
+        heat_w = current_a * (eta_n - eta_p) + current_a * temp * entropic + collector_heat_w(params, i)
+        core_rate, surface_rate = two_node_rates(params, heat_w, temp, state.surface_temp_k, ambient_temp_k)
+        return SPMState(rate_neg, rate_pos, core_rate, surface_rate)
 
     def outputs(self, params: ParameterSet, state: SPMState, current_a, ambient_temp_k) -> dict[str, Array]:
         """Canonical signals (DESIGN.md names) of ``state``; temperatures in °C."""

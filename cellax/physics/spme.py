@@ -47,8 +47,9 @@ from cellax.physics.electrolyte import (
     right_boundary_value,
 )
 from cellax.physics.parameters import ParameterSet, initial_stoichiometries
-from cellax.physics.particle import FARADAY, SphericalMesh, diffusion_rhs, surface_value, volume_average
-from cellax.physics.spm import GAS_CONSTANT
+from cellax.physics.particle import FARADAY, SphericalMesh, surface_value, volume_average
+from cellax.physics.spm import GAS_CONSTANT, particle_rates
+from cellax.physics.thermal import collector_heat_w, two_node_rates
 
 MACINNES_FLOOR = 1e-6  # PyBaMM's tolerance "macinnes__c_e": c_e / mean(c_e) is floored here inside the log
 
@@ -172,11 +173,7 @@ class SPMe(eqx.Module):
         mesh, i, temp = f["mesh"], f["i"], f["temp"]
         rn, _, rp = mesh.regions
 
-        rates = {}
-        for k, c in (("neg", state.c_neg), ("pos", state.c_pos)):
-            radius = s[f"{k}_particle_radius_m"]
-            diffusivity = getattr(params, f"{k}_diffusivity")(c / s[f"{k}_max_conc_mol_m3"], temp)
-            rates[k] = diffusion_rhs(self.particle, c, diffusivity, f[k]["j"] * radius / FARADAY, radius)
+        rate_neg, rate_pos = particle_rates(self.particle, params, state.c_neg, state.c_pos, f["neg"]["j"], f["pos"]["j"], temp)
 
         c_e = state.c_e
         coefficient = f["tortuosity"] * params.electrolyte_diffusivity(c_e, temp)
@@ -201,19 +198,9 @@ class SPMe(eqx.Module):
             _joule(i * (1 - (x_p[-1] + h_p / 2 - x_p) / s["pos_thickness_m"]), phi_s_p, h_p, 0.0, -i / f["pos"]["sigma"])
         )
         electrolyte_heat = jnp.sum(widths * _joule(f["i_e"], f["phi_e"], mesh.node_gaps, 0.0, 0.0))
-        collector_heat = i**2 * (
-            s["neg_cc_thickness_m"] / s["neg_cc_conductivity_s_m"] + s["pos_cc_thickness_m"] / s["pos_cc_conductivity_s_m"]
-        )
-        heat_w = area_total * (reaction_heat + reversible_heat + solid_heat + electrolyte_heat + collector_heat)
-        to_surface_w = s["heat_transfer_coeff_w_m2k"] * s["cell_cooling_area_m2"] * (temp - state.surface_temp_k)
-        to_ambient_w = (state.surface_temp_k - ambient_temp_k) / s["environment_thermal_resistance_k_w"]
-        return SPMeState(
-            rates["neg"],
-            rates["pos"],
-            c_e_rate,
-            (heat_w - to_surface_w) / params.cell_heat_capacity(temp),
-            (to_surface_w - to_ambient_w) / s["casing_heat_capacity_j_k"],
-        )
+        heat_w = area_total * (reaction_heat + reversible_heat + solid_heat + electrolyte_heat) + collector_heat_w(params, i)
+        core_rate, surface_rate = two_node_rates(params, heat_w, temp, state.surface_temp_k, ambient_temp_k)
+        return SPMeState(rate_neg, rate_pos, c_e_rate, core_rate, surface_rate)
 
     def outputs(self, params: ParameterSet, state: SPMeState, current_a, ambient_temp_k) -> dict[str, Array]:
         """Canonical signals (DESIGN.md names) of ``state``; temperatures in °C."""
