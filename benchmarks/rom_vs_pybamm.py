@@ -37,13 +37,13 @@ import numpy as np  # noqa: E402
 from cellax.data.datasheet import LG_M50  # noqa: E402
 from cellax.data.profiles import ProfileConfig, make_profile, profile_rng  # noqa: E402
 from cellax.physics import load_parameter_set, pybamm_parameter_values  # noqa: E402
+from cellax.physics.parameters import PYBAMM_MODEL_OPTIONS as OPTIONS  # noqa: E402
 from cellax.physics.simulate import simulate  # noqa: E402
 from cellax.physics.spme import SPMe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OPTIONS = {"thermal": "lumped", "surface temperature": "lumped"}
-VAR_PTS = {"r_n": 20, "r_p": 20, "x_n": 20, "x_s": 20, "x_p": 20}
 DISCHARGE_SAMPLES = 4000
+VAR_PTS = SPMe().pybamm_var_pts
 
 
 def timed(fn, repeats):

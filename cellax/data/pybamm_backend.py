@@ -28,9 +28,9 @@ import numpy as np
 
 from cellax.config import SimulationConfig
 from cellax.data.datasheet import Datasheet
+from cellax.physics.parameters import PYBAMM_MODEL_OPTIONS as MODEL_OPTIONS
 
 KELVIN = 273.15
-MODEL_OPTIONS = {"thermal": "lumped", "surface temperature": "lumped"}
 
 VARIABLES = {  # canonical signal (or helper) -> PyBaMM variable
     "time_s": "Time [s]",

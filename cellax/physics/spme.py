@@ -74,6 +74,12 @@ class SPMe(eqx.Module):
         self.particle = SphericalMesh(n_shells)
         self.x_counts = tuple(int(c) for c in x_counts)
 
+    @property
+    def pybamm_var_pts(self) -> dict[str, int]:
+        """PyBaMM's ``var_pts`` for the same mesh (to run the reference like for like)."""
+        n, s, p = self.x_counts
+        return {"r_n": self.particle.n, "r_p": self.particle.n, "x_n": n, "x_s": s, "x_p": p}
+
     def cell_mesh(self, params: ParameterSet) -> CellMesh:
         s = params.scalars
         return CellMesh((s["neg_thickness_m"], s["sep_thickness_m"], s["pos_thickness_m"]), self.x_counts)

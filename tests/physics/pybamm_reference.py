@@ -9,9 +9,10 @@ os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
 import pybamm  # noqa: E402
 
 from cellax.physics import pybamm_parameter_values  # noqa: E402
+from cellax.physics.parameters import PYBAMM_MODEL_OPTIONS as OPTIONS  # noqa: E402
+from cellax.physics.spme import SPMe  # noqa: E402
 
-OPTIONS = {"thermal": "lumped", "surface temperature": "lumped"}
-VAR_PTS = {"r_n": 20, "r_p": 20, "x_n": 20, "x_s": 20, "x_p": 20}
+VAR_PTS = SPMe().pybamm_var_pts  # the default mesh of both models
 SETS = ["Chen2020", "Marquis2019", "Prada2013", "Ecker2015", "OKane2022"]
 
 
