@@ -4,15 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cellax.physics import load_parameter_set
 from cellax.physics.spm import SPM, SPMState
 from tests.physics.discharge import assert_discharge_matches_pybamm
-from tests.physics.pybamm_reference import SETS, BuiltModel
-
-
-@pytest.fixture(scope="module", params=SETS)
-def cell(request):
-    return request.param, load_parameter_set(request.param)
+from tests.physics.pybamm_reference import BuiltModel
 
 
 def test_vector_field_equals_pybamm_at_an_arbitrary_state(cell):

@@ -6,17 +6,11 @@ import pytest
 
 from cellax.data.datasheet import LG_M50
 from cellax.data.profiles import ProfileConfig, make_profile, profile_rng
-from cellax.physics import load_parameter_set
 from cellax.physics.spme import SPMe, SPMeState
 from tests.physics.discharge import assert_discharge_matches_pybamm, simulate_like_pybamm
-from tests.physics.pybamm_reference import SETS, BuiltModel, pybamm_run
+from tests.physics.pybamm_reference import BuiltModel, pybamm_run
 
 ELECTROLYTE = [f"{region} porosity times concentration [mol.m-3]" for region in ("Negative electrode", "Separator", "Positive electrode")]
-
-
-@pytest.fixture(scope="module", params=SETS)
-def cell(request):
-    return request.param, load_parameter_set(request.param)
 
 
 def test_vector_field_equals_pybamm_at_an_arbitrary_state(cell):
