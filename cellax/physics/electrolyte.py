@@ -69,6 +69,15 @@ def diffusive_flux(mesh: CellMesh, coefficient: Float[Array, " n"], values: Floa
     return jnp.concatenate([zero, inner, zero])
 
 
+def diffusion_stiffness(mesh: CellMesh, coefficient: Float[Array, " n"]) -> Float[Array, "n n"]:
+    """Symmetric tridiagonal ``A`` with ``A c = -w * divergence(diffusive_flux(coefficient, c))``
+    (``w`` the cell widths): the diffusion term as a matrix, for a stiff solver."""
+    beta = mesh.widths[:-1] / (mesh.widths[:-1] + mesh.widths[1:])
+    coupling = 1.0 / (beta / coefficient[:-1] + (1 - beta) / coefficient[1:]) / mesh.node_gaps
+    off = jnp.diag(coupling, 1) + jnp.diag(coupling, -1)
+    return off - jnp.diag(jnp.sum(off, axis=1))
+
+
 def divergence(mesh: CellMesh, flux: Float[Array, " n+1"]) -> Float[Array, " n"]:
     """``dN/dx`` per cell from edge fluxes."""
     return jnp.diff(flux) / mesh.widths

@@ -48,10 +48,10 @@ class UnsupportedExpression(ValueError):
 
 
 class ParameterFunction:
-    """A PyBaMM parameter function as a pure JAX function of named float64 arguments.
+    """A PyBaMM parameter function as a pure JAX function of named arguments.
 
-    ``f(*args)`` broadcasts its arguments against each other and returns a float64
-    array of the broadcast shape; it is traceable by ``jit``, ``vmap`` and ``grad``.
+    ``f(*args)`` broadcasts its arguments against each other and returns an array
+    of the broadcast shape in their floating dtype (float64 for Python numbers); it is traceable by ``jit``, ``vmap`` and ``grad``.
     Instances compare equal when they compile the same PyBaMM expression, so two
     loads of one parameter set give equal (static) functions and share ``jit`` caches.
     """
@@ -67,10 +67,12 @@ class ParameterFunction:
     def __call__(self, *args) -> jax.Array:
         if len(args) != len(self.arg_names):
             raise TypeError(f"{self.name} takes ({', '.join(self.arg_names)}), got {len(args)} argument(s)")
-        xs = [jnp.asarray(a, dtype=jnp.float64) for a in args]
+        dtype = jnp.result_type(*args)
+        dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float64
+        xs = [jnp.asarray(a, dtype=dtype) for a in args]
         out = self._fn(dict(zip(self.arg_names, xs)))
         shape = jnp.broadcast_shapes(*(x.shape for x in xs))
-        return jnp.broadcast_to(jnp.asarray(out, dtype=jnp.float64), shape)
+        return jnp.broadcast_to(jnp.asarray(out, dtype=dtype), shape)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, ParameterFunction) and self._key == other._key
@@ -172,6 +174,13 @@ def _build(pybamm, node, arg_names, build, name) -> Callable[[Env], jax.Array]:
     if kind is pybamm.RegPower:
         base, exponent, scale = children
         delta = float(node.delta)
+        if node.children[1].is_constant() and float(np.asarray(node.children[1].evaluate()).reshape(())) == 0.5:
+
+            def reg_power(env):  # the square roots of j0: (x² + δ²)^(-1/4) without exp/log
+                x = base(env) / scale(env)
+                return x * jax.lax.rsqrt(jnp.sqrt(x**2 + delta**2)) * jnp.sqrt(scale(env))
+
+            return reg_power
 
         def reg_power(env):
             x = base(env) / scale(env)
@@ -227,10 +236,11 @@ def _interpolant(node, children, name) -> Callable[[Env], jax.Array]:
 
     def ppoly(env):
         v = child(env)
-        i = jnp.clip(jnp.searchsorted(breaks, v, side="right") - 1, 0, last)
-        dx = v - breaks[i]
-        out = coeffs[0][i]
-        for c in coeffs[1:]:
+        knots, table = breaks.astype(v.dtype), coeffs.astype(v.dtype)
+        i = jnp.clip(jnp.searchsorted(knots, v, side="right") - 1, 0, last)
+        dx = v - knots[i]
+        out = table[0][i]
+        for c in table[1:]:
             out = out * dx + c[i]
         if not extrapolate:
             out = jnp.where((v < lo) | (v > hi), jnp.nan, out)

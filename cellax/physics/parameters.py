@@ -286,6 +286,26 @@ class ParameterSet(eqx.Module):
     functions: ParameterFunctions = eqx.field(static=True)
     defaulted: tuple[str, ...] = eqx.field(static=True, default=())
 
+    @property
+    def dtype(self):
+        """The floating dtype of the scalars (float64 as loaded): models and solvers compute in it."""
+        return self.scalars["neg_max_conc_mol_m3"].dtype
+
+    def astype(self, dtype) -> ParameterSet:
+        """The same set with every scalar cast to ``dtype`` (e.g. ``jnp.float32`` for a speed/accuracy study)."""
+        return eqx.tree_at(lambda p: p.scalars, self, {k: v.astype(dtype) for k, v in self.scalars.items()})
+
+    def with_values(self, values: Mapping[str, jax.Array]) -> ParameterSet:
+        """The same set with some scalars replaced (traced values welcome: fitting, sensitivities).
+
+        Raises ``ValueError`` naming any key that is not a scalar of the set.
+        """
+        unknown = sorted(set(values) - set(self.scalars))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; known: {sorted(self.scalars)}")
+        cast = {k: jnp.asarray(v, dtype=self.dtype) for k, v in values.items()}
+        return eqx.tree_at(lambda p: p.scalars, self, {**self.scalars, **cast})
+
     def neg_ocp(self, sto, T):
         """Negative-electrode open-circuit potential U_n(sto, T) [V]."""
         return self.functions.neg_ocp(sto, T)
@@ -363,7 +383,7 @@ def initial_stoichiometries(params: ParameterSet, soc) -> tuple[jax.Array, jax.A
     ``x = x_0 + soc (x_100 - x_0)``, ``y = y_0 - soc (y_0 - y_100)``. A concrete
     ``soc`` outside [0, 1] raises ``ValueError``; traced values are not checked.
     """
-    soc = jnp.asarray(soc, dtype=jnp.float64)
+    soc = jnp.asarray(soc, dtype=params.dtype)
     if not isinstance(soc, jax.core.Tracer):
         values = np.asarray(soc)
         if not np.all((values >= 0) & (values <= 1)):

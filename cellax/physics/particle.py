@@ -16,8 +16,9 @@ linear extrapolation :math:`c_s = \\tfrac32 c_n - \\tfrac12 c_{n-1}`, and the me
 concentration weighs shells by volume — PyBaMM's ``FiniteVolume`` defaults, so the
 same mesh gives the same equations.
 
-The operator is tridiagonal, and linear in ``c`` when ``D`` is constant: a solver
-can factor it once.
+The operator is tridiagonal, and linear in ``c`` when ``D`` is uniform:
+:func:`shell_stiffness` gives it as :math:`W^{-1} A` with the shell volumes ``W`` and a
+symmetric ``A``, which :mod:`cellax.physics.stepping` diagonalises once.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def surface_value(c: Float[Array, " n"]) -> Float[Array, ""]:
 
 def volume_average(mesh: SphericalMesh, c: Float[Array, " n"]) -> Float[Array, ""]:
     """Volume-weighted mean concentration of the particle."""
-    return jnp.sum(mesh.shell_volumes * c) / jnp.sum(mesh.shell_volumes)
+    volumes = mesh.shell_volumes.astype(c.dtype)
+    return jnp.sum(volumes * c) / jnp.sum(volumes)
 
 
 def diffusion_rhs(
@@ -66,10 +68,20 @@ def diffusion_rhs(
     radius_m: Float[Array, ""],
 ) -> Float[Array, " n"]:
     """:math:`\\partial c / \\partial t` (mol/m³/s) for node diffusivities (m²/s) and surface flux ``j R / F``."""
-    h = mesh.edges[1] - mesh.edges[0]
+    edges, volumes = mesh.edges.astype(c.dtype), mesh.shell_volumes.astype(c.dtype)
+    h = edges[1] - edges[0]
     d_left, d_right = diffusivity[:-1], diffusivity[1:]
     d_edge = 2.0 * d_left * d_right / (d_left + d_right)
     interior = -d_edge * (c[1:] - c[:-1]) / h
     flux = jnp.concatenate([jnp.zeros(1, c.dtype), interior, jnp.reshape(surface_flux, (1,))])
-    weighted = mesh.edges**2 * flux
-    return -(weighted[1:] - weighted[:-1]) / mesh.shell_volumes / radius_m**2
+    weighted = edges**2 * flux
+    return -(weighted[1:] - weighted[:-1]) / volumes / radius_m**2
+
+
+def shell_stiffness(mesh: SphericalMesh) -> tuple[Float[Array, "n n"], Float[Array, " n"]]:
+    """``(A, W)`` with ``W^{-1} A c`` the diffusion term of a particle of unit radius and uniform unit
+    diffusivity (no-flux surface): ``A`` symmetric tridiagonal, ``W`` the shell volumes."""
+    h = mesh.edges[1] - mesh.edges[0]
+    coupling = mesh.edges[1:-1] ** 2 / h
+    off = jnp.diag(coupling, 1) + jnp.diag(coupling, -1)
+    return off - jnp.diag(jnp.sum(off, axis=1)), mesh.shell_volumes

@@ -1,17 +1,29 @@
-"""Integrate a cell model over a current profile with diffrax.
+"""Run a cell model over a current profile, or advance it by one control interval.
 
 :func:`simulate` takes the current as samples ``current_a[k]`` at ``k * dt_s``
-(linearly interpolated between samples, as the PyBaMM data backend does) and
-returns the canonical signals on that grid, stopping at the voltage window like
-PyBaMM's events do. It is a pure function of its array arguments: ``jit``,
-``vmap`` (over parameters, profiles, initial conditions) and ``grad`` apply.
+(linear between samples, as the PyBaMM data backend does) or as a callable of
+time, and returns the canonical signals on that grid. It stops at the voltage and
+SOC windows like PyBaMM's events, and at states where the model is invalid
+(electrolyte depleted, a stoichiometry leaving ``[0, 1]``, non-finite values),
+saying which in ``Solution.status``. It is a pure function of its array
+arguments: ``jit``, ``vmap`` (over parameters, profiles, initial conditions) and
+``grad`` apply.
 
-The solver here is diffrax's adaptive ``Kvaerno5`` (L-stable ESDIRK, dense
-Newton): the accurate reference path. Faster structure-aware stepping is a
-separate solver choice.
+Two solvers:
+
+- ``"ros2"`` (default): the fixed-step Rosenbrock–W scheme of
+  :mod:`cellax.physics.stepping` on the sample grid (``substeps`` per sample),
+  one ``lax.scan``: fast, vmappable, cheap to differentiate.
+- ``"kvaerno5"``: diffrax's adaptive L-stable ESDIRK with dense Newton and error
+  control (``rtol``, ``atol``), stepping to every sample: the accurate reference.
+
+:func:`advance` is the per-step control interface (for the RL environments):
+hold a current for one interval and return the new state and its signals.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
@@ -21,21 +33,237 @@ import optimistix as optx
 from jaxtyping import Array, Float
 
 from cellax.physics.parameters import ParameterSet
+from cellax.physics.particle import surface_value
 from cellax.physics.spm import SPM
 from cellax.physics.spme import SPMe
+from cellax.physics.stepping import ros2_step
+
+STATUS = (
+    "completed",
+    "voltage_min",
+    "voltage_max",
+    "soc_min",
+    "soc_max",
+    "electrolyte_depleted",
+    "stoichiometry_out_of_range",
+    "solver_failed",
+)
+"""``Solution.status`` codes: the index into this tuple."""
+
+SOLVERS = ("ros2", "kvaerno5")
 
 
 class Solution(eqx.Module):
-    """Signals on the sample grid; samples after ``stop_index`` are NaN-free copies of the last valid one.
+    """Signals on the sample grid; samples after ``stop_index`` repeat the last valid one (no NaN).
 
-    ``status`` is 0 when the profile ran to its end, 1 at the lower and 2 at the
-    upper voltage limit (the event time is ``time_s[stop_index]`` rounded down to the grid), 3 when
-    the solver failed.
+    ``status`` indexes :data:`STATUS` (0: ran to the end). When an event ends the
+    run, ``stop_index`` is the last sample before it and ``event_time_s`` the event
+    time, interpolated between samples; otherwise ``event_time_s`` is the last
+    sample time. ``final_state`` is the model state at ``stop_index`` (continue from it).
     """
 
     signals: dict[str, Array]
     status: Array
     stop_index: Array
+    event_time_s: Array
+    final_state: eqx.Module
+
+
+def status_name(status) -> str:
+    """The :data:`STATUS` name of a status code."""
+    return STATUS[int(status)]
+
+
+def simulate(
+    model: SPM | SPMe,
+    params: ParameterSet,
+    current_a: Float[Array, " n"] | Callable,
+    dt_s: float,
+    initial_soc,
+    ambient_temp_k,
+    *,
+    initial_temp_k=None,
+    n_samples: int | None = None,
+    solver: str = "ros2",
+    substeps: int = 1,
+    soc_limits: tuple[float, float] = (0.0, 1.0),
+    rtol: float = 1e-8,
+    atol: float = 1e-8,
+    max_steps: int = 100_000,
+) -> Solution:
+    """Simulate one cell over one current profile, in the dtype of ``params`` (float64 as loaded).
+
+    The cell starts in equilibrium at ``initial_soc`` with both temperature nodes at
+    ``initial_temp_k`` (default: ``ambient_temp_k``). ``current_a`` (A, positive
+    discharges) is an array of samples or a callable of time in seconds, sampled
+    at ``n_samples`` points ``k * dt_s``.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
+        raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+    dtype = params.dtype
+    current_fn = None
+    if callable(current_a):
+        if n_samples is None or n_samples < 2:
+            raise ValueError("a callable current needs n_samples >= 2 (the length of the output grid)")
+        current_fn = current_a
+        _check_dt(dt_s)
+        current_a = jax.vmap(current_fn)(jnp.arange(n_samples, dtype=dtype) * dt_s)
+    _check_profile(current_a, dt_s)
+    current_a = jnp.asarray(current_a, dtype=dtype)
+    ambient_temp_k = jnp.asarray(ambient_temp_k, dtype=dtype)
+    initial_temp_k = ambient_temp_k if initial_temp_k is None else jnp.asarray(initial_temp_k, dtype=dtype)
+    y0 = model.initial_state(params, initial_soc, initial_temp_k)
+    ts = jnp.arange(current_a.shape[0], dtype=dtype) * dt_s
+    if solver == "ros2":
+        return _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits)
+    return _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, rtol, atol, max_steps)
+
+
+def advance(model: SPM | SPMe, params: ParameterSet, operators, state, current_a, dt_s, ambient_temp_k, substeps: int = 1):
+    """Hold ``current_a`` for ``dt_s`` seconds from ``state``: ``(new_state, signals at the end)``.
+
+    ``operators`` is ``model.stiff_operators(params)``, computed once per parameter set.
+    No events are applied: the caller checks the returned signals (see :func:`check_state`).
+    """
+    h = dt_s / substeps
+    for _ in range(substeps):
+        state, _ = ros2_step(model, params, operators, state, current_a, current_a, h, ambient_temp_k)
+    return state, model.outputs(params, state, current_a, ambient_temp_k)
+
+
+def check_state(params: ParameterSet, state, signals: dict, soc_limits=(0.0, 1.0)) -> Array:
+    """The :data:`STATUS` code a state and its signals raise (0 when within every limit), first match wins."""
+    s = params.scalars
+    sto = jnp.stack(
+        [
+            jnp.min(state.c_neg) / s["neg_max_conc_mol_m3"],
+            jnp.max(state.c_neg) / s["neg_max_conc_mol_m3"],
+            surface_value(state.c_neg) / s["neg_max_conc_mol_m3"],
+            jnp.min(state.c_pos) / s["pos_max_conc_mol_m3"],
+            jnp.max(state.c_pos) / s["pos_max_conc_mol_m3"],
+            surface_value(state.c_pos) / s["pos_max_conc_mol_m3"],
+        ]
+    )
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(state)]))
+    finite &= jnp.isfinite(signals["voltage_v"])
+    depleted = jnp.min(state.c_e) <= 0 if hasattr(state, "c_e") else jnp.array(False)
+    voltage, soc = signals["voltage_v"], signals["soc"]
+    conditions = [
+        voltage < s["voltage_min_v"],
+        voltage > s["voltage_max_v"],
+        soc < soc_limits[0],
+        soc > soc_limits[1],
+        depleted,
+        jnp.any((sto <= 0) | (sto >= 1)),
+        ~finite,
+    ]
+    codes = jnp.arange(1, len(STATUS))
+    hits = jnp.stack(conditions)
+    # non-finite first: a NaN compares False everywhere else
+    return jnp.where(~finite, STATUS.index("solver_failed"), jnp.where(jnp.any(hits), codes[jnp.argmax(hits)], 0))
+
+
+def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits) -> Solution:
+    operators = model.stiff_operators(params)
+    n = current_a.shape[0]
+    h = dt_s / substeps
+    next_current = jnp.concatenate([current_a[1:], current_a[-1:]])
+    first_out = model.outputs(params, y0, current_a[0], ambient_temp_k)
+    s = params.scalars
+
+    def sample(carry, inputs):
+        state, previous, last_out, status, stop = carry
+        k, i_start, i_end = inputs
+        running = status == 0
+        i_start, i_end = jnp.where(running, i_start, 0.0), jnp.where(running, i_end, 0.0)
+        stepped, out = state, None
+        for m in range(substeps):
+            a, b = i_start + (i_end - i_start) * m / substeps, i_start + (i_end - i_start) * (m + 1) / substeps
+            stepped, out_m = ros2_step(model, params, operators, stepped, a, b, h, ambient_temp_k)
+            out = out_m if out is None else out
+        code = check_state(params, state, out, soc_limits)
+        event = running & (code != 0)
+        status = jnp.where(event, code, status)
+        still = status == 0
+        stop = jnp.where(event, jnp.maximum(k - 1, 0), stop)
+        emitted = _select(still, out, last_out)
+        carry = (
+            _select(still, stepped, previous),
+            _select(still, state, previous),
+            emitted,
+            status,
+            stop,
+        )
+        return carry, (emitted, out["voltage_v"])
+
+    init = (y0, y0, first_out, jnp.asarray(0), jnp.asarray(n - 1))
+    (final_state, _, _, status, stop), (signals, raw_voltage) = jax.lax.scan(
+        sample, init, (jnp.arange(n), current_a, next_current)
+    )
+    signals["time_s"] = ts
+    # the event lies between samples stop and stop + 1: interpolate the crossing for voltage events
+    v0, v1 = raw_voltage[stop], raw_voltage[jnp.minimum(stop + 1, n - 1)]
+    limit = jnp.where(status == 1, s["voltage_min_v"], s["voltage_max_v"])
+    fraction = jnp.clip((v0 - limit) / jnp.where(v0 == v1, 1.0, v0 - v1), 0.0, 1.0)
+    fraction = jnp.where((status == 1) | (status == 2), fraction, jnp.where(status == 0, 0.0, 1.0))
+    event_time = ts[stop] + fraction * dt_s
+    return Solution(signals, status, stop, event_time, final_state)
+
+
+def _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, rtol, atol, max_steps):
+    current = current_fn if current_fn is not None else diffrax.LinearInterpolation(ts=ts, ys=current_a).evaluate
+    s = params.scalars
+
+    def vector_field(t, state, args):
+        return model.vector_field(params, state, current(t), ambient_temp_k)
+
+    def condition(name, bound, sign):
+        def distance(t, y, args, **kwargs):
+            return sign * (model.outputs(params, y, current(t), ambient_temp_k)[name] - bound)
+
+        return distance
+
+    conditions = [
+        condition("voltage_v", s["voltage_min_v"], 1.0),
+        condition("voltage_v", s["voltage_max_v"], -1.0),
+        condition("soc", soc_limits[0], 1.0),
+        condition("soc", soc_limits[1], -1.0),
+    ]
+    event = diffrax.Event(conditions, root_finder=optx.Newton(rtol=1e-8, atol=1e-8))
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field),
+        diffrax.Kvaerno5(),
+        t0=ts[0],
+        t1=ts[-1],
+        dt0=None,
+        y0=y0,
+        saveat=diffrax.SaveAt(ts=ts, t1=True),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=ts),
+        event=event,
+        max_steps=max_steps,
+        throw=False,
+    )
+    states = jax.tree_util.tree_map(lambda leaf: leaf[:-1], solution.ys)
+    finite = jnp.isfinite(states.core_temp_k) & (ts <= solution.ts[-1])
+    last = jnp.maximum(jnp.sum(finite) - 1, 0)
+    states = jax.tree_util.tree_map(lambda leaf: jnp.where(_broadcast(finite, leaf), leaf, leaf[last]), states)
+    signals = jax.vmap(lambda st, i: model.outputs(params, st, i, ambient_temp_k))(states, current_a)
+    signals["time_s"] = ts
+    mask = jnp.stack(solution.event_mask) if solution.event_mask is not None else jnp.zeros(4, bool)
+    status = jnp.where(
+        solution.result == diffrax.RESULTS.successful,
+        0,
+        jnp.where(solution.result == diffrax.RESULTS.event_occurred, 1 + jnp.argmax(mask), STATUS.index("solver_failed")),
+    )
+    final_state = jax.tree_util.tree_map(lambda leaf: leaf[last], states)
+    return Solution(signals, status, last, jnp.where(status == 0, ts[-1], solution.ts[-1]), final_state)
+
+
+def _check_dt(dt_s) -> None:
+    if not isinstance(dt_s, jax.core.Tracer) and not float(dt_s) > 0:
+        raise ValueError(f"dt_s must be positive, got {dt_s}")
 
 
 def _check_profile(current_a, dt_s) -> None:
@@ -45,78 +273,11 @@ def _check_profile(current_a, dt_s) -> None:
             raise ValueError(f"current_a must be 1-D with at least 2 samples, got shape {current.shape}")
         if not bool(jnp.all(jnp.isfinite(current))):
             raise ValueError("current_a contains NaN or infinite samples")
-    if not isinstance(dt_s, jax.core.Tracer) and not float(dt_s) > 0:
-        raise ValueError(f"dt_s must be positive, got {dt_s}")
+    _check_dt(dt_s)
 
 
-def simulate(
-    model: SPM | SPMe,
-    params: ParameterSet,
-    current_a: Float[Array, " n"],
-    dt_s: float,
-    initial_soc,
-    ambient_temp_k,
-    rtol: float = 1e-8,
-    atol: float = 1e-8,
-    max_steps: int = 100_000,
-) -> Solution:
-    """Simulate one cell over one sampled current profile (float64).
-
-    The cell starts in equilibrium at ``initial_soc`` with both temperature nodes
-    at ``ambient_temp_k``.
-    """
-    _check_profile(current_a, dt_s)
-    current_a = jnp.asarray(current_a, dtype=jnp.float64)
-    n = current_a.shape[0]
-    ts = jnp.arange(n, dtype=jnp.float64) * dt_s
-    current = diffrax.LinearInterpolation(ts=ts, ys=current_a)
-    ambient_temp_k = jnp.asarray(ambient_temp_k, dtype=jnp.float64)
-    y0 = model.initial_state(params, initial_soc, ambient_temp_k)
-    s = params.scalars
-
-    def vector_field(t, state, args):
-        return model.vector_field(params, state, current.evaluate(t), ambient_temp_k)
-
-    def voltage(t, state):
-        return model.outputs(params, state, current.evaluate(t), ambient_temp_k)["voltage_v"]
-
-    def below(t, y, args, **kwargs):
-        return voltage(t, y) - s["voltage_min_v"]
-
-    def above(t, y, args, **kwargs):
-        return s["voltage_max_v"] - voltage(t, y)
-
-    event = diffrax.Event([below, above], root_finder=optx.Newton(rtol=1e-8, atol=1e-8))
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
-        diffrax.Kvaerno5(),
-        t0=ts[0],
-        t1=ts[-1],
-        dt0=None,
-        y0=y0,
-        saveat=diffrax.SaveAt(ts=ts),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=ts),
-        event=event,
-        max_steps=max_steps,
-        throw=False,
-    )
-    states = solution.ys
-    finite = jnp.isfinite(states.core_temp_k)
-    last = jnp.maximum(jnp.sum(finite) - 1, 0)
-    states = jax.tree_util.tree_map(lambda leaf: jnp.where(_broadcast(finite, leaf), leaf, leaf[last]), states)
-    signals = jax.vmap(lambda st, i: model.outputs(params, st, i, ambient_temp_k))(states, current_a)
-    signals["time_s"] = ts
-    event_mask = solution.event_mask
-    status = jnp.where(
-        solution.result == diffrax.RESULTS.successful,
-        0,
-        jnp.where(
-            solution.result == diffrax.RESULTS.event_occurred,
-            jnp.where(event_mask[0], 1, 2),
-            3,
-        ),
-    )
-    return Solution(signals, status, last)
+def _select(condition, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
 
 
 def _broadcast(mask, leaf):

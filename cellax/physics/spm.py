@@ -29,8 +29,16 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from cellax.physics.parameters import ParameterSet, initial_stoichiometries
-from cellax.physics.particle import FARADAY, SphericalMesh, diffusion_rhs, surface_value, volume_average
-from cellax.physics.thermal import collector_heat_w, two_node_rates
+from cellax.physics.particle import (
+    FARADAY,
+    SphericalMesh,
+    diffusion_rhs,
+    shell_stiffness,
+    surface_value,
+    volume_average,
+)
+from cellax.physics.stepping import SpectralOperator
+from cellax.physics.thermal import collector_heat_w, two_node_rates, two_node_solve
 
 GAS_CONSTANT = 8.314462618
 
@@ -55,6 +63,15 @@ def particle_rates(mesh: SphericalMesh, params: ParameterSet, c_neg, c_pos, j_ne
     return tuple(rates)
 
 
+def particle_stiffness(params: ParameterSet, c_neg, c_pos, temp_k):
+    """``max D / R^2`` (1/s) of both particles: the coefficient of their stiff operators."""
+    s = params.scalars
+    return tuple(
+        jnp.max(getattr(params, f"{k}_diffusivity")(c / s[f"{k}_max_conc_mol_m3"], temp_k)) / s[f"{k}_particle_radius_m"] ** 2
+        for k, c in (("neg", c_neg), ("pos", c_pos))
+    )
+
+
 class SPM(eqx.Module):
     """The SPM on a particle mesh of ``n_shells`` shells per electrode."""
 
@@ -67,8 +84,8 @@ class SPM(eqx.Module):
         """Uniform particles at state of charge ``soc``, both nodes at ``temp_k``."""
         s = params.scalars
         x, y = initial_stoichiometries(params, soc)
-        ones = jnp.ones(self.mesh.n, dtype=jnp.float64)
-        temp_k = jnp.asarray(temp_k, dtype=jnp.float64)
+        ones = jnp.ones(self.mesh.n, dtype=params.dtype)
+        temp_k = jnp.asarray(temp_k, dtype=params.dtype)
         return SPMState(x * s["neg_max_conc_mol_m3"] * ones, y * s["pos_max_conc_mol_m3"] * ones, temp_k, temp_k)
 
     def _kinetics(self, params: ParameterSet, state: SPMState, current_a):
@@ -90,8 +107,35 @@ class SPM(eqx.Module):
 
     def vector_field(self, params: ParameterSet, state: SPMState, current_a, ambient_temp_k) -> SPMState:
         """Time derivative of ``state`` at current ``current_a`` (A, + discharge) and ambient (K)."""
+        return self._rates(params, state, self._kinetics(params, state, current_a), current_a, ambient_temp_k)
+
+    def outputs(self, params: ParameterSet, state: SPMState, current_a, ambient_temp_k) -> dict[str, Array]:
+        """Canonical signals (DESIGN.md names) of ``state``; temperatures in °C."""
+        return self._outputs(params, state, self._kinetics(params, state, current_a), current_a, ambient_temp_k)
+
+    def rates_and_outputs(self, params: ParameterSet, state: SPMState, current_a, ambient_temp_k):
+        """``(vector_field, outputs)`` from one evaluation of the kinetics."""
+        kinetics = self._kinetics(params, state, current_a)
+        return (
+            self._rates(params, state, kinetics, current_a, ambient_temp_k),
+            self._outputs(params, state, kinetics, current_a, ambient_temp_k),
+        )
+
+    def stiff_operators(self, params: ParameterSet) -> dict[str, SpectralOperator]:
+        """The uniform-coefficient particle diffusion operator (see :mod:`cellax.physics.stepping`)."""
+        return {"particle": SpectralOperator(*shell_stiffness(self.mesh), dtype=params.dtype)}
+
+    def solve_stiff(self, params: ParameterSet, operators, state: SPMState, scale_s, rhs: SPMState) -> SPMState:
+        """``(I - scale_s J) x = rhs`` for the block-diagonal stiff Jacobian ``J`` at ``state``."""
         temp = state.core_temp_k
-        i, kin = self._kinetics(params, state, current_a)
+        scale_neg, scale_pos = particle_stiffness(params, state.c_neg, state.c_pos, temp)
+        core, surface = two_node_solve(params, temp, scale_s, rhs.core_temp_k, rhs.surface_temp_k)
+        particle = operators["particle"]
+        return SPMState(particle.solve(scale_s * scale_neg, rhs.c_neg), particle.solve(scale_s * scale_pos, rhs.c_pos), core, surface)
+
+    def _rates(self, params: ParameterSet, state: SPMState, kinetics, current_a, ambient_temp_k) -> SPMState:
+        temp = state.core_temp_k
+        i, kin = kinetics
         rate_neg, rate_pos = particle_rates(self.mesh, params, state.c_neg, state.c_pos, kin["neg"][0], kin["pos"][0], temp)
         (_, sto_n, eta_n), (_, sto_p, eta_p) = kin["neg"], kin["pos"]
         entropic = params.neg_entropic_change(sto_n) - params.pos_entropic_change(sto_p)
@@ -99,22 +143,21 @@ class SPM(eqx.Module):
         core_rate, surface_rate = two_node_rates(params, heat_w, temp, state.surface_temp_k, ambient_temp_k)
         return SPMState(rate_neg, rate_pos, core_rate, surface_rate)
 
-    def outputs(self, params: ParameterSet, state: SPMState, current_a, ambient_temp_k) -> dict[str, Array]:
-        """Canonical signals (DESIGN.md names) of ``state``; temperatures in °C."""
+    def _outputs(self, params: ParameterSet, state: SPMState, kinetics, current_a, ambient_temp_k) -> dict[str, Array]:
         s = params.scalars
         temp = state.core_temp_k
-        _, kin = self._kinetics(params, state, current_a)
+        _, kin = kinetics
         (_, sto_n, eta_n), (_, sto_p, eta_p) = kin["neg"], kin["pos"]
         u_n, u_p = params.neg_ocp(sto_n, temp), params.pos_ocp(sto_p, temp)
         x = volume_average(self.mesh, state.c_neg) / s["neg_max_conc_mol_m3"]
         y = volume_average(self.mesh, state.c_pos) / s["pos_max_conc_mol_m3"]
         return {
-            "current_a": jnp.asarray(current_a, dtype=jnp.float64),
+            "current_a": jnp.asarray(current_a, dtype=params.dtype),
             "voltage_v": u_p - u_n + eta_p - eta_n,
             "ocv_v": params.pos_ocp(y, temp) - params.neg_ocp(x, temp),
             "soc": (x - s["x_0"]) / (s["x_100"] - s["x_0"]),
             "core_temp_degc": temp - 273.15,
             "surface_temp_degc": state.surface_temp_k - 273.15,
-            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=jnp.float64) - 273.15,
+            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - 273.15,
             "anode_potential_v": u_n + eta_n,
         }

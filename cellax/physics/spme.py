@@ -40,6 +40,7 @@ from jaxtyping import Array, Float
 
 from cellax.physics.electrolyte import (
     CellMesh,
+    diffusion_stiffness,
     diffusive_flux,
     divergence,
     interpolate_to_edges,
@@ -47,9 +48,10 @@ from cellax.physics.electrolyte import (
     right_boundary_value,
 )
 from cellax.physics.parameters import ParameterSet, initial_stoichiometries
-from cellax.physics.particle import FARADAY, SphericalMesh, surface_value, volume_average
-from cellax.physics.spm import GAS_CONSTANT, particle_rates
-from cellax.physics.thermal import collector_heat_w, two_node_rates
+from cellax.physics.particle import FARADAY, SphericalMesh, shell_stiffness, surface_value, volume_average
+from cellax.physics.spm import GAS_CONSTANT, particle_rates, particle_stiffness
+from cellax.physics.stepping import SpectralOperator
+from cellax.physics.thermal import collector_heat_w, two_node_rates, two_node_solve
 
 MACINNES_FLOOR = 1e-6  # PyBaMM's tolerance "macinnes__c_e": c_e / mean(c_e) is floored here inside the log
 
@@ -88,9 +90,9 @@ class SPMe(eqx.Module):
         """Uniform particles at ``soc``, electrolyte at its initial concentration, both nodes at ``temp_k``."""
         s = params.scalars
         x, y = initial_stoichiometries(params, soc)
-        ones = jnp.ones(self.particle.n, dtype=jnp.float64)
-        temp_k = jnp.asarray(temp_k, dtype=jnp.float64)
-        c_e = jnp.full(sum(self.x_counts), s["electrolyte_init_conc_mol_m3"], dtype=jnp.float64)
+        ones = jnp.ones(self.particle.n, dtype=params.dtype)
+        temp_k = jnp.asarray(temp_k, dtype=params.dtype)
+        c_e = jnp.full(sum(self.x_counts), s["electrolyte_init_conc_mol_m3"], dtype=params.dtype)
         return SPMeState(x * s["neg_max_conc_mol_m3"] * ones, y * s["pos_max_conc_mol_m3"] * ones, c_e, temp_k, temp_k)
 
     def _region_values(self, mesh: CellMesh, neg, sep, pos):
@@ -174,8 +176,47 @@ class SPMe(eqx.Module):
 
     def vector_field(self, params: ParameterSet, state: SPMeState, current_a, ambient_temp_k) -> SPMeState:
         """Time derivative of ``state`` at current ``current_a`` (A, + discharge) and ambient (K)."""
-        s = params.scalars
+        return self._rates(params, state, self._fields(params, state, current_a), ambient_temp_k)
+
+    def outputs(self, params: ParameterSet, state: SPMeState, current_a, ambient_temp_k) -> dict[str, Array]:
+        """Canonical signals (DESIGN.md names) of ``state``; temperatures in °C."""
+        return self._outputs(params, state, self._fields(params, state, current_a), current_a, ambient_temp_k)
+
+    def rates_and_outputs(self, params: ParameterSet, state: SPMeState, current_a, ambient_temp_k):
+        """``(vector_field, outputs)`` from one evaluation of the model's fields."""
         f = self._fields(params, state, current_a)
+        return self._rates(params, state, f, ambient_temp_k), self._outputs(params, state, f, current_a, ambient_temp_k)
+
+    def stiff_operators(self, params: ParameterSet) -> dict[str, SpectralOperator]:
+        """Uniform-coefficient diffusion operators of particles and electrolyte (see :mod:`cellax.physics.stepping`)."""
+        mesh = self.cell_mesh(params)
+        s = params.scalars
+        tortuosity = self._region_values(
+            mesh, *(s[f"{k}_porosity"] ** s[f"{k}_bruggeman_electrolyte"] for k in ("neg", "sep", "pos"))
+        )
+        porosity = self._region_values(mesh, s["neg_porosity"], s["sep_porosity"], s["pos_porosity"])
+        return {
+            "particle": SpectralOperator(*shell_stiffness(self.particle), dtype=params.dtype),
+            "electrolyte": SpectralOperator(diffusion_stiffness(mesh, tortuosity), porosity * mesh.widths, dtype=params.dtype),
+        }
+
+    def solve_stiff(self, params: ParameterSet, operators, state: SPMeState, scale_s, rhs: SPMeState) -> SPMeState:
+        """``(I - scale_s J) x = rhs`` for the block-diagonal stiff Jacobian ``J`` at ``state``."""
+        temp = state.core_temp_k
+        scale_neg, scale_pos = particle_stiffness(params, state.c_neg, state.c_pos, temp)
+        scale_e = jnp.max(params.electrolyte_diffusivity(state.c_e, temp))
+        particle, electrolyte = operators["particle"], operators["electrolyte"]
+        core, surface = two_node_solve(params, temp, scale_s, rhs.core_temp_k, rhs.surface_temp_k)
+        return SPMeState(
+            particle.solve(scale_s * scale_neg, rhs.c_neg),
+            particle.solve(scale_s * scale_pos, rhs.c_pos),
+            electrolyte.solve(scale_s * scale_e, rhs.c_e),
+            core,
+            surface,
+        )
+
+    def _rates(self, params: ParameterSet, state: SPMeState, f: dict, ambient_temp_k) -> SPMeState:
+        s = params.scalars
         mesh, i, temp = f["mesh"], f["i"], f["temp"]
         rn, _, rp = mesh.regions
 
@@ -208,21 +249,19 @@ class SPMe(eqx.Module):
         core_rate, surface_rate = two_node_rates(params, heat_w, temp, state.surface_temp_k, ambient_temp_k)
         return SPMeState(rate_neg, rate_pos, c_e_rate, core_rate, surface_rate)
 
-    def outputs(self, params: ParameterSet, state: SPMeState, current_a, ambient_temp_k) -> dict[str, Array]:
-        """Canonical signals (DESIGN.md names) of ``state``; temperatures in °C."""
+    def _outputs(self, params: ParameterSet, state: SPMeState, f: dict, current_a, ambient_temp_k) -> dict[str, Array]:
         s = params.scalars
-        f = self._fields(params, state, current_a)
         temp = f["temp"]
         x = volume_average(self.particle, state.c_neg) / s["neg_max_conc_mol_m3"]
         y = volume_average(self.particle, state.c_pos) / s["pos_max_conc_mol_m3"]
         return {
-            "current_a": jnp.asarray(current_a, dtype=jnp.float64),
+            "current_a": jnp.asarray(current_a, dtype=params.dtype),
             "voltage_v": f["voltage"],
             "ocv_v": params.pos_ocp(y, temp) - params.neg_ocp(x, temp),
             "soc": (x - s["x_0"]) / (s["x_100"] - s["x_0"]),
             "core_temp_degc": temp - 273.15,
             "surface_temp_degc": state.surface_temp_k - 273.15,
-            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=jnp.float64) - 273.15,
+            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - 273.15,
             "anode_potential_v": f["anode_potential"],
             "min_electrolyte_conc_mol_m3": jnp.min(state.c_e),
         }
