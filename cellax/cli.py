@@ -86,6 +86,34 @@ def _cmd_quickstart(args) -> None:
     print(f"\ndataset: {report.out}\nplots:   {out_dir / 'plots'} ({len(paths)} PNGs)")
 
 
+def _cmd_fit(args) -> None:
+    from cellax.config import ConfigError, FitConfig, load_config
+    from cellax.physics import load_parameter_set
+    from cellax.physics.fit import FitParameter, fit, measurements_from_dataset, write_report
+    from cellax.physics.spm import SPM
+    from cellax.physics.spme import SPMe
+
+    config = load_config(args.config, FitConfig)
+    out_dir = args.out or config.out
+    try:
+        data, simulation = measurements_from_dataset(config.data, config.profiles, config.signals)
+        params = load_parameter_set(
+            simulation.get("parameter_set", "Chen2020"),
+            overrides=simulation.get("parameter_overrides"),
+            thermal=simulation.get("thermal"),
+        )
+        parameters = [FitParameter(name, **p.model_dump()) for name, p in config.parameters.items()]
+        model = SPMe() if config.model == "SPMe" else SPM()
+        print(f"fitting {', '.join(config.parameters)} to {len(data)} profile(s) of {config.data} ...", flush=True)
+        result = fit(model, params, parameters, data, sigma_v=config.sigma_v, sigma_temp_k=config.sigma_temp_k,
+                     max_steps=config.max_steps)
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"{args.config}: {err}") from None
+    report, picture = write_report(result, data, out_dir)
+    print(result.summary())
+    print(f"\nreport: {report}\nplot:   {picture}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellax", description="Data-driven battery modelling in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -99,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="simulate a synthetic dataset from a data config")
     gen.add_argument("config", type=Path, help="YAML data config (see configs/data/)")
     gen.add_argument("--out", type=Path, required=True, help="output HDF5 file")
-    gen.add_argument("--backend", choices=["pybamm"], help="simulator (default: the config's)")
+    gen.add_argument("--backend", choices=["pybamm", "jax"], help="simulator (default: the config's)")
     gen.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     gen.add_argument("--resume", action="store_true", help="finish an interrupted run, keeping its profiles")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -107,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--flush-every", type=int, default=8, help="profiles per crash-safe part file (default 8)")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     gen.set_defaults(run=_cmd_generate)
+
+    fitp = commands.add_parser("fit", help="identify cell-model parameters from a dataset's profiles")
+    fitp.add_argument("config", type=Path, help="YAML fit config (see configs/fit/)")
+    fitp.add_argument("--out", type=Path, help="report folder (default: the config's out)")
+    fitp.set_defaults(run=_cmd_fit)
 
     data = commands.add_parser("data", help="inspect, picture and merge datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

@@ -113,7 +113,7 @@ class DataConfig(_Strict):
     name: str
     seed: int = Field(ge=0)
     n_profiles: int = Field(gt=0)
-    backend: Literal["pybamm"] = "pybamm"
+    backend: Literal["pybamm", "jax"] = "pybamm"
     simulation: SimulationConfig = SimulationConfig()
     datasheet: Datasheet | None = None
     profiles: ProfileConfig = ProfileConfig()
@@ -176,3 +176,36 @@ def load_config(path: str | Path, cls: type[BaseModel] = DataConfig) -> BaseMode
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of fields, got {type(data).__name__}")
     return validate_config(cls, data, str(path))
+
+
+class FitParameterConfig(_Strict):
+    """Bounds, start value and transform of one identified parameter (a ``ParameterSet`` scalar)."""
+
+    lower: float
+    upper: float
+    initial: float
+    transform: Literal["log", "linear"] = "log"
+
+    @model_validator(mode="after")
+    def _inside(self) -> "FitParameterConfig":
+        if not self.lower < self.initial < self.upper:
+            raise ValueError(f"initial {self.initial} must lie strictly inside [lower {self.lower}, upper {self.upper}]")
+        if self.transform == "log" and self.lower <= 0:
+            raise ValueError("a log transform needs a positive lower bound")
+        return self
+
+
+class FitConfig(_Strict):
+    """``cellax fit``: identify cell-model parameters from profiles of a cellax dataset."""
+
+    data: Path
+    profiles: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    model: Literal["SPM", "SPMe"] = "SPMe"
+    signals: list[Literal["voltage_v", "surface_temp_degc", "core_temp_degc"]] = Field(
+        default_factory=lambda: ["voltage_v", "surface_temp_degc"], min_length=1
+    )
+    sigma_v: float = Field(2e-3, gt=0)
+    sigma_temp_k: float = Field(0.1, gt=0)
+    max_steps: int = Field(100, gt=0)
+    parameters: dict[str, FitParameterConfig] = Field(min_length=1)
+    out: Path = Path("runs/fit")

@@ -34,6 +34,7 @@ from cellax.data.store import ProfileRecord, StoreError, merge_datasets, open_da
 
 FLUSH_PROFILES = 8
 FLUSH_SECONDS = 10.0
+JAX_BATCH = 64  # profiles per vmapped call of the jax backend
 
 
 class GenerateError(RuntimeError):
@@ -107,6 +108,10 @@ def _make_backend(config: DataConfig):
     from cellax.data.pybamm_backend import PybammBackend
 
     try:
+        if config.backend == "jax":
+            from cellax.data.jax_backend import JaxBackend
+
+            return JaxBackend(config.simulation, config.cell)
         return PybammBackend(config.simulation, config.cell)
     except ValueError as err:
         raise GenerateError(str(err)) from None
@@ -124,6 +129,20 @@ def simulate_profile(backend, config: DataConfig, profile_id: int) -> ProfileRec
         current_a, config.profiles.dt_s, meta["ambient_temp_degc"], meta["heat_transfer_coeff"], meta["initial_soc"]
     )
     return ProfileRecord({**meta, "status": result.status}, result.signals)
+
+
+def simulate_profiles(backend, config: DataConfig, profile_ids: list[int]) -> list[ProfileRecord]:
+    """Plan and simulate several profiles in one batched call (the jax backend)."""
+    plans = [plan_profile(config, i) for i in profile_ids]
+    metas = [meta for meta, _ in plans]
+    results = backend.simulate_batch(
+        [current for _, current in plans],
+        config.profiles.dt_s,
+        [m["ambient_temp_degc"] for m in metas],
+        [m["heat_transfer_coeff"] for m in metas],
+        [m["initial_soc"] for m in metas],
+    )
+    return [ProfileRecord({**meta, "status": r.status}, r.signals) for meta, r in zip(metas, results)]
 
 
 def _worker_simulate(config_json: str, profile_id: int) -> ProfileRecord:
@@ -228,6 +247,8 @@ def generate(
     if done:
         log(f"resuming: {len(done)} profile(s) already done, {len(todo)} to go")
 
+    if config.backend == "jax" and workers > 1:
+        log(f"note: the jax backend batches {JAX_BATCH} profiles per call in this process; --workers is ignored")
     backend = _make_backend(config)  # validates the parameter set before any worker starts
     started = time.perf_counter()
     buffer: list[ProfileRecord] = []
@@ -256,7 +277,11 @@ def generate(
             flush()
 
     try:
-        if workers == 1:
+        if config.backend == "jax":
+            for start in range(0, len(todo), JAX_BATCH):
+                for record in simulate_profiles(backend, config, todo[start : start + JAX_BATCH]):
+                    collect(record)
+        elif workers == 1:
             for profile_id in todo:
                 collect(simulate_profile(backend, config, profile_id))
         else:

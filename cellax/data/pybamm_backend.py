@@ -65,6 +65,22 @@ class SimulationResult:
     status: str
 
 
+def enforce_temperature_limits(signals: dict[str, np.ndarray], status: str, datasheet: Datasheet):
+    """Cut the signals after the first sample whose surface temperature leaves the datasheet's window
+    (every backend applies the same rule)."""
+    hot = np.flatnonzero(
+        (signals["surface_temp_degc"] > datasheet.temp_max_degc) | (signals["surface_temp_degc"] < datasheet.temp_min_degc)
+    )
+    if not hot.size:
+        return signals, status
+    first = int(hot[0])
+    status = (
+        f"temperature_limit: surface {signals['surface_temp_degc'][first]:.1f} degC outside "
+        f"[{datasheet.temp_min_degc}, {datasheet.temp_max_degc}] at t={signals['time_s'][first]:.0f} s"
+    )
+    return {k: v[: first + 1] for k, v in signals.items()}, status
+
+
 class PybammBackend:
     """Simulates current profiles of one cell; build once per worker, call per profile."""
 
@@ -155,15 +171,5 @@ class PybammBackend:
             bad = int(np.argmin(finite))
             status = f"solver_failed: non-finite output at t={signals['time_s'][bad]:.0f} s"
             signals = {k: v[:bad] for k, v in signals.items()}
-        hot = np.flatnonzero(
-            (signals["surface_temp_degc"] > self.datasheet.temp_max_degc)
-            | (signals["surface_temp_degc"] < self.datasheet.temp_min_degc)
-        )
-        if hot.size:
-            first = int(hot[0])
-            status = (
-                f"temperature_limit: surface {signals['surface_temp_degc'][first]:.1f} degC outside "
-                f"[{self.datasheet.temp_min_degc}, {self.datasheet.temp_max_degc}] at t={signals['time_s'][first]:.0f} s"
-            )
-            signals = {k: v[: first + 1] for k, v in signals.items()}
+        signals, status = enforce_temperature_limits(signals, status, self.datasheet)
         return SimulationResult(signals, status)

@@ -29,6 +29,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Float
 
@@ -159,10 +160,8 @@ def check_state(params: ParameterSet, state, signals: dict, soc_limits=(0.0, 1.0
         jnp.any((sto <= 0) | (sto >= 1)),
         ~finite,
     ]
-    codes = jnp.arange(1, len(STATUS))
     hits = jnp.stack(conditions)
-    # non-finite first: a NaN compares False everywhere else
-    return jnp.where(~finite, STATUS.index("solver_failed"), jnp.where(jnp.any(hits), codes[jnp.argmax(hits)], 0))
+    return jnp.where(jnp.any(hits), 1 + jnp.argmax(hits), 0)
 
 
 def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits) -> Solution:
@@ -199,7 +198,7 @@ def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_
         return carry, (emitted, out["voltage_v"])
 
     init = (y0, y0, first_out, jnp.asarray(0), jnp.asarray(n - 1))
-    (final_state, _, _, status, stop), (signals, raw_voltage) = jax.lax.scan(
+    (_, final_state, _, status, stop), (signals, raw_voltage) = jax.lax.scan(
         sample, init, (jnp.arange(n), current_a, next_current)
     )
     signals["time_s"] = ts
@@ -268,10 +267,10 @@ def _check_dt(dt_s) -> None:
 
 def _check_profile(current_a, dt_s) -> None:
     if not isinstance(current_a, jax.core.Tracer):
-        current = jnp.asarray(current_a)
+        current = np.asarray(current_a)  # concrete, even when closed over inside jit
         if current.ndim != 1 or current.shape[0] < 2:
             raise ValueError(f"current_a must be 1-D with at least 2 samples, got shape {current.shape}")
-        if not bool(jnp.all(jnp.isfinite(current))):
+        if not np.all(np.isfinite(current)):
             raise ValueError("current_a contains NaN or infinite samples")
     _check_dt(dt_s)
 

@@ -30,6 +30,7 @@ def assert_discharge_matches_pybamm(model, model_name, set_name, params, c_rate)
     voltage = np.asarray(ours.signals["voltage_v"][:both])
     assert np.sqrt(np.mean((voltage - reference["voltage_v"][:both]) ** 2)) <= 1e-3
     assert abs(end - len(reference["voltage_v"])) <= max(2, 0.005 * len(reference["voltage_v"]))
+    assert abs(float(ours.event_time_s) - reference["end_time_s"]) <= 0.005 * reference["end_time_s"]
     core = np.asarray(ours.signals["core_temp_degc"][:both]) + 273.15
     np.testing.assert_allclose(core, reference["core_temp_k"][:both], atol=0.05)
     anode = np.asarray(ours.signals["anode_potential_v"][:both])

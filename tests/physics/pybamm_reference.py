@@ -37,6 +37,7 @@ def pybamm_run(model_name: str, set_name: str, current_a: np.ndarray, dt_s: floa
     }
     out["ambient_temp_k"] = float(values["Ambient temperature [K]"])
     out["termination"] = str(solution.termination)
+    out["end_time_s"] = float(solution.t[-1])
     return out
 
 

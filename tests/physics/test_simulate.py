@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from cellax.physics import load_parameter_set
-from cellax.physics.simulate import simulate
+from cellax.physics.simulate import advance, simulate, status_name
 from cellax.physics.spm import SPM
+from cellax.physics.spme import SPMe
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +55,103 @@ def test_vmap_over_profiles_and_grad_through_the_solver(params):
     finite_difference = (voltage(scale + step) - voltage(scale - step)) / (2 * step)
     assert np.isfinite(float(gradient)) and float(gradient) > 0  # faster diffusion, less polarisation
     np.testing.assert_allclose(float(gradient), float(finite_difference), rtol=1e-3)
+
+
+def test_ros2_agrees_with_the_adaptive_reference_solver_and_converges_at_second_order(params):
+    """Steps of up to 15 A within one sample: the heat is quadratic in a ramp, trapezoid-like stages err by
+    O(dt^3 I'^2) per jump; substeps shrink it as dt^2."""
+    model = SPM(10)
+    rng = np.random.default_rng(3)
+    current = jnp.asarray(np.repeat(rng.uniform(-5.0, 10.0, 12), 25))
+    reference = simulate(model, params, current, 1.0, 0.6, 298.15, solver="kvaerno5", rtol=1e-9, atol=1e-9)
+    errors = []
+    for substeps in (1, 4):
+        fast = simulate(model, params, current, 1.0, 0.6, 298.15, substeps=substeps)
+        assert int(fast.status) == int(reference.status) == 0
+        np.testing.assert_allclose(fast.signals["voltage_v"], reference.signals["voltage_v"], atol=1e-4)  # 0.1 mV
+        errors.append(float(jnp.max(jnp.abs(fast.signals["core_temp_degc"] - reference.signals["core_temp_degc"]))))
+    assert errors[0] <= 0.03
+    assert errors[1] <= errors[0] / 10  # ~16x for second order
+
+
+def test_a_callable_current_is_sampled_on_the_grid(params):
+    model = SPM(10)
+    current = lambda t: 5.0 + 2.0 * jnp.sin(t / 20.0)  # noqa: E731
+    samples = current(jnp.arange(60.0))
+    from_callable = simulate(model, params, current, 1.0, 0.5, 298.15, n_samples=60)
+    from_array = simulate(model, params, samples, 1.0, 0.5, 298.15)
+    np.testing.assert_allclose(from_callable.signals["voltage_v"], from_array.signals["voltage_v"], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="n_samples"):
+        simulate(model, params, current, 1.0, 0.5, 298.15)
+
+
+def test_advance_is_the_per_step_form_of_simulate(params):
+    model = SPMe(6, (4, 3, 4))
+    operators = model.stiff_operators(params)
+    state = model.initial_state(params, 0.5, 298.15)
+    solution = simulate(model, params, jnp.full(31, 5.0), 10.0, 0.5, 298.15)
+    step = jax.jit(lambda s: advance(model, params, operators, s, 5.0, 10.0, 298.15))
+    for k in range(1, 31):
+        state, signals = step(state)
+        np.testing.assert_allclose(signals["voltage_v"], solution.signals["voltage_v"][k], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(solution.final_state.c_e, state.c_e, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "current_a, initial_soc, expected",
+    [
+        (5.0, 0.05, "voltage_min"),  # 1C discharge from nearly empty
+        (-5.0, 0.85, "voltage_max"),  # 1C charge from nearly full
+    ],
+)
+def test_voltage_limits_stop_the_run_and_say_which(params, current_a, initial_soc, expected):
+    solution = simulate(SPM(10), params, jnp.full(900, current_a), 1.0, initial_soc, 298.15)
+    assert status_name(solution.status) == expected
+    stop = int(solution.stop_index)
+    assert 0 < stop < 899
+    assert float(solution.signals["time_s"][stop]) <= float(solution.event_time_s) <= float(solution.signals["time_s"][stop + 1])
+    voltage = np.asarray(solution.signals["voltage_v"])
+    assert np.all(np.isfinite(voltage)) and np.all(voltage[stop:] == voltage[stop])
+
+
+def test_soc_limits_are_events_too(params):
+    solution = simulate(SPM(10), params, jnp.full(600, -5.0), 1.0, 0.5, 298.15, soc_limits=(0.0, 0.6))
+    assert status_name(solution.status) == "soc_max"
+    soc = np.asarray(solution.signals["soc"])
+    assert soc[int(solution.stop_index)] <= 0.6 and np.all(np.isfinite(soc))
+
+
+def test_electrolyte_depletion_is_reported_not_returned_as_numbers(params):
+    """Chen2020's SPMe drives c_e below zero within minutes of a 3C charge: the run stops and says so."""
+    model = SPMe(10, (6, 4, 6))
+    solution = simulate(model, params, jnp.full(900, -15.0), 1.0, 0.1, 298.15, soc_limits=(0.0, 1.0))
+    assert status_name(solution.status) == "electrolyte_depleted"
+    assert float(solution.signals["min_electrolyte_conc_mol_m3"][int(solution.stop_index)]) > 0
+    for values in solution.signals.values():
+        assert np.all(np.isfinite(np.asarray(values)))
+
+
+def test_float32_tracks_float64(params):
+    model = SPM(10)
+    current = jnp.asarray(np.repeat(np.random.default_rng(0).uniform(-5.0, 10.0, 20), 30))
+    double = simulate(model, params, current, 1.0, 0.5, 298.15)
+    single = simulate(model, params.astype(jnp.float32), current, 1.0, 0.5, 298.15)
+    assert single.signals["voltage_v"].dtype == jnp.float32
+    np.testing.assert_allclose(single.signals["voltage_v"], double.signals["voltage_v"], atol=1e-4)
+
+
+def test_new_current_values_do_not_recompile(params):
+    model = SPM(10)
+    run = jax.jit(lambda i: simulate(model, params, i, 1.0, 0.5, 298.15).signals["voltage_v"])
+    run(jnp.full(20, 1.0, dtype=jnp.float64))
+    before = run._cache_size()
+    run(jnp.full(20, 3.0, dtype=jnp.float64))
+    run(jnp.linspace(0.0, 5.0, 20))
+    assert run._cache_size() == before == 1
+
+
+def test_unknown_solver_and_bad_substeps_are_refused(params):
+    with pytest.raises(ValueError, match="solver must be one of"):
+        simulate(SPM(10), params, np.ones(5), 1.0, 0.5, 298.15, solver="euler")
+    with pytest.raises(ValueError, match="substeps"):
+        simulate(SPM(10), params, np.ones(5), 1.0, 0.5, 298.15, substeps=0)

@@ -1,0 +1,91 @@
+"""Simulation backend "jax": cellax's own SPM/SPMe, many profiles per compiled call.
+
+The same cell as the "pybamm" backend (PyBaMM's parameter set with the config's
+thermal settings and overrides, the datasheet's voltage window as cut-offs, the
+same mesh and two-node thermal model), integrated by
+:func:`cellax.physics.simulate.simulate` and ``vmap`` over a batch of profiles.
+Profiles are padded to a common length (rounded up to ``LENGTH_BUCKET_S``
+seconds, so one compile serves many lengths) by holding the last current sample;
+signals beyond a profile's own length are dropped. Statuses follow the PyBaMM
+backend's wording, so datasets from both backends read alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cellax.config import SimulationConfig
+from cellax.data.datasheet import Datasheet
+from cellax.data.pybamm_backend import KELVIN, VARIABLES, SimulationResult, enforce_temperature_limits
+
+LENGTH_BUCKET_S = 600.0
+SIGNALS = [name for name in VARIABLES if not name.startswith("_")] + ["soc", "ambient_temp_degc"]
+
+
+class JaxBackend:
+    """Simulates batches of current profiles of one cell with the JAX cell model (float64)."""
+
+    def __init__(self, config: SimulationConfig, datasheet: Datasheet):
+        from cellax.physics import load_parameter_set
+        from cellax.physics.spm import SPM
+        from cellax.physics.spme import SPMe
+
+        if config.model not in ("SPM", "SPMe"):
+            raise ValueError(f"simulation.model: the jax backend has SPM and SPMe, not {config.model!r}")
+        overrides = {
+            **config.parameter_overrides,
+            "Lower voltage cut-off [V]": datasheet.voltage_min_v,
+            "Upper voltage cut-off [V]": datasheet.voltage_max_v,
+        }
+        self.config = config
+        self.datasheet = datasheet
+        self.params = load_parameter_set(config.parameter_set, overrides=overrides, thermal=config.thermal)
+        self.model = SPMe() if config.model == "SPMe" else SPM()
+        self._run = jax.jit(jax.vmap(self._one, in_axes=(0, None, 0, 0, 0)), static_argnums=1)
+
+    def _one(self, current_a, dt_s, ambient_temp_k, heat_transfer_coeff, initial_soc):
+        from cellax.physics.simulate import simulate
+
+        params = self.params.with_values({"heat_transfer_coeff_w_m2k": heat_transfer_coeff})
+        solution = simulate(self.model, params, current_a, dt_s, initial_soc, ambient_temp_k)
+        return solution.signals, solution.status, solution.stop_index, solution.event_time_s
+
+    def simulate(self, current_a, dt_s, ambient_temp_degc, heat_transfer_coeff, initial_soc) -> SimulationResult:
+        """One profile (the PyBaMM backend's interface)."""
+        return self.simulate_batch([current_a], dt_s, [ambient_temp_degc], [heat_transfer_coeff], [initial_soc])[0]
+
+    def simulate_batch(self, currents, dt_s, ambient_temp_degc, heat_transfer_coeff, initial_soc) -> list[SimulationResult]:
+        """Profiles of possibly different lengths in one vmapped solve; never raises for a failing solve."""
+        from cellax.physics.simulate import STATUS
+
+        lengths = [len(c) for c in currents]
+        bucket = max(2, int(round(LENGTH_BUCKET_S / dt_s)))
+        padded = bucket * math.ceil(max(lengths) / bucket)
+        batch = np.stack([np.concatenate([c, np.full(padded - len(c), c[-1])]) for c in currents])
+        signals, status, stop, event_time = jax.device_get(
+            self._run(
+                jnp.asarray(batch, dtype=jnp.float64),
+                float(dt_s),
+                jnp.asarray(ambient_temp_degc, dtype=jnp.float64) + KELVIN,
+                jnp.asarray(heat_transfer_coeff, dtype=jnp.float64),
+                jnp.asarray(initial_soc, dtype=jnp.float64),
+            )
+        )
+        results = []
+        for k, n in enumerate(lengths):
+            code, last = int(status[k]), int(stop[k])
+            ended = code != 0 and last < n - 1
+            keep = last + 1 if ended else n
+            profile = {name: np.asarray(signals[name][k, :keep], dtype=np.float64) for name in SIGNALS}
+            text = "ok"
+            if ended:
+                reason = STATUS[code]
+                kind = "voltage_limit" if reason.startswith("voltage") else "solver_failed" if reason == "solver_failed" else "model_limit"
+                text = f"{kind}: {reason} at t={float(event_time[k]):.0f} s"
+            profile, text = enforce_temperature_limits(profile, text, self.datasheet)
+            results.append(SimulationResult(profile, text))
+        return results

@@ -1,0 +1,55 @@
+"""The jax backend writes the PyBaMM backend's dataset, with the same numbers within the model tolerances."""
+
+import numpy as np
+import pytest
+
+from cellax.config import DataConfig, validate_config
+from cellax.data.datasheet import LG_M50
+from cellax.data.generate import generate
+from cellax.data.jax_backend import JaxBackend
+from cellax.data.store import open_dataset
+from tests.data.test_generate import SMALL
+
+JOB = {**SMALL, "name": "backends", "seed": 5, "n_profiles": 4, "profiles": {**SMALL["profiles"], "duration_s": 1200}}
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("backends")
+    paths = {}
+    for backend in ("pybamm", "jax"):
+        config = validate_config(DataConfig, {**JOB, "backend": backend})
+        paths[backend] = folder / f"{backend}.h5"
+        generate(config, paths[backend], progress=False, log=lambda *_: None)
+    return paths
+
+
+def test_both_backends_write_the_same_profiles_and_agree_within_tolerance(datasets):
+    with open_dataset(datasets["pybamm"]) as reference, open_dataset(datasets["jax"]) as ours:
+        assert ours.attrs["backend"] == "jax" and reference.attrs["backend"] == "pybamm"
+        assert sorted(ours.signal_names) == sorted(reference.signal_names)
+        assert len(ours) == len(reference) == JOB["n_profiles"]
+        for row in range(len(ours)):
+            a, b = reference.record(row), ours.record(row)
+            assert a.meta["profile_id"] == b.meta["profile_id"] and a.meta["status"] == b.meta["status"] == "ok"
+            assert a.length == b.length
+            np.testing.assert_array_equal(a.signals["current_a"], b.signals["current_a"])
+            assert np.sqrt(np.mean((a.signals["voltage_v"] - b.signals["voltage_v"]) ** 2)) <= 2e-3
+            for name in ("core_temp_degc", "surface_temp_degc"):
+                np.testing.assert_allclose(b.signals[name], a.signals[name], atol=0.1)
+            np.testing.assert_allclose(b.signals["soc"], a.signals["soc"], atol=1e-4)
+
+
+def test_a_voltage_cut_off_ends_the_profile_with_the_pybamm_backends_wording():
+    backend = JaxBackend(validate_config(DataConfig, JOB).simulation, LG_M50)
+    ended, full = backend.simulate_batch([np.full(3600, 10.0), np.full(600, 1.0)], 1.0, [25.0, 25.0], [10.0, 10.0], [0.3, 0.5])
+    assert ended.status.startswith("voltage_limit: voltage_min at t=")
+    assert 0 < len(ended.signals["voltage_v"]) < 3600
+    assert ended.signals["voltage_v"][-1] >= LG_M50.voltage_min_v
+    assert full.status == "ok" and len(full.signals["time_s"]) == 600
+
+
+def test_the_dfn_is_refused_by_name():
+    config = validate_config(DataConfig, {**JOB, "simulation": {"model": "DFN"}})
+    with pytest.raises(ValueError, match="simulation.model"):
+        JaxBackend(config.simulation, LG_M50)

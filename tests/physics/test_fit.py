@@ -1,0 +1,119 @@
+"""fit: four parameters at once from noisy synthetic voltage and temperature, with honest uncertainties."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from cellax.cli import main
+from cellax.config import DataConfig, validate_config
+from cellax.data.datasheet import LG_M50
+from cellax.data.generate import generate
+from cellax.data.profiles import ProfileConfig, make_profile, profile_rng
+from cellax.physics import load_parameter_set
+from cellax.physics.fit import FitParameter, Measurement, fit, write_report
+from cellax.physics.simulate import simulate
+from cellax.physics.spme import SPMe
+
+TRUTH = {
+    "neg_diffusivity_scale": 1.0,
+    "pos_diffusivity_scale": 1.0,
+    "neg_exchange_current_scale": 1.0,
+    "heat_transfer_coeff_w_m2k": 10.0,
+}
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_parameter_set("Chen2020")
+
+
+@pytest.fixture(scope="module")
+def noisy_profile(params):
+    """40 min of the generator's dynamic current, the SPMe's answer plus 2 mV / 0.1 K Gaussian noise."""
+    model = SPMe(10, (6, 4, 6))
+    current = make_profile("dynamic", profile_rng(5, 0), LG_M50, ProfileConfig(kinds={"dynamic": 1.0}, duration_s=2400.0), 0.7)
+    truth = params.with_values(TRUTH)
+    signals = simulate(model, truth, current, 1.0, 0.7, 298.15).signals
+    rng = np.random.default_rng(0)
+    measured = {
+        "voltage_v": np.asarray(signals["voltage_v"]) + rng.normal(0, 2e-3, len(current)),
+        "surface_temp_degc": np.asarray(signals["surface_temp_degc"]) + rng.normal(0, 0.1, len(current)),
+    }
+    return model, Measurement(current, 1.0, 0.7, 298.15, measured)
+
+
+def test_four_parameters_are_recovered_within_5_percent_and_4_sigma(params, noisy_profile, tmp_path):
+    model, data = noisy_profile
+    start = [2.0, 0.5, 1.5, 6.0]
+    parameters = [FitParameter(k, TRUTH[k] / 10, TRUTH[k] * 10, s) for k, s in zip(TRUTH, start)]
+    result = fit(model, params, parameters, [data])
+    assert result.converged
+    for name, true in TRUTH.items():
+        assert abs(result.values[name] / true - 1) <= 0.05, (name, result.values[name])
+        assert abs(result.values[name] - true) <= 4 * result.std[name], (name, result.values[name], result.std[name])
+    assert result.rmse["voltage_v"] == pytest.approx(2e-3, rel=0.1)  # the fit reaches the noise floor
+    assert result.rmse["surface_temp_degc"] == pytest.approx(0.1, rel=0.1)
+    report, picture = write_report(result, [data], tmp_path, truth=TRUTH)
+    assert set(json.loads(report.read_text())["relative_error_pct"]) == set(TRUTH)
+    assert picture.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="neg_diffusivity_scale", lower=1.0, upper=0.5, initial=0.7), "lower < upper"),
+        (dict(name="neg_diffusivity_scale", lower=0.0, upper=2.0, initial=1.0), "positive lower bound"),
+        (dict(name="neg_diffusivity_scale", lower=0.5, upper=2.0, initial=3.0), "strictly inside"),
+        (dict(name="neg_diffusivity_scale", lower=0.5, upper=2.0, initial=1.0, transform="tanh"), "transform"),
+    ],
+)
+def test_bad_parameter_specifications_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FitParameter(**kwargs)
+
+
+def test_unknown_parameters_and_bad_measurements_are_refused(params):
+    current = np.ones(10)
+    with pytest.raises(ValueError, match="has shape"):
+        Measurement(current, 1.0, 0.5, 298.15, {"voltage_v": np.ones(9)})
+    with pytest.raises(ValueError, match="NaN"):
+        Measurement(current, 1.0, 0.5, 298.15, {"voltage_v": np.full(10, np.nan)})
+    with pytest.raises(ValueError, match="cannot fit"):
+        Measurement(current, 1.0, 0.5, 298.15, {"ocv": np.ones(10)})
+    data = Measurement(current, 1.0, 0.5, 298.15, {"voltage_v": np.ones(10)})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        fit(SPMe(), params, [FitParameter("neg_diffusivity", 0.1, 10, 1.0)], [data])
+
+
+def test_cellax_fit_identifies_parameters_from_a_dataset(tmp_path, capsys):
+    job = {
+        "name": "fit", "seed": 3, "n_profiles": 1, "backend": "jax",
+        "profiles": {"duration_s": 1800, "kinds": {"dynamic": 1}},
+        "conditions": {"ambient_temp_degc": 25, "heat_transfer_coeff": 10, "initial_soc": 0.6},
+    }
+    generate(validate_config(DataConfig, job), tmp_path / "data.h5", progress=False, log=lambda *_: None)
+    config = {
+        "data": str(tmp_path / "data.h5"),
+        "model": "SPMe",
+        "signals": ["voltage_v"],
+        "parameters": {
+            "neg_diffusivity_scale": {"lower": 0.1, "upper": 10, "initial": 1.8},
+            "pos_exchange_current_scale": {"lower": 0.1, "upper": 10, "initial": 0.6},
+        },
+        "out": str(tmp_path / "fit"),
+    }
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(config))
+    assert main(["fit", str(tmp_path / "fit.yaml")]) == 0
+    report = json.loads((tmp_path / "fit" / "fit_report.json").read_text())
+    for name in config["parameters"]:
+        assert report["values"][name] == pytest.approx(1.0, rel=1e-3)  # noise-free data of the same model
+    assert (tmp_path / "fit" / "fit_residuals.png").exists()
+    assert "neg_diffusivity_scale" in capsys.readouterr().out
+
+
+def test_cellax_fit_names_the_bad_field(tmp_path, capsys):
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump({"data": "x.h5", "parameters": {"a": {"lower": 1, "upper": 0.5, "initial": 0.7}}}))
+    assert main(["fit", str(tmp_path / "fit.yaml")]) == 2
+    assert "parameters.a" in capsys.readouterr().err
