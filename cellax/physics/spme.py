@@ -244,7 +244,10 @@ class SPMe(eqx.Module):
         ) + h_p * jnp.sum(
             _joule(i * (1 - (x_p[-1] + h_p / 2 - x_p) / s["pos_thickness_m"]), phi_s_p, h_p, 0.0, -i / f["pos"]["sigma"])
         )
-        electrolyte_heat = jnp.sum(widths * _joule(f["i_e"], f["phi_e"], mesh.node_gaps, 0.0, 0.0))
+        weighted_current = widths * f["i_e"]  # -i_e dphi_e/dx on the nodes, summed: no flux through either end
+        electrolyte_heat = -0.5 * jnp.sum(
+            jnp.diff(f["phi_e"]) / mesh.node_gaps * (weighted_current[:-1] + weighted_current[1:])
+        )
         heat_w = area_total * (reaction_heat + reversible_heat + solid_heat + electrolyte_heat) + collector_heat_w(params, i)
         core_rate, surface_rate = two_node_rates(params, heat_w, temp, state.surface_temp_k, ambient_temp_k)
         return SPMeState(rate_neg, rate_pos, c_e_rate, core_rate, surface_rate)
