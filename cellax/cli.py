@@ -13,6 +13,7 @@ from pathlib import Path
 
 QUICKSTART_CONFIG = Path("configs/data/quickstart.yaml")
 QUICKSTART_DIR = Path("runs/quickstart")
+QUICKSTART_TRAIN = Path("configs/train/quickstart.yaml")
 
 
 def _cmd_generate(args) -> None:
@@ -69,21 +70,61 @@ def _cmd_merge(args) -> None:
 
 
 def _cmd_quickstart(args) -> None:
+    import time
+
     from cellax.config import load_config
     from cellax.data.generate import generate
     from cellax.data.plots import plot_dataset
     from cellax.data.store import open_dataset
     from cellax.data.summary import format_summary, summarize
+    from cellax.train.config import TrainConfig
+    from cellax.train.evaluate import evaluate, format_report
+    from cellax.train.loop import train
 
+    started = time.perf_counter()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = out_dir / "data.h5"
     config = load_config(args.config)
+    print(f"[1/3] simulating {config.n_profiles} one-hour profiles ({config.backend} backend) -> {dataset}", flush=True)
     report = generate(config, dataset, workers=args.workers, resume=dataset.exists() or dataset.with_name("data.h5.parts").exists())
     with open_dataset(dataset) as ds:
         print(format_summary(summarize(ds)))
-    paths = plot_dataset(dataset, out_dir / "plots")
-    print(f"\ndataset: {report.out}\nplots:   {out_dir / 'plots'} ({len(paths)} PNGs)")
+    plots = plot_dataset(dataset, out_dir / "plots")
+    run_dir = out_dir / "model"
+    train_config = load_config(args.train_config, TrainConfig).model_copy(update={"data": dataset, "out": run_dir})
+    if args.steps:
+        train_config = train_config.model_copy(update={"steps": args.steps})
+    resume = (run_dir / "config.json").exists()
+    print(f"\n[2/3] training a {train_config.model['kind']} to {train_config.task} the cell -> {run_dir}", flush=True)
+    train(train_config, resume=resume)
+    print("\n[3/3] evaluating free-running on the held-out test profiles", flush=True)
+    result = evaluate(run_dir)
+    print(format_report(result))
+    print(f"\ndataset:  {report.out} (plots: {out_dir / 'plots'}, {len(plots)} PNGs)")
+    print(f"model:    {run_dir} (metrics.jsonl, checkpoints/)")
+    print(f"report:   {run_dir / 'eval' / 'report.json'} and {len(result['plots'])} PNGs in {run_dir / 'eval'}")
+    print(f"done in {time.perf_counter() - started:.0f} s")
+
+
+def _cmd_train(args) -> None:
+    from cellax.config import load_config
+    from cellax.train.config import TrainConfig
+    from cellax.train.loop import train
+
+    config = load_config(args.config, TrainConfig)
+    if args.out:
+        config = config.model_copy(update={"out": args.out})
+    run_dir = train(config, resume=args.resume, progress=not args.no_progress)
+    print(f"run: {run_dir} (metrics.jsonl, checkpoints/); evaluate with: cellax evaluate {run_dir}")
+
+
+def _cmd_evaluate(args) -> None:
+    from cellax.train.evaluate import evaluate, format_report
+
+    report = evaluate(args.run, split=args.split, max_profiles=args.max_profiles)
+    print(format_report(report))
+    print(f"report: {args.run / 'eval' / 'report.json'}; plots: {', '.join(report['plots'])}")
 
 
 def _cmd_fit(args) -> None:
@@ -121,8 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     quick = commands.add_parser("quickstart", help="generate a small dataset and draw its plots")
     quick.add_argument("--config", type=Path, default=QUICKSTART_CONFIG, help=f"data config (default {QUICKSTART_CONFIG})")
     quick.add_argument("--out", type=Path, default=QUICKSTART_DIR, help=f"output folder (default {QUICKSTART_DIR})")
+    quick.add_argument("--train-config", type=Path, default=QUICKSTART_TRAIN,
+                       help=f"training config (default {QUICKSTART_TRAIN})")
+    quick.add_argument("--steps", type=int, help="training steps (default: the training config's)")
     quick.add_argument("--workers", type=int, default=2)
     quick.set_defaults(run=_cmd_quickstart)
+
+    trainp = commands.add_parser("train", help="train a sequence model of the cell from a training config")
+    trainp.add_argument("config", type=Path, help="YAML training config (see configs/train/)")
+    trainp.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
+    trainp.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    trainp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    trainp.set_defaults(run=_cmd_train)
+
+    evalp = commands.add_parser("evaluate", help="free-running evaluation of a training run on held-out profiles")
+    evalp.add_argument("run", type=Path, help="run folder (from cellax train)")
+    evalp.add_argument("--split", choices=["test", "val", "train"], default="test")
+    evalp.add_argument("--max-profiles", type=int, help="evaluate at most this many profiles")
+    evalp.set_defaults(run=_cmd_evaluate)
 
     gen = commands.add_parser("generate", help="simulate a synthetic dataset from a data config")
     gen.add_argument("config", type=Path, help="YAML data config (see configs/data/)")
@@ -164,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     from cellax.config import ConfigError
     from cellax.data.generate import GenerateError
     from cellax.data.store import StoreError
+    from cellax.train.loop import TrainError
 
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ConfigError, GenerateError, StoreError) as err:
+    except (ConfigError, GenerateError, StoreError, TrainError) as err:
         print(f"cellax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -262,6 +262,7 @@ class _Plan:
     cache: bool
     stats: NormStats | None
     dtype: np.dtype
+    start_batch: int = 0
     cum_windows: np.ndarray = field(init=False)  # (P,) cumulative count of valid starts
 
     def __post_init__(self):
@@ -356,6 +357,8 @@ def _produce(plan: _Plan, q: queue.Queue, stop: threading.Event) -> None:
         reader = _Reader(plan)
         try:
             rng = np.random.default_rng(plan.seed)
+            for _ in range(plan.start_batch):  # resume: replay the draws (no reads), not the batches
+                plan.sample(rng)
             made = 0
             while not stop.is_set() and (plan.num_batches is None or made < plan.num_batches):
                 if not _put(q, reader.batch(rng), stop):
@@ -389,7 +392,8 @@ class WindowLoader:
     profile is picked with probability proportional to ``length - window_len + 1``.
     Windows are drawn with replacement; profiles shorter than ``window_len`` are
     skipped. The batch sequence depends only on ``seed`` (and the data), not on
-    timing or ``cache_in_memory``.
+    timing or ``cache_in_memory``. ``start_batch=k`` starts at the ``k``-th batch of
+    that sequence (exact resume of a training run).
 
     With ``stats``, the named signals are normalised (in float64, before the cast).
     ``cache_in_memory`` reads the needed profiles once into RAM (fast random access);
@@ -415,10 +419,13 @@ class WindowLoader:
         cache_in_memory: bool | None = None,
         num_batches: int | None = None,
         device: jax.Device | jax.sharding.Sharding | None = None,
+        start_batch: int = 0,
     ):
         for label, value, least in (("window_len", window_len, 1), ("batch_size", batch_size, 1), ("prefetch", prefetch, 1)):
             if int(value) != value or value < least:
                 raise ValueError(f"{label} must be an integer >= {least}, got {value!r}")
+        if int(start_batch) != start_batch or start_batch < 0:
+            raise ValueError(f"start_batch must be a non-negative integer, got {start_batch!r}")
         if num_batches is not None and (int(num_batches) != num_batches or num_batches < 0):
             raise ValueError(f"num_batches must be a non-negative integer or None, got {num_batches!r}")
         with open_dataset(path) as ds:
@@ -445,7 +452,7 @@ class WindowLoader:
         self._device = device
         plan = _Plan(
             self.path, self.names, starts[keep], lengths[keep], self.window_len, self.batch_size,
-            self.seed, num_batches, self.cache_in_memory, stats, np.dtype(dtype),
+            self.seed, num_batches, self.cache_in_memory, stats, np.dtype(dtype), int(start_batch),
         )
         self._queue: queue.Queue = queue.Queue(maxsize=int(prefetch))
         self._stop = threading.Event()

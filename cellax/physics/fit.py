@@ -85,7 +85,9 @@ class Measurement:
     ``signals`` maps canonical names (``voltage_v``, ``surface_temp_degc``, ``core_temp_degc``) to arrays as
     long as the current; the profile starts at rest at ``initial_soc`` with both nodes at ``ambient_temp_k``.
     ``overrides`` are this profile's own parameter values (e.g. its heat-transfer coefficient), applied
-    before the fitted ones.
+    before the fitted ones. ``end_time_s``: when the measurement ended at the cell's voltage cut-off, that
+    time; the fit then also matches the model's own cut-off time (capacity is mostly seen there), and
+    compares signals only up to the model's stop.
     """
 
     current_a: np.ndarray
@@ -94,6 +96,7 @@ class Measurement:
     ambient_temp_k: float
     signals: dict[str, np.ndarray]
     overrides: dict[str, float] = field(default_factory=dict)
+    end_time_s: float | None = None
 
     def __post_init__(self):
         n = len(self.current_a)
@@ -164,24 +167,27 @@ def fit(
         return jnp.concatenate([b.residuals(model, cell.with_values({**b.overrides, **values})) for b in batches])
 
     def solve(z, args):
+        """The whole fit in one compiled call: LM, then the Jacobian and the predictions at its answer."""
         solution = optx.least_squares(residuals, optx.LevenbergMarquardt(rtol=rtol, atol=atol), z, args,
                                       max_steps=max_steps, throw=False)
-        return solution.value, solution.result, solution.stats["num_steps"]
+        z = solution.value
+        cell, batches = args
+        values = values_of(z)
+        predictions = [b.solve(model, cell.with_values({**b.overrides, **values})).signals for b in batches]
+        return z, solution.result, solution.stats["num_steps"], jax.jacfwd(residuals)(z, args), predictions
 
     z0 = jnp.asarray([p.to_unconstrained(p.initial) for p in parameters], dtype=jnp.float64)
     args = (params, batches)
     started = time.perf_counter()
     compiled = jax.jit(solve).lower(z0, args).compile()
     compile_seconds = time.perf_counter() - started
-    z, result, steps = jax.block_until_ready(compiled(z0, args))
+    z, result, steps, jacobian, predictions = jax.block_until_ready(compiled(z0, args))
     seconds = time.perf_counter() - started
 
-    jacobian = jax.jit(jax.jacfwd(residuals))(z, args)
     covariance_z = jnp.linalg.pinv(jacobian.T @ jacobian)
     derivative = jnp.asarray([jax.grad(p.to_value)(z[i]) for i, p in enumerate(parameters)])
     std = jnp.sqrt(jnp.diag(covariance_z)) * jnp.abs(derivative)
-    fitted = values_of(z)
-    predictions = [b.predict(model, params.with_values({**b.overrides, **fitted})) for b in batches]
+    predictions = [{k: np.asarray(v) for k, v in pred.items()} for pred in predictions]
     rmse = {}
     for name in MEASURED:
         pairs = [(pred[name], m.signals[name]) for pred, m in zip(predictions, data) if name in m.signals]
@@ -210,6 +216,7 @@ class _Batch(eqx.Module):
     targets: dict[str, Array]
     overrides: dict[str, Array]
     scales: dict[str, float] = eqx.field(static=True)
+    end_time_s: float | None = eqx.field(static=True)
 
     @classmethod
     def of(cls, m: Measurement, sigmas: dict[str, float]) -> _Batch:
@@ -221,18 +228,21 @@ class _Batch(eqx.Module):
             {k: jnp.asarray(v, dtype=jnp.float64) for k, v in m.signals.items()},
             {k: jnp.asarray(v, dtype=jnp.float64) for k, v in m.overrides.items()},
             {k: float(sigmas[MEASURED[k]]) for k in m.signals},
+            None if m.end_time_s is None else float(m.end_time_s),
         )
 
-    def simulate(self, model, params):
-        return simulate(model, params, self.current_a, self.dt_s, self.initial_soc, self.ambient_temp_k).signals
+    def solve(self, model, params):
+        return simulate(model, params, self.current_a, self.dt_s, self.initial_soc, self.ambient_temp_k)
 
     def residuals(self, model, params):
-        signals = self.simulate(model, params)
-        return jnp.concatenate([(signals[k] - v) / self.scales[k] for k, v in self.targets.items()])
-
-    def predict(self, model, params) -> dict[str, np.ndarray]:
-        signals = jax.jit(lambda batch, p: batch.simulate(model, p))(self, params)
-        return {k: np.asarray(v) for k, v in signals.items()}
+        """Signal residuals up to the model's own stop (a cut-off, or an invalid state), and, when the data
+        end at a cut-off, the cut-off times' difference in units of the sample interval."""
+        solution = self.solve(model, params)
+        valid = jnp.arange(self.current_a.shape[0]) <= solution.stop_index
+        parts = [jnp.where(valid, (solution.signals[k] - v) / self.scales[k], 0.0) for k, v in self.targets.items()]
+        if self.end_time_s is not None:
+            parts.append(jnp.reshape((solution.event_time_s - self.end_time_s) / self.dt_s, (1,)))
+        return jnp.concatenate(parts)
 
 
 def measurements_from_dataset(path, rows: Sequence[int], signals: Sequence[str]) -> tuple[list[Measurement], dict]:

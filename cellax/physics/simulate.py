@@ -88,6 +88,7 @@ def simulate(
     solver: str = "ros2",
     substeps: int = 1,
     soc_limits: tuple[float, float] = (0.0, 1.0),
+    limits: bool = True,
     rtol: float = 1e-8,
     atol: float = 1e-8,
     max_steps: int = 100_000,
@@ -97,7 +98,9 @@ def simulate(
     The cell starts in equilibrium at ``initial_soc`` with both temperature nodes at
     ``initial_temp_k`` (default: ``ambient_temp_k``). ``current_a`` (A, positive
     discharges) is an array of samples or a callable of time in seconds, sampled
-    at ``n_samples`` points ``k * dt_s``.
+    at ``n_samples`` points ``k * dt_s``. ``limits=False`` runs through every limit and invalid state,
+    stopping only where values turn non-finite; ``status`` then names the first limit crossed, for
+    information (fitting needs residuals that stay informative past a cut-off; ``kvaerno5`` drops its events).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -118,8 +121,9 @@ def simulate(
     y0 = model.initial_state(params, initial_soc, initial_temp_k)
     ts = jnp.arange(current_a.shape[0], dtype=dtype) * dt_s
     if solver == "ros2":
-        return _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits)
-    return _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, rtol, atol, max_steps)
+        return _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits, limits)
+    return _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, limits, rtol, atol,
+                     max_steps)
 
 
 def advance(model: SPM | SPMe, params: ParameterSet, operators, state, current_a, dt_s, ambient_temp_k, substeps: int = 1):
@@ -164,7 +168,7 @@ def check_state(params: ParameterSet, state, signals: dict, soc_limits=(0.0, 1.0
     return jnp.where(jnp.any(hits), 1 + jnp.argmax(hits), 0)
 
 
-def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits) -> Solution:
+def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits, limits) -> Solution:
     operators = model.stiff_operators(params)
     n = current_a.shape[0]
     h = dt_s / substeps
@@ -173,32 +177,33 @@ def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_
     s = params.scalars
 
     def sample(carry, inputs):
-        state, previous, last_out, status, stop = carry
+        state, previous, last_out, status, stop, halted = carry
         k, i_start, i_end = inputs
-        running = status == 0
-        i_start, i_end = jnp.where(running, i_start, 0.0), jnp.where(running, i_end, 0.0)
+        i_start, i_end = jnp.where(halted, 0.0, i_start), jnp.where(halted, 0.0, i_end)
         stepped, out = state, None
         for m in range(substeps):
             a, b = i_start + (i_end - i_start) * m / substeps, i_start + (i_end - i_start) * (m + 1) / substeps
             stepped, out_m = ros2_step(model, params, operators, stepped, a, b, h, ambient_temp_k)
             out = out_m if out is None else out
         code = check_state(params, state, out, soc_limits)
-        event = running & (code != 0)
-        status = jnp.where(event, code, status)
-        still = status == 0
+        status = jnp.where((status == 0) & ~halted, code, status)
+        halts = (code != 0) if limits else ~jnp.isfinite(out["voltage_v"])
+        event = ~halted & halts
+        halted = halted | halts
         stop = jnp.where(event, jnp.maximum(k - 1, 0), stop)
-        emitted = _select(still, out, last_out)
+        emitted = _select(halted, last_out, out)
         carry = (
-            _select(still, stepped, previous),
-            _select(still, state, previous),
+            _select(halted, previous, stepped),
+            _select(halted, previous, state),
             emitted,
             status,
             stop,
+            halted,
         )
         return carry, (emitted, out["voltage_v"])
 
-    init = (y0, y0, first_out, jnp.asarray(0), jnp.asarray(n - 1))
-    (_, final_state, _, status, stop), (signals, raw_voltage) = jax.lax.scan(
+    init = (y0, y0, first_out, jnp.asarray(0), jnp.asarray(n - 1), jnp.asarray(False))
+    (_, final_state, _, status, stop, _), (signals, raw_voltage) = jax.lax.scan(
         sample, init, (jnp.arange(n), current_a, next_current)
     )
     signals["time_s"] = ts
@@ -211,7 +216,7 @@ def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_
     return Solution(signals, status, stop, event_time, final_state)
 
 
-def _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, rtol, atol, max_steps):
+def _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, limits, rtol, atol, max_steps):
     current = current_fn if current_fn is not None else diffrax.LinearInterpolation(ts=ts, ys=current_a).evaluate
     s = params.scalars
 
@@ -230,7 +235,7 @@ def _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_
         condition("soc", soc_limits[0], 1.0),
         condition("soc", soc_limits[1], -1.0),
     ]
-    event = diffrax.Event(conditions, root_finder=optx.Newton(rtol=1e-8, atol=1e-8))
+    event = diffrax.Event(conditions, root_finder=optx.Newton(rtol=1e-8, atol=1e-8)) if limits else None
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(vector_field),
         diffrax.Kvaerno5(),

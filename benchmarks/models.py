@@ -1,0 +1,325 @@
+"""Sequence models: accuracy after a fixed CPU budget, training throughput against PyTorch, streaming latency.
+
+In one run on one machine (``pip install -e ".[bench]"`` for PyTorch):
+
+1. **Accuracy.** A dataset of 1 h dynamic profiles from the jax backend; each
+   reference config of ``configs/train/{simulate,estimate}_{transformer,mamba,gru}.yaml``
+   trained for ``--budget-s`` seconds of wall time (its step count set from its
+   measured step time so the cosine schedule ends with the budget), then
+   evaluated free-running over every test profile (``cellax evaluate``).
+   Targets: simulate voltage RMSE ≤ 10 mV and temperatures ≤ 0.2 K over the
+   whole hour; estimate SOC RMSE ≤ 1 %.
+2. **Throughput.** Sample-steps per second of cellax's jitted training step (the
+   Transformer of ``simulate_transformer.yaml``, one chunk per window) against the
+   same Llama-style Transformer written in PyTorch (same parameter count, RoPE,
+   SwiGLU, RMSNorm, AdamW) trained on the same batches.
+3. **Streaming latency.** Per-sample latency of a ~1 M-parameter Transformer with
+   KV cache and a ~1 M-parameter Mamba in recurrent mode, on one CPU core (this
+   process pinned to core 0), as a jitted call per sample; beside it the naive
+   alternative of re-running the whole window every sample.
+
+Writes ``benchmarks/results/models.json``. Run: ``python benchmarks/models.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+KINDS = ("transformer", "mamba", "gru")
+
+
+def make_dataset(path: Path, n_profiles: int) -> None:
+    from cellax.config import DataConfig, validate_config
+    from cellax.data.generate import generate
+
+    if path.exists():
+        return
+    config = validate_config(DataConfig, {
+        "name": "bench_dynamic", "seed": 77, "n_profiles": n_profiles, "backend": "jax",
+        "profiles": {"duration_s": 3600, "kinds": {"dynamic": 1}},
+        "conditions": {"ambient_temp_degc": [15, 35], "heat_transfer_coeff": [5, 30], "initial_soc": [0.3, 0.9]},
+    })
+    generate(config, path, progress=False, log=lambda *_: None)
+
+
+def timed_steps(step, state, batches, repeats):
+    import jax
+
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for batch in batches:
+            state = step(*state, batch)[:2]
+        jax.block_until_ready(state)
+        times.append((time.perf_counter() - started) / len(batches))
+    return statistics.median(times), state
+
+
+def accuracy(data: Path, out: Path, budget_s: float) -> dict:
+    import jax
+
+    from cellax.config import load_config
+    from cellax.data.loader import WindowLoader, compute_stats, split_profiles
+    from cellax.train.config import TrainConfig
+    from cellax.train.evaluate import evaluate
+    from cellax.train.loop import make_step, optimizer, train
+    from cellax.train.task import Task
+
+    results = {}
+    for task_name in ("simulate", "estimate"):
+        for kind in KINDS:
+            name = f"{task_name}_{kind}"
+            config = load_config(ROOT / "configs" / "train" / f"{name}.yaml", TrainConfig)
+            config = config.model_copy(update={"data": data, "out": out / name})
+            # step time -> steps that fill the budget (the schedule then ends with it)
+            task = Task.from_config(config)
+            splits = split_profiles(data, config.split_fractions, config.split_seed)
+            names = [*task.inputs, *task.outputs]
+            stats = compute_stats(data, splits["train"], names)
+            from cellax.models import make_model
+
+            model = make_model(config.model, task.n_features, task.n_outputs, jax.random.key(0))
+            tx = optimizer(config)
+            import equinox as eqx
+
+            state = (model, tx.init(eqx.filter(model, eqx.is_array)))
+            with WindowLoader(data, splits["train"], names, config.window_len, config.batch_size, seed=0,
+                              stats=stats, num_batches=12) as loader:
+                batches = list(loader)
+            step = make_step(task, config, tx)
+            jax.block_until_ready(step(*state, batches[0]))
+            step_s, _ = timed_steps(step, state, batches[1:], 1)
+            steps = max(200, int(0.85 * budget_s / step_s))
+            config = config.model_copy(update={"steps": steps, "eval_every": max(steps // 8, 50),
+                                               "checkpoint_every": max(steps // 8, 50)})
+            started = time.perf_counter()
+            train(config, progress=False, time_budget_s=budget_s, log=lambda *_: None)
+            wall = time.perf_counter() - started
+            report = evaluate(out / name)
+            results[name] = {
+                "config": config.model_dump(mode="json"),
+                "params": int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)))),
+                "train_wall_s": wall, "planned_steps": steps, "step_s": step_s,
+                "test": {k: {m: v[m] for m in ("rmse", "mae", "max", "unit")} for k, v in report["outputs"].items()},
+                "test_profiles": report["n_profiles"], "test_hours": report["hours"],
+            }
+            print(name, json.dumps(results[name]["test"]), flush=True)
+    return results
+
+
+def throughput(data: Path, repeats: int) -> dict:
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from cellax.config import load_config
+    from cellax.data.loader import WindowLoader, compute_stats, split_profiles
+    from cellax.models import make_model
+    from cellax.train.config import TrainConfig
+    from cellax.train.loop import make_step, optimizer
+    from cellax.train.task import Task
+
+    config = load_config(ROOT / "configs" / "train" / "simulate_transformer.yaml", TrainConfig)
+    config = config.model_copy(update={"data": data, "chunks_per_window": 1})
+    task = Task.from_config(config)
+    splits = split_profiles(data, config.split_fractions, config.split_seed)
+    names = [*task.inputs, *task.outputs]
+    stats = compute_stats(data, splits["train"], names)
+    with WindowLoader(data, splits["train"], names, config.window_len, config.batch_size, seed=1, stats=stats,
+                      num_batches=20) as loader:
+        batches = list(loader)
+    model = make_model(config.model, task.n_features, task.n_outputs, jax.random.key(0))
+    tx = optimizer(config)
+    step = make_step(task, config, tx)
+    state = (model, tx.init(eqx.filter(model, eqx.is_array)))
+    jax.block_until_ready(step(*state, batches[0]))
+    jax_s, _ = timed_steps(step, state, batches, repeats)
+
+    # the same inputs the cellax step builds: signals, then initial conditions and the known flag
+    def features(batch):
+        x, y = jax.vmap(task.split)(batch)
+        cond = jnp.concatenate([y[:, :1, :], jnp.ones_like(y[:, :1, :1])], -1)
+        return np.asarray(jnp.concatenate([x, jnp.broadcast_to(cond, (*x.shape[:2], cond.shape[-1]))], -1)), np.asarray(y)
+
+    pairs = [features(b) for b in batches]
+    torch.set_num_threads(os.cpu_count() or 1)
+    ref = torch_transformer(task.n_features, task.n_outputs, **{k: config.model[k] for k in ("width", "n_layers", "n_heads")})
+    o = config.optimizer
+    opt = torch.optim.AdamW(ref.parameters(), lr=o.learning_rate, betas=(o.b1, o.b2), weight_decay=o.weight_decay)
+
+    def torch_step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = torch.mean((ref(torch.from_numpy(x)) - torch.from_numpy(y)) ** 2)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), o.clip_norm)
+        opt.step()
+
+    torch_step(*pairs[0])
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for x, y in pairs:
+            torch_step(x, y)
+        times.append((time.perf_counter() - started) / len(pairs))
+    torch_s = statistics.median(times)
+    samples = config.batch_size * config.window_len
+    n_jax = int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))))
+    return {
+        "model": config.model, "batch_size": config.batch_size, "window": config.window_len,
+        "params_cellax": n_jax, "params_torch": int(sum(p.numel() for p in ref.parameters())),
+        "cellax_sample_steps_per_s": samples / jax_s, "torch_sample_steps_per_s": samples / torch_s,
+        "ratio_cellax_over_torch": torch_s / jax_s, "torch_version": torch.__version__,
+    }
+
+
+def torch_transformer(n_features, n_outputs, width, n_layers, n_heads, theta=10_000.0):
+    """cellax's Transformer (pre-norm RMSNorm, RoPE causal attention, SwiGLU, separate head) in PyTorch."""
+    import torch
+    from torch import nn
+
+    hidden = 8 * ((8 * width // 3 + 7) // 8)
+    head = width // n_heads
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n1, self.n2 = nn.RMSNorm(width, eps=1e-5), nn.RMSNorm(width, eps=1e-5)
+            self.qkv = nn.Linear(width, 3 * width, bias=False)
+            self.proj = nn.Linear(width, width, bias=False)
+            self.gate_up = nn.Linear(width, 2 * hidden, bias=False)
+            self.down = nn.Linear(hidden, width, bias=False)
+
+        def forward(self, h, cos, sin):
+            b, t, _ = h.shape
+            q, k, v = self.qkv(self.n1(h)).view(b, t, 3, n_heads, head).unbind(2)
+            q, k = (rotate(z, cos, sin).transpose(1, 2) for z in (q, k))
+            a = nn.functional.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True)
+            h = h + self.proj(a.transpose(1, 2).reshape(b, t, width))
+            g, u = self.gate_up(self.n2(h)).chunk(2, -1)
+            return h + self.down(nn.functional.silu(g) * u)
+
+    def rotate(z, cos, sin):
+        z1, z2 = z[..., : head // 2], z[..., head // 2 :]
+        return torch.cat([z1 * cos - z2 * sin, z1 * sin + z2 * cos], -1)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(n_features, width)
+            self.blocks = nn.ModuleList(Block() for _ in range(n_layers))
+            self.norm = nn.RMSNorm(width, eps=1e-5)
+            self.out = nn.Linear(width, n_outputs)
+
+        def forward(self, x):
+            t = x.shape[1]
+            freq = theta ** (-torch.arange(0, head // 2, dtype=torch.float32) / (head // 2))
+            angle = torch.arange(t, dtype=torch.float32)[:, None] * freq[None]
+            cos, sin = angle.cos()[None, :, None], angle.sin()[None, :, None]
+            h = self.embed(x)
+            for block in self.blocks:
+                h = block(h, cos, sin)
+            return self.out(self.norm(h))
+
+    return Model()
+
+
+def latency(window: int, samples: int) -> dict:
+    """Per-sample streaming latency on one core (run in a pinned subprocess)."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from cellax.models import make_model
+
+    configs = {
+        "transformer_kv_cache": {"kind": "transformer", "width": 192, "n_layers": 2, "n_heads": 6, "max_len": window},
+        "mamba_recurrent": {"kind": "mamba", "width": 192, "n_layers": 4},
+    }
+    out = {}
+    for name, cfg in configs.items():
+        model = make_model(cfg, 8, 5, jax.random.key(0))
+        params = int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))))
+        weights, static = eqx.partition(model, eqx.is_array)
+        # jax.jit on (weights, state, x) with the static structure closed over: the lightest dispatch
+        step = jax.jit(lambda w, s, x: eqx.combine(w, static).step(s, x))
+        full = jax.jit(lambda w, x: eqx.combine(w, static)(x)[-1])
+        model = weights
+        state = eqx.combine(weights, static).init_state()
+        x_t = jnp.ones(8, jnp.float32)
+        state = jax.block_until_ready(step(model, state, x_t))[1]
+        times = []
+        for i in range(samples):
+            if i % window == window - 2:  # a full KV cache starts a new stream (its size is the window)
+                state = eqx.combine(weights, static).init_state()
+            started = time.perf_counter()
+            y, state = step(model, state, x_t)
+            y.block_until_ready()
+            times.append(time.perf_counter() - started)
+        window_x = jnp.ones((window, 8), jnp.float32)
+        jax.block_until_ready(full(model, window_x))
+        naive = []
+        for _ in range(max(5, samples // 50)):
+            started = time.perf_counter()
+            full(model, window_x).block_until_ready()
+            naive.append(time.perf_counter() - started)
+        out[name] = {"config": cfg, "params": params, "step_latency_us_median": 1e6 * statistics.median(times),
+                     "step_latency_us_p95": 1e6 * sorted(times)[int(0.95 * len(times))],
+                     "naive_rerun_window_us_median": 1e6 * statistics.median(naive), "window": window}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profiles", type=int, default=192, help="1 h dynamic profiles in the dataset")
+    parser.add_argument("--budget-s", type=float, default=240.0, help="training wall time per reference config")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_models")
+    parser.add_argument("--only", choices=["accuracy", "throughput", "latency"], action="append")
+    parser.add_argument("--latency-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "models.json")
+    args = parser.parse_args()
+    if args.latency_child:
+        os.sched_setaffinity(0, {0})
+        print(json.dumps(latency(window=512, samples=2000)))
+        return
+    parts = args.only or ["accuracy", "throughput", "latency"]
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = args.work / "bench_dynamic.h5"
+    result = json.loads(args.out.read_text()) if args.out.exists() else {}
+    result.update({"benchmark": "models", "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                   "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    if "accuracy" in parts or "throughput" in parts:
+        make_dataset(data, args.profiles)
+    if "throughput" in parts:
+        result["throughput"] = throughput(data, args.repeats)
+        print(json.dumps(result["throughput"], indent=2), flush=True)
+    if "latency" in parts:
+        env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+        child = subprocess.run([sys.executable, __file__, "--latency-child"], capture_output=True, text=True, env=env)
+        if child.returncode != 0:
+            raise SystemExit(child.stderr[-3000:])
+        result["latency_one_core"] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(json.dumps(result["latency_one_core"], indent=2), flush=True)
+    if "accuracy" in parts:
+        result["accuracy"] = {"budget_s_per_config": args.budget_s, "profiles": args.profiles,
+                              "runs": accuracy(data, args.work, args.budget_s),
+                              "targets": {"simulate": "voltage RMSE <= 10 mV, temperatures <= 0.2 K",
+                                          "estimate": "SOC RMSE <= 1 %"}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""A Llama-style decoder-only Transformer that regresses cell signals from inputs.
+
+One sequence ``x`` of shape ``(T, n_features)`` in, ``(T, n_outputs)`` out; ``vmap``
+for batches. With ``N`` a norm (RMSNorm or LayerNorm) and ``p_t`` the optional
+absolute code,
+
+.. math::
+
+    h^0_t = W_\\text{in} x_t + p_t, \\qquad
+    u^l = h^{l-1} + \\text{Attn}(N(h^{l-1})), \\qquad
+    h^l = u^l + \\text{SwiGLU}(N(u^l)), \\qquad
+    y_t = W_\\text{out} N(h^L_t).
+
+Attention is causal and grouped-query: ``n_heads`` query heads share
+``n_kv_heads`` key/value heads in consecutive groups. Position enters in one of
+four ways (``positional``): a sinusoidal code added to ``h^0``; RoPE, rotating
+queries and keys by position; ALiBi, a per-head linear penalty on distance; or
+none (the causal mask alone). None of them has a learnt table, so every length up
+to ``max_len`` works, not only the training length.
+
+Streaming: ``step(cache, x_t)`` consumes one sample against a preallocated
+:class:`KVCache` and returns what the full forward returns at that position.
+
+Parameters are float32; ``compute_dtype`` (e.g. ``"bfloat16"``) casts them and the
+activations for the forward pass only. Norms and softmax run in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class TransformerConfig(BaseModel):
+    """Hyperparameters of :class:`Transformer`; each check names its field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["transformer"] = "transformer"
+    width: int = Field(64, gt=0)
+    n_layers: int = Field(4, gt=0)
+    n_heads: int = Field(4, gt=0)
+    n_kv_heads: int | None = Field(None, gt=0, description="key/value heads; None: n_heads (plain multi-head)")
+    mlp_hidden: int | None = Field(None, gt=0, description="SwiGLU hidden size; None: 8/3 width, rounded up to 8")
+    norm: Literal["rms", "layer"] = "rms"
+    positional: Literal["sinusoidal", "rope", "alibi", "none"] = Field("rope", validate_default=True)
+    rope_theta: float = Field(10_000.0, gt=0)
+    max_len: int = Field(4096, gt=0)
+    norm_eps: float = Field(1e-5, gt=0)
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @field_validator("n_heads")
+    @classmethod
+    def _heads_divide_width(cls, n_heads: int, info: ValidationInfo) -> int:
+        width = info.data.get("width")
+        if width is not None and width % n_heads:
+            raise ValueError(f"n_heads ({n_heads}) must divide width ({width})")
+        return n_heads
+
+    @field_validator("n_kv_heads")
+    @classmethod
+    def _kv_heads_divide_heads(cls, n_kv_heads: int | None, info: ValidationInfo) -> int | None:
+        n_heads = info.data.get("n_heads")
+        if n_kv_heads is not None and n_heads is not None and n_heads % n_kv_heads:
+            raise ValueError(f"n_kv_heads ({n_kv_heads}) must divide n_heads ({n_heads})")
+        return n_kv_heads
+
+    @field_validator("positional")
+    @classmethod
+    def _rope_needs_even_heads(cls, positional: str, info: ValidationInfo) -> str:
+        width, n_heads = info.data.get("width"), info.data.get("n_heads")
+        if positional == "rope" and width and n_heads and (width // n_heads) % 2:
+            raise ValueError(f"positional 'rope' needs an even head dimension, got width/n_heads = {width // n_heads}")
+        return positional
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def hidden(self) -> int:
+        return self.mlp_hidden or 8 * math.ceil(8 * self.width / 3 / 8)
+
+    @property
+    def dtype(self):
+        return DTYPES[self.compute_dtype]
+
+
+def sinusoidal(positions: Int[Array, " T"], width: int) -> Float[Array, "T width"]:
+    """Absolute code ``p_t = [sin(t ω_i), cos(t ω_i)]``, ``ω_i = 10000^(-i/m)``, ``i < m = ceil(width/2)``."""
+    m = (width + 1) // 2
+    omega = 10_000.0 ** (-jnp.arange(m, dtype=jnp.float32) / m)
+    angles = positions.astype(jnp.float32)[:, None] * omega
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)[:, :width]
+
+
+def rope(x: Float[Array, "T heads d"], positions: Int[Array, " T"], theta: float) -> Float[Array, "T heads d"]:
+    """Rotary embedding: rotate each pair ``(x_2i, x_2i+1)`` by the angle ``t θ^(-2i/d)``.
+
+    A rotation by ``t`` on queries and by ``s`` on keys leaves ``q·k`` a function of
+    ``t - s`` only, so attention sees relative position.
+    """
+    d = x.shape[-1]
+    angles = positions.astype(jnp.float32)[:, None, None] * theta ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    x1, x2 = x[..., 0::2].astype(jnp.float32), x[..., 1::2].astype(jnp.float32)
+    return jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).reshape(x.shape).astype(x.dtype)
+
+
+def alibi_slopes(n_heads: int) -> Float[Array, " heads"]:
+    """ALiBi's per-head penalty ``m_h = 2^(-8h/n)``, ``h = 1..n`` (Press et al., 2022).
+
+    For ``n`` not a power of two: the slopes of the power ``p < n`` below it, then
+    every other slope of ``2p``, as in the paper.
+    """
+
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    p = 2 ** int(math.log2(n_heads))
+    return jnp.asarray(geometric(p) + geometric(2 * p)[0::2][: n_heads - p], dtype=jnp.float32)
+
+
+def attend(
+    q: Float[Array, "Tq heads d"],
+    k: Float[Array, "Tk kv_heads d"],
+    v: Float[Array, "Tk kv_heads d"],
+    q_pos: Int[Array, " Tq"],
+    k_pos: Int[Array, " Tk"],
+    slopes: Float[Array, " heads"] | None,
+) -> Float[Array, "Tq heads*d"]:
+    """Causal grouped-query attention ``softmax(q kᵀ/√d − m_h (t − s), s ≤ t) v``.
+
+    Query head ``h`` reads key/value head ``h // (heads / kv_heads)``. Keys at a
+    position after the query's (``s > t``, including unwritten cache rows) get
+    weight zero. Logits and softmax are float32 whatever the inputs.
+    """
+    tq, heads, d = q.shape
+    kv_heads = k.shape[1]
+    q = q.reshape(tq, kv_heads, heads // kv_heads, d)
+    logits = jnp.einsum("tgrd,sgd->grts", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
+    distance = q_pos[:, None] - k_pos[None, :]  # t - s
+    if slopes is not None:
+        logits = logits - slopes.reshape(kv_heads, -1, 1, 1) * distance
+    weights = jax.nn.softmax(jnp.where(distance >= 0, logits, -jnp.inf), axis=-1).astype(v.dtype)
+    return jnp.einsum("grts,sgd->tgrd", weights, v).reshape(tq, heads * d)
+
+
+def _linear(x: Float[Array, "T a"], layer: eqx.nn.Linear) -> Float[Array, "T b"]:
+    return jax.vmap(layer)(x)
+
+
+class Attention(eqx.Module):
+    """Causal grouped-query self-attention with the configured position signal."""
+
+    config: TransformerConfig = eqx.field(static=True)
+    wq: eqx.nn.Linear
+    wk: eqx.nn.Linear
+    wv: eqx.nn.Linear
+    wo: eqx.nn.Linear
+
+    def __init__(self, config: TransformerConfig, *, key: PRNGKeyArray):
+        c, f32 = config, jnp.float32
+        kq, kk, kv, ko = jax.random.split(key, 4)
+        self.config = config
+        self.wq = eqx.nn.Linear(c.width, c.n_heads * c.head_dim, use_bias=False, dtype=f32, key=kq)
+        self.wk = eqx.nn.Linear(c.width, c.kv_heads * c.head_dim, use_bias=False, dtype=f32, key=kk)
+        self.wv = eqx.nn.Linear(c.width, c.kv_heads * c.head_dim, use_bias=False, dtype=f32, key=kv)
+        self.wo = eqx.nn.Linear(c.n_heads * c.head_dim, c.width, use_bias=False, dtype=f32, key=ko)
+
+    def _qkv(self, x: Float[Array, "T width"], positions: Int[Array, " T"]):
+        c = self.config
+        q = _linear(x, self.wq).reshape(-1, c.n_heads, c.head_dim)
+        k = _linear(x, self.wk).reshape(-1, c.kv_heads, c.head_dim)
+        v = _linear(x, self.wv).reshape(-1, c.kv_heads, c.head_dim)
+        if c.positional == "rope":
+            q, k = rope(q, positions, c.rope_theta), rope(k, positions, c.rope_theta)
+        return q, k, v
+
+    def _slopes(self) -> Float[Array, " heads"] | None:
+        return alibi_slopes(self.config.n_heads) if self.config.positional == "alibi" else None
+
+    def __call__(self, x: Float[Array, "T width"], positions: Int[Array, " T"]) -> Float[Array, "T width"]:
+        q, k, v = self._qkv(x, positions)
+        return _linear(attend(q, k, v, positions, positions, self._slopes()), self.wo)
+
+    def step(
+        self,
+        x_t: Float[Array, " width"],
+        pos: Int[Array, ""],
+        k_cache: Float[Array, "L kv_heads d"],
+        v_cache: Float[Array, "L kv_heads d"],
+    ):
+        """One position: write its key/value at row ``pos``, attend over rows ``≤ pos``."""
+        q, k, v = self._qkv(x_t[None], pos[None])
+        k_cache, v_cache = k_cache.at[pos].set(k[0]), v_cache.at[pos].set(v[0])
+        rows = jnp.arange(k_cache.shape[0], dtype=pos.dtype)
+        out = attend(q, k_cache, v_cache, pos[None], rows, self._slopes())
+        return self.wo(out[0]), k_cache, v_cache
+
+
+class SwiGLU(eqx.Module):
+    """``W_2 (silu(W_1 h) ⊙ W_3 h)`` (Shazeer, 2020), no biases."""
+
+    w1: eqx.nn.Linear
+    w2: eqx.nn.Linear
+    w3: eqx.nn.Linear
+
+    def __init__(self, width: int, hidden: int, *, key: PRNGKeyArray):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.w1 = eqx.nn.Linear(width, hidden, use_bias=False, dtype=jnp.float32, key=k1)
+        self.w2 = eqx.nn.Linear(hidden, width, use_bias=False, dtype=jnp.float32, key=k2)
+        self.w3 = eqx.nn.Linear(width, hidden, use_bias=False, dtype=jnp.float32, key=k3)
+
+    def __call__(self, h: Float[Array, " width"]) -> Float[Array, " width"]:
+        return self.w2(jax.nn.silu(self.w1(h)) * self.w3(h))
+
+
+def _norm(config: TransformerConfig) -> eqx.nn.RMSNorm | eqx.nn.LayerNorm:
+    if config.norm == "rms":
+        return eqx.nn.RMSNorm(config.width, eps=config.norm_eps, use_bias=False, dtype=jnp.float32)
+    return eqx.nn.LayerNorm(config.width, eps=config.norm_eps, dtype=jnp.float32)
+
+
+class Block(eqx.Module):
+    """Pre-norm residual block: attention then SwiGLU, each behind its own norm."""
+
+    attn_norm: eqx.nn.RMSNorm | eqx.nn.LayerNorm
+    attn: Attention
+    mlp_norm: eqx.nn.RMSNorm | eqx.nn.LayerNorm
+    mlp: SwiGLU
+
+    def __init__(self, config: TransformerConfig, *, key: PRNGKeyArray):
+        ka, km = jax.random.split(key)
+        self.attn_norm, self.mlp_norm = _norm(config), _norm(config)
+        self.attn = Attention(config, key=ka)
+        self.mlp = SwiGLU(config.width, config.hidden, key=km)
+
+    def __call__(self, h: Float[Array, "T width"], positions: Int[Array, " T"]) -> Float[Array, "T width"]:
+        h = h + self.attn(jax.vmap(self.attn_norm)(h), positions)
+        return h + jax.vmap(self.mlp)(jax.vmap(self.mlp_norm)(h))
+
+    def step(self, h_t: Float[Array, " width"], pos: Int[Array, ""], k_cache: Array, v_cache: Array):
+        a, k_cache, v_cache = self.attn.step(self.attn_norm(h_t), pos, k_cache, v_cache)
+        h_t = h_t + a
+        return h_t + self.mlp(self.mlp_norm(h_t)), k_cache, v_cache
+
+
+class KVCache(eqx.Module):
+    """Keys and values of the positions seen so far, one preallocated array per layer.
+
+    ``pos`` is the position the next sample takes; rows at and after it are unused.
+    Fixed shapes, so a cache is a ``lax.scan`` carry.
+    """
+
+    k: tuple[Float[Array, "L kv_heads d"], ...]
+    v: tuple[Float[Array, "L kv_heads d"], ...]
+    pos: Int[Array, ""]
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
+
+
+class Transformer(eqx.Module):
+    """Decoder-only Transformer regressor: ``(T, n_features) → (T, n_outputs)``, causal."""
+
+    config: TransformerConfig = eqx.field(static=True)
+    embed: eqx.nn.Linear
+    blocks: list[Block]
+    norm: eqx.nn.RMSNorm | eqx.nn.LayerNorm
+    head: eqx.nn.Linear
+
+    def __init__(self, config: TransformerConfig | dict, n_features: int, n_outputs: int, *, key: PRNGKeyArray):
+        config = TransformerConfig.model_validate(config)
+        ke, kh, *kb = jax.random.split(key, config.n_layers + 2)
+        self.config = config
+        self.embed = eqx.nn.Linear(n_features, config.width, dtype=jnp.float32, key=ke)
+        self.blocks = [Block(config, key=k) for k in kb]
+        self.norm = _norm(config)
+        self.head = eqx.nn.Linear(config.width, n_outputs, dtype=jnp.float32, key=kh)
+
+    def _embed(self, x: Float[Array, "T n_features"], positions: Int[Array, " T"]) -> Float[Array, "T width"]:
+        h = _linear(x.astype(self.config.dtype), self.embed)
+        if self.config.positional == "sinusoidal":
+            h = h + sinusoidal(positions, self.config.width).astype(h.dtype)
+        return h
+
+    def __call__(self, x: Float[Array, "T n_features"]) -> Float[Array, "T n_outputs"]:
+        """Outputs at every position; ``y_t`` depends on ``x_{≤t}`` only."""
+        if x.shape[0] > self.config.max_len:
+            raise ValueError(f"sequence length {x.shape[0]} exceeds max_len {self.config.max_len}")
+        model = _cast(self, self.config.dtype)
+        positions = jnp.arange(x.shape[0], dtype=jnp.int32)
+        h = model._embed(x, positions)
+        for block in model.blocks:
+            h = block(h, positions)
+        return _linear(jax.vmap(model.norm)(h), model.head).astype(jnp.float32)
+
+    def init_cache(self, max_len: int | None = None) -> KVCache:
+        """An empty cache for up to ``max_len`` (default ``config.max_len``) streamed samples."""
+        c = self.config
+        max_len = c.max_len if max_len is None else max_len
+        if not 0 < max_len <= c.max_len:
+            raise ValueError(f"max_len must lie in [1, config.max_len = {c.max_len}], got {max_len}")
+        zeros = tuple(jnp.zeros((max_len, c.kv_heads, c.head_dim), c.dtype) for _ in range(c.n_layers))
+        return KVCache(k=zeros, v=zeros, pos=jnp.zeros((), jnp.int32))
+
+    def init_state(self) -> KVCache:
+        """The streaming state shared with the other models: :meth:`init_cache` at ``config.max_len``."""
+        return self.init_cache()
+
+    def step(self, cache: KVCache, x_t: Float[Array, " n_features"]) -> tuple[Float[Array, " n_outputs"], KVCache]:
+        """Consume sample ``x_t`` at position ``cache.pos``; equals ``self(x)[cache.pos]``.
+
+        Stepping a full cache is an error (raised by ``equinox.error_if``, also under ``jit``).
+        """
+        model = _cast(self, self.config.dtype)
+        pos = eqx.error_if(cache.pos, cache.pos >= cache.k[0].shape[0], "KV cache is full; use a larger init_cache")
+        h = model._embed(x_t[None], pos[None])[0]
+        ks, vs = [], []
+        for block, k, v in zip(model.blocks, cache.k, cache.v):
+            h, k, v = block.step(h, pos, k, v)
+            ks.append(k)
+            vs.append(v)
+        y = model.head(model.norm(h)).astype(jnp.float32)
+        return y, KVCache(k=tuple(ks), v=tuple(vs), pos=pos + 1)

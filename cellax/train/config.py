@@ -1,0 +1,118 @@
+"""``cellax train`` configs: data, task, model, optimiser, loss and run settings (validated, naming fields)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TASK_SIGNALS = {
+    # task -> (inputs, outputs): canonical signal names
+    "simulate": (["current_a", "ambient_temp_degc"], ["voltage_v", "surface_temp_degc", "core_temp_degc", "soc", "ocv_v"]),
+    "estimate": (["current_a", "voltage_v", "surface_temp_degc", "ambient_temp_degc"], ["soc", "core_temp_degc", "ocv_v"]),
+}
+KNOWN_SIGNALS = {
+    "current_a", "voltage_v", "ocv_v", "soc", "surface_temp_degc", "core_temp_degc", "ambient_temp_degc",
+    "anode_potential_v",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OptimizerConfig(_Strict):
+    """AdamW with linear warm-up then cosine decay, global-norm clipping; no decay on vectors (norms, biases)."""
+
+    learning_rate: float = Field(3e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    final_lr_fraction: float = Field(0.05, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    clip_norm: float = Field(1.0, gt=0)
+    b1: float = Field(0.9, ge=0, lt=1)
+    b2: float = Field(0.99, ge=0, lt=1)
+
+
+class LossConfig(_Strict):
+    """Per-output loss on normalised signals, weighted; the same definition in training and evaluation."""
+
+    kind: Literal["mse", "smooth_l1", "log_cosh"] = "mse"
+    weights: dict[str, float] = Field(default_factory=dict)
+    smooth_l1_beta: float = Field(1.0, gt=0)
+
+
+class StftConfig(_Strict):
+    """Causal short-time Fourier magnitudes of the current (``window // 2 + 1`` bins) as extra input channels."""
+
+    window: int = Field(16, ge=4)
+
+
+class TrainConfig(_Strict):
+    """A training run: which data, which task, which model, how long."""
+
+    name: str
+    data: Path
+    task: Literal["simulate", "estimate"] = "simulate"
+    outputs: list[str] | None = None
+    model: dict[str, Any] = Field(default_factory=lambda: {"kind": "gru"})
+    chunk_len: int = Field(256, ge=8, description="samples the model runs free before its own outputs become the next chunk's initial conditions")
+    chunks_per_window: int = Field(1, ge=1, description="multi-step training: chunks chained free-running inside one window")
+    batch_size: int = Field(32, ge=1)
+    steps: int = Field(1000, ge=1)
+    eval_every: int = Field(200, ge=1)
+    eval_profiles: int = Field(4, ge=1, description="validation profiles rolled out at each evaluation")
+    checkpoint_every: int = Field(200, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    loss: LossConfig = LossConfig()
+    stft: StftConfig | None = None
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)
+    out: Path | None = None
+
+    @field_validator("outputs")
+    @classmethod
+    def _known_outputs(cls, outputs):
+        if outputs is not None:
+            unknown = sorted(set(outputs) - KNOWN_SIGNALS)
+            if unknown:
+                raise ValueError(f"unknown signal name(s) {unknown}; known: {sorted(KNOWN_SIGNALS)}")
+            if not outputs:
+                raise ValueError("outputs must name at least one signal")
+        return outputs
+
+    @field_validator("model")
+    @classmethod
+    def _valid_model(cls, model):
+        from cellax.models import parse_model_config
+
+        parse_model_config(model)  # raises naming the field
+        return model
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        inputs, _ = TASK_SIGNALS[self.task]
+        clash = sorted(set(self.output_signals) & set(inputs))
+        if clash:
+            raise ValueError(f"outputs {clash} are inputs of the {self.task!r} task")
+        unknown = sorted(set(self.loss.weights) - set(self.output_signals))
+        if unknown:
+            raise ValueError(f"loss.weights names {unknown}, which are not outputs {self.output_signals}")
+        return self
+
+    @property
+    def input_signals(self) -> list[str]:
+        return list(TASK_SIGNALS[self.task][0])
+
+    @property
+    def output_signals(self) -> list[str]:
+        return list(self.outputs or TASK_SIGNALS[self.task][1])
+
+    @property
+    def window_len(self) -> int:
+        return self.chunk_len * self.chunks_per_window
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out or Path("runs") / self.name

@@ -1,0 +1,218 @@
+"""``cellax train``: one jitted, data-parallel training step under a progress bar, with exact resume.
+
+The run folder (``config.run_dir``) holds ``config.json``, ``stats.json`` (train
+normalisation), ``metrics.jsonl`` (one JSON object per logged step and
+evaluation), and orbax checkpoints ``checkpoints/latest`` and
+``checkpoints/best`` (by validation rollout loss). A batch is a function of the
+seed and the step only (:class:`~cellax.data.loader.WindowLoader` with
+``start_batch``), and there is no other randomness after initialisation, so a
+run killed and resumed from ``latest`` ends with the parameters of an
+uninterrupted run, bit for bit on the CPU.
+
+Data parallel: the batch is split over every visible device along a ``data``
+mesh axis (``NamedSharding``), parameters and optimiser state are replicated,
+and XLA inserts the gradient all-reduce. Several hosts: call
+``jax.distributed.initialize()`` first in each process; ``jax.devices()`` then
+spans all hosts and the same code runs (each host must read its own share of
+the data, which this single-host loader does not do yet).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from cellax.data.loader import NormStats, WindowLoader, compute_stats, iterate_profiles, split_profiles
+from cellax.data.store import open_dataset
+from cellax.models import make_model
+from cellax.train.checkpoint import Checkpoints
+from cellax.train.config import TrainConfig
+from cellax.train.losses import feature_loss, loss_weights
+from cellax.train.metrics import evaluate_profiles
+from cellax.train.task import Task, rollout
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or continue; the message says why and what was kept."""
+
+
+def optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """AdamW, warm-up + cosine schedule, global-norm clipping, weight decay on matrices only."""
+    o = config.optimizer
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, o.learning_rate, max(o.warmup_steps, 1), max(config.steps, o.warmup_steps + 1),
+        o.learning_rate * o.final_lr_fraction,
+    )
+    decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    return optax.chain(
+        optax.clip_by_global_norm(o.clip_norm),
+        optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=decay_mask),
+    )
+
+
+def batch_loss(model, task: Task, batch: dict, weights, config: TrainConfig):
+    """Training loss of a batch ``{name: (B, window)}`` of normalised signals: chunked free-running rollouts."""
+
+    def one(signals):
+        x, y = task.split(signals)
+        return rollout(model, task, x, task.initial(y)), y
+
+    prediction, target = jax.vmap(one)(batch)
+    return feature_loss(prediction, target, weights, config.loss.kind, config.loss.smooth_l1_beta)
+
+
+def make_step(task: Task, config: TrainConfig, tx: optax.GradientTransformation):
+    weights = loss_weights(task.outputs, config.loss.weights)
+
+    @eqx.filter_jit
+    def step(model, opt_state, batch):
+        (loss, per_output), grads = eqx.filter_value_and_grad(
+            lambda m: batch_loss(m, task, batch, weights, config), has_aux=True
+        )(model)
+        params = eqx.filter(model, eqx.is_array)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return eqx.apply_updates(model, updates), opt_state, loss, per_output, optax.tree.norm(grads)
+
+    return step
+
+
+def prepare(config: TrainConfig):
+    """Check the data against the config; splits and train statistics (written to the run folder)."""
+    names = [*config.input_signals, *config.output_signals]
+    try:
+        with open_dataset(config.data) as ds:
+            missing = sorted(set(names) - set(ds.signal_names))
+            if missing:
+                raise TrainError(f"data: {config.data} lacks signal(s) {missing} that task {config.task!r} needs")
+            dt_s = float(ds.config.get("profiles", {}).get("dt_s", 1.0))
+    except OSError as err:
+        raise TrainError(f"data: cannot open {config.data}: {err}") from None
+    splits = split_profiles(config.data, config.split_fractions, config.split_seed)
+    if len(splits["train"]) == 0 or len(splits["val"]) == 0:
+        raise TrainError(f"data: {config.data} has {len(splits['train'])} train and {len(splits['val'])} validation "
+                         "profiles; need at least one of each (more profiles, or other split_fractions)")
+    stats = compute_stats(config.data, splits["train"], names)
+    return splits, stats, dt_s
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    time_budget_s: float | None = None,
+    log=print,
+) -> Path:
+    """Train ``config`` into ``config.run_dir`` (see the module docstring); returns the run folder.
+
+    ``resume`` continues from ``checkpoints/latest``; ``stop_after`` ends the run after that many steps
+    (with a checkpoint), as a crash would, for tests of resumption; ``time_budget_s`` ends it (validated
+    and checkpointed) once that much wall time has passed since the first step.
+    """
+    run_dir = config.run_dir
+    if (run_dir / "config.json").exists() and not resume:
+        raise TrainError(f"{run_dir} holds a run; pass --resume to continue it or choose another name/out")
+    if resume and not (run_dir / "config.json").exists():
+        raise TrainError(f"--resume: {run_dir} holds no run to resume")
+    if resume:
+        stored = TrainConfig.model_validate_json((run_dir / "config.json").read_text())
+        if stored.model_dump(exclude={"steps"}) != config.model_dump(exclude={"steps"}):
+            raise TrainError(f"--resume: {run_dir} was started with a different config (only steps may change)")
+    splits, stats, dt_s = prepare(config)
+    if resume:
+        stats = NormStats.from_json((run_dir / "stats.json").read_text())
+    task = Task.from_config(config)
+    devices = jax.devices()
+    if config.batch_size % len(devices):
+        raise TrainError(f"batch_size {config.batch_size} must be a multiple of the {len(devices)} visible devices")
+    mesh = Mesh(np.array(devices), ("data",))
+    replicated, sharded = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+
+    model = make_model(config.model, task.n_features, task.n_outputs, jax.random.key(config.seed))
+    tx = optimizer(config)
+    opt_state = tx.init(eqx.filter(model, eqx.is_array))
+    checkpoints = Checkpoints(run_dir / "checkpoints")
+    start, best = 0, math.inf
+    if resume:
+        restored = checkpoints.restore_latest(model, opt_state)
+        if restored is None:
+            raise TrainError(f"--resume: {run_dir / 'checkpoints'} has no finished checkpoint")
+        model, opt_state, start, best = restored
+        log(f"resuming {run_dir} at step {start}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+        (run_dir / "stats.json").write_text(stats.to_json())
+    model, opt_state = jax.device_put((model, opt_state), replicated)
+
+    val_rows = splits["val"][: config.eval_profiles]
+    val_profiles = list(iterate_profiles(config.data, val_rows, [*task.inputs, *task.outputs]))
+    weights = loss_weights(task.outputs, config.loss.weights)
+    step_fn = make_step(task, config, tx)
+    last = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    try:
+        loader = WindowLoader(
+            config.data, splits["train"], [*task.inputs, *task.outputs], config.window_len, config.batch_size,
+            seed=config.seed, stats=stats, start_batch=start, num_batches=last - start, device=sharded,
+        )
+    except ValueError as err:
+        raise TrainError(f"chunk_len x chunks_per_window = {config.window_len}: {err}") from None
+
+    metrics = (run_dir / "metrics.jsonl").open("a")
+    if resume:
+        metrics.write(json.dumps({"event": "resumed", "step": start}) + "\n")
+    bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step", desc=f"training {config.name}")
+    started = time.perf_counter()
+    step = start
+    try:
+        for batch in loader:
+            model_next, opt_next, loss, per_output, grad_norm = step_fn(model, opt_state, batch)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise TrainError(
+                    f"loss became {loss} at step {step + 1}; stopped. The last good checkpoint "
+                    f"(step {checkpoints.latest_step()}) is kept in {run_dir / 'checkpoints'}; lower the "
+                    "learning rate or check the data"
+                )
+            model, opt_state, step = model_next, opt_next, step + 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.4f}")
+            record = {"step": step, "loss": loss, "grad_norm": float(grad_norm),
+                      "per_output": dict(zip(task.outputs, map(float, per_output))), "time_s": time.perf_counter() - started}
+            if step % config.eval_every == 0 or step == config.steps:
+                report, _ = evaluate_profiles(model, task, stats, val_profiles, config.loss.kind, weights,
+                                              config.loss.smooth_l1_beta)
+                record["val"] = report
+                if report["loss"] < best:
+                    best = report["loss"]
+                    checkpoints.save("best", step, model, opt_state, best)
+                bar.set_postfix(loss=f"{loss:.4f}", val=f"{report['loss']:.4f}")
+            out_of_time = time_budget_s is not None and time.perf_counter() - started > time_budget_s
+            if out_of_time and "val" not in record:
+                record["val"] = report = evaluate_profiles(model, task, stats, val_profiles, config.loss.kind,
+                                                           weights, config.loss.smooth_l1_beta)[0]
+                if report["loss"] < best:
+                    best = report["loss"]
+                    checkpoints.save("best", step, model, opt_state, best)
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            if step % config.checkpoint_every == 0 or step == last or out_of_time:
+                checkpoints.save("latest", step, model, opt_state, best)
+            if out_of_time:
+                log(f"time budget of {time_budget_s:.0f} s reached at step {step}")
+                break
+    finally:
+        bar.close()
+        metrics.close()
+        loader.close()
+        checkpoints.close()
+    return run_dir

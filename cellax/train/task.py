@@ -1,0 +1,89 @@
+"""What a model sees and predicts, and the chunked free-running rollout used in training and evaluation.
+
+A task maps input signals to output signals (DESIGN.md names, normalised with
+the dataset's train statistics). The model runs in chunks of ``chunk_len``
+samples; each chunk's input carries *initial conditions*: the output values at
+the chunk's start and a flag saying whether they are known. For ``"simulate"``
+the first chunk gets the measured outputs at ``t = 0`` (flag 1), for
+``"estimate"`` zeros (flag 0: an estimator must not know the state); every later
+chunk gets the model's *own* last prediction (flag 1). Training windows of
+``chunks_per_window`` chunks and evaluation over whole profiles both use
+:func:`rollout`, so what is trained is what is evaluated: free running, no
+teacher forcing after ``t = 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from cellax.models.encoding import causal_stft
+
+
+@dataclass(frozen=True)
+class Task:
+    """Static description of a task: signal names, chunking, optional STFT of the current."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    known_initial: bool
+    chunk_len: int
+    stft_window: int | None = None
+
+    @classmethod
+    def from_config(cls, config) -> Task:
+        return cls(
+            tuple(config.input_signals),
+            tuple(config.output_signals),
+            config.task == "simulate",
+            config.chunk_len,
+            config.stft.window if config.stft else None,
+        )
+
+    @property
+    def n_features(self) -> int:
+        stft = self.stft_window // 2 + 1 if self.stft_window else 0
+        return len(self.inputs) + stft + len(self.outputs) + 1
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.outputs)
+
+    def split(self, signals: dict[str, Array]) -> tuple[Float[Array, "T n_in"], Float[Array, "T n_out"]]:
+        """Stack normalised ``{name: (T,)}`` signals into inputs (with STFT channels) and targets."""
+        x = jnp.stack([signals[k] for k in self.inputs], axis=-1).astype(jnp.float32)
+        if self.stft_window:
+            x = jnp.concatenate([x, causal_stft(signals["current_a"], self.stft_window)], axis=-1)
+        y = jnp.stack([signals[k] for k in self.outputs], axis=-1).astype(jnp.float32)
+        return x, y
+
+    def initial(self, targets: Float[Array, "T n_out"]) -> Float[Array, " n_out"]:
+        """The first chunk's initial conditions: measured at t = 0 (simulate) or zeros (estimate)."""
+        return targets[0] if self.known_initial else jnp.zeros_like(targets[0])
+
+
+def rollout(model, task: Task, x: Float[Array, "T n_in"], initial: Float[Array, " n_out"]) -> Float[Array, "T n_out"]:
+    """Free-running predictions over ``T`` samples (a multiple of ``task.chunk_len``)."""
+    n_chunks = x.shape[0] // task.chunk_len
+    chunks = x.reshape(n_chunks, task.chunk_len, x.shape[-1])
+    flags = jnp.zeros(n_chunks, jnp.float32).at[0].set(1.0 if task.known_initial else 0.0).at[1:].set(1.0)
+
+    def chunk(carry, inputs):
+        x_c, flag = inputs
+        conditions = jnp.broadcast_to(jnp.concatenate([carry, flag[None]]), (task.chunk_len, carry.shape[0] + 1))
+        y = model(jnp.concatenate([x_c, conditions], axis=-1))
+        return y[-1], y
+
+    _, y = jax.lax.scan(chunk, initial, (chunks, flags))
+    return y.reshape(-1, y.shape[-1])
+
+
+def rollout_profile(model, task: Task, x: Float[Array, "T n_in"], initial) -> Float[Array, "T n_out"]:
+    """:func:`rollout` over a profile of any length: padded (holding the last input) to whole chunks, then cut."""
+    length = x.shape[0]
+    padded = -(-length // task.chunk_len) * task.chunk_len
+    x = jnp.concatenate([x, jnp.broadcast_to(x[-1:], (padded - length, x.shape[-1]))])
+    return rollout(model, task, x, initial)[:length]

@@ -1,0 +1,85 @@
+"""Mamba: the parallel scan is the recurrence, streaming equals the full forward, causal at any length."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cellax.models import Mamba, MambaConfig, linear_recurrence, linear_recurrence_sequential
+from cellax.models.mamba import causal_conv
+
+from .checks import (
+    N_FEATURES,
+    N_OUTPUTS,
+    assert_causal,
+    assert_finite_gradients,
+    assert_jit_vmap_batch,
+    assert_prefix_consistent,
+    assert_streams_like_forward,
+)
+
+
+@functools.cache
+def tiny(**overrides) -> Mamba:
+    config = MambaConfig(**(dict(width=32, n_layers=2, state_size=8) | overrides))
+    return Mamba(config, N_FEATURES, N_OUTPUTS, key=jax.random.key(0))
+
+
+def test_parallel_scan_equals_the_sequential_recurrence():
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.uniform(ka, (33, 4, 3), jnp.float32, 0.5, 1.0)  # decays, as exp(ΔA) with A < 0
+    b = jax.random.normal(kb, (33, 4, 3), jnp.float32)
+    parallel = jax.jit(linear_recurrence)(a, b)
+    np.testing.assert_allclose(parallel, jax.jit(linear_recurrence_sequential)(a, b), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(parallel[10], a[10] * parallel[9] + b[10], rtol=1e-6)
+    np.testing.assert_allclose(parallel[0], b[0])
+
+
+def test_causal_conv_weighs_the_present_with_the_last_tap():
+    u = jnp.arange(1.0, 6.0, dtype=jnp.float32)[:, None]  # one channel: 1, 2, 3, 4, 5
+    weight = jnp.array([[1.0], [10.0], [100.0]], jnp.float32)  # oldest ... newest
+    np.testing.assert_allclose(causal_conv(u, weight, jnp.zeros(1))[:, 0], [100, 210, 321, 432, 543])
+
+
+@pytest.mark.parametrize("variant", [{}, dict(conv_kernel=1, dt_rank=3, n_layers=1)])
+def test_streaming_equals_the_full_forward(variant):
+    assert_streams_like_forward(tiny(**variant))
+
+
+def test_outputs_depend_on_the_past_only():
+    assert_causal(tiny())
+
+
+def test_any_length_works():
+    assert_prefix_consistent(tiny(), lengths=(1, 5, 24))
+
+
+def test_initialisation_is_s4d_real_with_log_uniform_step_sizes():
+    mixer = tiny().mixers[0]
+    np.testing.assert_allclose(-jnp.exp(mixer.A_log), -jnp.broadcast_to(jnp.arange(1.0, 9.0), (64, 8)), rtol=1e-6)
+    dt = jax.nn.softplus(mixer.dt_proj.bias)
+    assert bool(jnp.all((dt >= 1e-3 * 0.999) & (dt <= 0.1 * 1.001)))
+    np.testing.assert_allclose(mixer.D, 1.0)
+    assert mixer.conv_weight.shape == (4, 64)  # kernel 4, depthwise over expand * width channels
+
+
+def test_streaming_state_is_constant_size():
+    state = tiny().init_state()
+    assert [c.shape for c in state.conv] == [(3, 64)] * 2 and [h.shape for h in state.ssm] == [(64, 8)] * 2
+
+
+def test_jit_and_vmap_over_a_batch():
+    assert_jit_vmap_batch(tiny())
+
+
+def test_gradients_are_finite():
+    assert_finite_gradients(tiny())
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="dt_max"):
+        MambaConfig(dt_min=0.1, dt_max=0.01)
+    with pytest.raises(ValueError, match="state_size"):
+        MambaConfig(state_size=0)

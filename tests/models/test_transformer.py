@@ -1,0 +1,125 @@
+"""Transformer: causal, any length up to max_len, streaming through the KV cache equals the full forward."""
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cellax.models import KVCache, Transformer, TransformerConfig, stream
+from cellax.models.transformer import alibi_slopes, rope
+
+from .checks import (
+    N_FEATURES,
+    N_OUTPUTS,
+    apply,
+    assert_causal,
+    assert_finite_gradients,
+    assert_float32_params,
+    assert_jit_vmap_batch,
+    assert_prefix_consistent,
+    assert_streams_like_forward,
+    inputs,
+)
+
+ENCODINGS = ["sinusoidal", "rope", "alibi", "none"]
+
+
+@functools.cache
+def tiny(positional: str = "rope", **overrides) -> Transformer:
+    fields = dict(width=32, n_layers=2, n_heads=4, n_kv_heads=2, positional=positional, max_len=24) | overrides
+    config = TransformerConfig(**fields)
+    return Transformer(config, N_FEATURES, N_OUTPUTS, key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("positional", ENCODINGS)
+def test_streaming_equals_the_full_forward(positional):
+    assert_streams_like_forward(tiny(positional))
+
+
+@pytest.mark.parametrize("positional", ENCODINGS)
+def test_outputs_depend_on_the_past_only(positional):
+    assert_causal(tiny(positional))
+
+
+@pytest.mark.parametrize("positional", ENCODINGS)
+def test_every_length_up_to_max_len_works(positional):
+    assert_prefix_consistent(tiny(positional), lengths=(1, 11, 24))
+
+
+def test_a_sequence_longer_than_max_len_is_refused():
+    with pytest.raises(ValueError, match="exceeds max_len 24"):
+        tiny()(inputs(25))
+
+
+def test_a_full_kv_cache_is_refused_also_under_jit():
+    model = tiny()
+    cache = model.init_cache(3)
+    step = eqx.filter_jit(model.step)
+    for x_t in inputs(3):
+        _, cache = step(cache, x_t)
+    assert int(cache.pos) == 3
+    with pytest.raises(Exception, match="KV cache is full"):
+        jax.block_until_ready(step(cache, inputs(1)[0]))
+    with pytest.raises(ValueError, match="max_len"):
+        model.init_cache(25)
+
+
+def test_the_cache_has_static_shapes_and_an_array_position():
+    cache = tiny().init_cache(8)
+    assert isinstance(cache, KVCache) and len(cache.k) == len(cache.v) == 2
+    assert cache.k[0].shape == (8, 2, 8)  # (max_len, n_kv_heads, width / n_heads)
+    assert cache.pos.shape == () and cache.pos.dtype == jnp.int32
+
+
+def test_layer_norm_and_multi_query_attention_stream_exactly():
+    assert_streams_like_forward(tiny("alibi", norm="layer", n_kv_heads=1, mlp_hidden=40))
+
+
+def test_structure_is_llama_like():
+    model = tiny()
+    assert isinstance(model.norm, eqx.nn.RMSNorm)
+    assert isinstance(tiny("alibi", norm="layer", n_kv_heads=1, mlp_hidden=40).blocks[1].mlp_norm, eqx.nn.LayerNorm)
+    norms = [id(n.weight) for b in model.blocks for n in (b.attn_norm, b.mlp_norm)]
+    assert len(set(norms)) == 4  # every block owns its two norms
+    assert model.embed.weight.shape == (32, N_FEATURES)
+    assert model.head.weight.shape == (N_OUTPUTS, 32)  # a separate head, not tied to the input projection
+    attn = model.blocks[0].attn
+    assert attn.wq.weight.shape == (32, 32) and attn.wk.weight.shape == (16, 32)  # 2 kv heads of 8
+    assert model.blocks[0].mlp.w1.weight.shape == (88, 32)  # 8/3 * 32 rounded up to a multiple of 8
+
+
+def test_jit_and_vmap_over_a_batch():
+    assert_jit_vmap_batch(tiny())
+
+
+def test_gradients_are_finite():
+    assert_finite_gradients(tiny())
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_outputs():
+    model = tiny(compute_dtype="bfloat16")
+    assert_float32_params(model)
+    x = inputs(24)
+    y = apply(model, x)
+    assert y.dtype == jnp.float32
+    np.testing.assert_allclose(y, apply(tiny(), x), atol=0.1)
+    np.testing.assert_allclose(eqx.filter_jit(stream)(model, x), y, atol=0.1)
+
+
+def test_rope_makes_attention_scores_depend_on_relative_position_only():
+    q, k = jax.random.normal(jax.random.key(1), (2, 1, 1, 8))
+
+    def score(t, s):
+        at = lambda x, p: rope(x, jnp.array([p], jnp.int32), 10_000.0)  # noqa: E731
+        return jnp.sum(at(q, t) * at(k, s))
+
+    np.testing.assert_allclose(score(7, 3), score(107, 103), rtol=1e-4)
+    assert not np.isclose(score(7, 3), score(7, 5))
+
+
+def test_alibi_slopes_follow_the_paper():
+    np.testing.assert_allclose(alibi_slopes(8), [2.0**-h for h in range(1, 9)])
+    np.testing.assert_allclose(alibi_slopes(6), [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3])
