@@ -122,9 +122,9 @@ def _cmd_train(args) -> None:
 def _cmd_evaluate(args) -> None:
     from cellax.train.evaluate import evaluate, format_report
 
-    report = evaluate(args.run, split=args.split, max_profiles=args.max_profiles)
+    report = evaluate(args.run_dir, split=args.split, max_profiles=args.max_profiles)
     print(format_report(report))
-    print(f"report: {args.run / 'eval' / 'report.json'}; plots: {', '.join(report['plots'])}")
+    print(f"report: {args.run_dir / 'eval' / 'report.json'}; plots: {', '.join(report['plots'])}")
 
 
 def _cmd_fit(args) -> None:
@@ -155,6 +155,33 @@ def _cmd_fit(args) -> None:
     print(f"\nreport: {report}\nplot:   {picture}")
 
 
+def _cmd_rl_train(args) -> None:
+    from cellax.config import load_config
+    from cellax.rl.config import RLConfig
+    from cellax.rl.runs import evaluate_run, format_report, train_run
+
+    config = load_config(args.config, RLConfig)
+    if args.out:
+        config = config.model_copy(update={"out": args.out})
+    run_dir = train_run(config, progress=not args.no_progress)
+    print(f"run: {run_dir}; evaluating against CC-CV ...", flush=True)
+    report = evaluate_run(run_dir)
+    print(format_report(report))
+    print(f"report: {run_dir / 'eval' / 'report.json'}; plot: {report.get('plot')}")
+
+
+def _cmd_rl_evaluate(args) -> None:
+    from cellax.rl.runs import evaluate_run, format_report
+
+    if not (args.run_dir / "config.json").exists():
+        from cellax.config import ConfigError
+
+        raise ConfigError(f"{args.run_dir} is not a cellax rl run (no config.json)")
+    report = evaluate_run(args.run_dir)
+    print(format_report(report))
+    print(f"report: {args.run_dir / 'eval' / 'report.json'}; plot: {report.get('plot')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellax", description="Data-driven battery modelling in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -176,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainp.set_defaults(run=_cmd_train)
 
     evalp = commands.add_parser("evaluate", help="free-running evaluation of a training run on held-out profiles")
-    evalp.add_argument("run", type=Path, help="run folder (from cellax train)")
+    evalp.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (from cellax train)")
     evalp.add_argument("--split", choices=["test", "val", "train"], default="test")
     evalp.add_argument("--max-profiles", type=int, help="evaluate at most this many profiles")
     evalp.set_defaults(run=_cmd_evaluate)
@@ -197,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     fitp.add_argument("config", type=Path, help="YAML fit config (see configs/fit/)")
     fitp.add_argument("--out", type=Path, help="report folder (default: the config's out)")
     fitp.set_defaults(run=_cmd_fit)
+
+    rl = commands.add_parser("rl", help="charging agents: PPO and a gradient-optimised protocol against CC-CV")
+    rl_commands = rl.add_subparsers(dest="rl_command", required=True, metavar="SUBCOMMAND")
+    rl_train = rl_commands.add_parser("train", help="train PPO and optimise the protocol, then evaluate")
+    rl_train.add_argument("config", type=Path, help="YAML rl config (see configs/rl/)")
+    rl_train.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
+    rl_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    rl_train.set_defaults(run=_cmd_rl_train)
+    rl_eval = rl_commands.add_parser("evaluate", help="compare a run's agents with CC-CV from the same start")
+    rl_eval.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (from cellax rl train)")
+    rl_eval.set_defaults(run=_cmd_rl_evaluate)
 
     data = commands.add_parser("data", help="inspect, picture and merge datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

@@ -49,10 +49,13 @@ class SpectralOperator(eqx.Module):
     eigenvalues: Float[Array, " n"]
 
     def __init__(self, stiffness: Float[Array, "n n"], weights: Float[Array, " n"], dtype=None):
-        """Diagonalise in the inputs' precision; store in ``dtype`` (default: the inputs')."""
+        """Diagonalise in float64 when JAX has it (a float32 cell model still gets accurate modes); store in
+        ``dtype`` (default: the inputs')."""
+        dtype = dtype or jnp.result_type(stiffness)
+        if jax.config.jax_enable_x64:
+            stiffness, weights = stiffness.astype(jnp.float64), weights.astype(jnp.float64)
         root = jnp.sqrt(weights)
         eigenvalues, q = jnp.linalg.eigh(stiffness / root[:, None] / root[None, :])
-        dtype = dtype or eigenvalues.dtype
         self.vectors = (q / root[:, None]).astype(dtype)
         self.inverse = (q.T * root[None, :]).astype(dtype)
         self.eigenvalues = eigenvalues.astype(dtype)

@@ -29,7 +29,7 @@ class Checkpoints:
         manager = self.managers[which]
         if step in manager.all_steps():
             manager.delete(step)
-        tree = {"model": eqx.filter(model, eqx.is_array), "opt_state": opt_state, "best": jnp.asarray(best, jnp.float64)}
+        tree = {"model": eqx.filter(model, eqx.is_array), "opt_state": opt_state, "best": jnp.asarray(best, jnp.float32)}
         manager.save(step, args=ocp.args.StandardSave(tree))
         manager.wait_until_finished()
 
@@ -42,7 +42,7 @@ class Checkpoints:
         if step is None:
             return None
         params, static = eqx.partition(model, eqx.is_array)
-        template = {"model": params, "opt_state": opt_state, "best": jnp.asarray(0.0, jnp.float64)}
+        template = {"model": params, "opt_state": opt_state, "best": jnp.asarray(0.0, jnp.float32)}
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
         tree = manager.restore(step, args=ocp.args.StandardRestore(abstract))
         return eqx.combine(tree["model"], static), tree["opt_state"], step, float(tree["best"])

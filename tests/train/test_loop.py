@@ -129,3 +129,12 @@ def test_a_dataset_without_the_needed_signals_is_refused_with_what_is_missing(tm
     write_dataset(tmp_path / "partial.h5", records, {"config": {}}, signal_names=names)
     with pytest.raises(TrainError, match=r"lacks signal\(s\) \['core_temp_degc'\]"):
         train(small(tmp_path / "partial.h5", tmp_path / "x"), progress=False)
+
+
+def test_cellax_evaluate_reports_a_run(dataset, tmp_path, capsys):
+    from cellax.cli import main
+
+    run = train(small(dataset, tmp_path / "cli"), progress=False)
+    assert main(["evaluate", str(run), "--max-profiles", "1"]) == 0
+    assert "RMSE" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2

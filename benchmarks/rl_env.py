@@ -1,0 +1,212 @@
+"""Environment steps per second: cellax FastCharge (jit + vmap + lax.scan) against PyBaMM's gymnasium env.
+
+Both environments are FastCharge-v0 with the same observation, action, reward
+and limits (``benchmarks/pybamm_gym.py`` wraps PyBaMM's SPMe + IDAKLU the way
+published RL charging work does). Each is driven by uniformly random C-rates in
+``[0, --max-c-rate]`` (default 2C: higher rates deplete Chen2020's electrolyte
+within a minute or two, and failing IDAKLU solves would slow PyBaMM down
+unfairly), with episodes reset when they end (cellax: gymnax's auto-reset inside
+``step``). PyBaMM is also timed on a constant 1C charge (no failures, no events).
+
+* cellax: ``--sizes`` parallel environments (default 1, 64, 1024, 4096), one jitted
+  function that scans ``--steps`` steps of ``vmap(env.step)``; the compile (first
+  call) is timed separately, then the median of ``--repeats`` runs. The batch is
+  sharded over the host's CPU cores (one XLA device per core) when it divides evenly.
+  Rows for the PyBaMM mesh (20 shells, 20/20/20) in float64 (the like-for-like
+  comparison), and for the coarse mesh (10 shells, 6/4/6) and float32 as faster options.
+* PyBaMM: ``--pybamm-steps`` steps of one environment on one core (same mesh).
+
+Writes ``benchmarks/results/rl_env.json`` with each figure and the ratio
+cellax/PyBaMM. Run: ``python benchmarks/rl_env.py`` (``--sizes 1 64 1024`` when
+4096 takes too long on a small machine; the JSON records what ran).
+"""
+
+from __future__ import annotations
+
+import os
+
+CORES = os.cpu_count() or 1
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={CORES}")
+os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pybamm_gym import PybammFastCharge  # noqa: E402
+
+from cellax.physics import load_parameter_set  # noqa: E402
+from cellax.physics.spme import SPMe  # noqa: E402
+from cellax.rl import FastCharge  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MESHES = {"pybamm": (20, (20, 20, 20)), "coarse": (10, (6, 4, 6))}
+
+
+def cellax_rate(env, n_envs: int, n_steps: int, repeats: int, max_c_rate: float) -> dict:
+    """Steps/s of ``n_envs`` vmapped environments scanned over ``n_steps`` random actions."""
+    params = env.default_params
+    devices = jax.devices()
+    sharded = len(devices) > 1 and n_envs % len(devices) == 0
+    sharding = NamedSharding(Mesh(np.array(devices), ("envs",)), PartitionSpec("envs")) if sharded else None
+    run = jax.jit(lambda key: random_rollout(env, params, key, n_envs, n_steps, max_c_rate, sharding))
+    started = time.perf_counter()
+    total, episodes = jax.block_until_ready(run(jax.random.key(0)))
+    compile_s = time.perf_counter() - started
+    if not np.isfinite(float(total)):
+        raise RuntimeError("non-finite rewards or observations in the cellax rollout")
+    times = []
+    for r in range(repeats):
+        started = time.perf_counter()
+        jax.block_until_ready(run(jax.random.key(r + 1)))
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    return {
+        "n_envs": n_envs,
+        "n_steps": n_steps,
+        "sharded_over_devices": len(devices) if sharded else 1,
+        "compile_and_first_run_s": compile_s,
+        "run_s": times,
+        "median_run_s": median,
+        "steps_per_s": n_envs * n_steps / median,
+        "episodes_ended_in_first_run": int(episodes),
+    }
+
+
+def random_rollout(env, params, key, n_envs: int, n_steps: int, max_c_rate: float, sharding=None):
+    """Reset ``n_envs`` environments and step them ``n_steps`` times with C-rates uniform in
+    ``[0, max_c_rate]`` (auto-reset).
+
+    Returns the sum of rewards and observations (a finiteness check that keeps the work alive)
+    and the number of episodes that ended.
+    """
+    def split(key):  # one key per environment, sharded over the devices when asked
+        keys = jax.random.split(key, n_envs)
+        return keys if sharding is None else jax.lax.with_sharding_constraint(keys, sharding)
+
+    key_reset, key_run = jax.random.split(key)
+    _, state = jax.vmap(env.reset, in_axes=(0, None))(split(key_reset), params)
+
+    def body(carry, step_key):
+        state, total = carry
+        key_action, key_step = jax.random.split(step_key)
+        actions = jax.vmap(lambda k: jax.random.uniform(k, (1,), jnp.float32, 0.0, max_c_rate))(split(key_action))
+        obs, state, reward, terminated, truncated, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            split(key_step), state, actions, params
+        )
+        return (state, total + jnp.sum(reward) + jnp.sum(obs)), jnp.sum(terminated | truncated)
+
+    (_, total), episodes = jax.lax.scan(body, (state, jnp.zeros((), jnp.float32)), jax.random.split(key_run, n_steps))
+    return total, jnp.sum(episodes)
+
+
+def pybamm_rate(n_steps: int, var_pts: dict, max_c_rate: float | None, seed: int = 0) -> dict:
+    """Steps/s of the PyBaMM gymnasium env (one core; resets included, build excluded), with C-rates
+    uniform in ``[0, max_c_rate]``, or a constant 1C charge when ``max_c_rate`` is None."""
+    started = time.perf_counter()
+    env = PybammFastCharge(var_pts=var_pts)
+    build_s = time.perf_counter() - started
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    episodes, invalid = 0, 0
+    started = time.perf_counter()
+    for _ in range(n_steps):
+        c_rate = 1.0 if max_c_rate is None else rng.uniform(0.0, max_c_rate)
+        _, _, terminated, truncated, info = env.step(np.array([c_rate], np.float32))
+        if terminated or truncated:
+            episodes, invalid = episodes + 1, invalid + int(info["invalid"])
+            env.reset()
+    elapsed = time.perf_counter() - started
+    return {
+        "actions": "constant 1C" if max_c_rate is None else f"uniform C-rate in [0, {max_c_rate}]",
+        "n_steps": n_steps,
+        "build_s": build_s,
+        "run_s": elapsed,
+        "steps_per_s": n_steps / elapsed,
+        "episodes_ended": episodes,
+        "invalid_episodes": invalid,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64, 1024, 4096])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pybamm-steps", type=int, default=300)
+    parser.add_argument("--max-c-rate", type=float, default=2.0, help="random actions: C-rate uniform in [0, this]")
+    parser.add_argument("--extra-sizes", type=int, nargs="*", default=[1024], help="sizes for the coarse/float32 rows")
+    parser.add_argument("--out", type=Path, default=RESULTS / "rl_env.json")
+    args = parser.parse_args()
+
+    parameter_set = load_parameter_set("Chen2020")
+    var_pts = SPMe(*MESHES["pybamm"]).pybamm_var_pts
+    pybamm = pybamm_rate(args.pybamm_steps, var_pts, args.max_c_rate)
+    pybamm_1c = pybamm_rate(args.pybamm_steps, var_pts, None)
+    print(f"PyBaMM gymnasium env: {pybamm['steps_per_s']:.0f} steps/s random actions, "
+          f"{pybamm_1c['steps_per_s']:.0f} at constant 1C", flush=True)
+
+    configurations = [("pybamm", "float64", args.sizes)]
+    configurations += [("coarse", "float64", args.extra_sizes), ("pybamm", "float32", args.extra_sizes)]
+    rows = []
+    for mesh, dtype, sizes in configurations:
+        env = FastCharge(parameter_set, mesh=MESHES[mesh], dtype=getattr(jnp, dtype))
+        for n_envs in sizes:
+            row = {"mesh": mesh, "dtype": dtype, **cellax_rate(env, n_envs, args.steps, args.repeats, args.max_c_rate)}
+            row["ratio_to_pybamm"] = row["steps_per_s"] / pybamm["steps_per_s"]
+            row["ratio_to_pybamm_constant_1c"] = row["steps_per_s"] / pybamm_1c["steps_per_s"]
+            rows.append(row)
+            print(
+                f"cellax {mesh:6s} {dtype} {n_envs:5d} envs: {row['steps_per_s']:12.0f} steps/s "
+                f"({row['ratio_to_pybamm']:.0f}x PyBaMM, {row['ratio_to_pybamm_constant_1c']:.0f}x at 1C), "
+                f"compile+first {row['compile_and_first_run_s']:.1f} s",
+                flush=True,
+            )
+
+    target = next((r for r in rows if r["mesh"] == "pybamm" and r["dtype"] == "float64" and r["n_envs"] == 1024), None)
+    result = {
+        "benchmark": "rl_env",
+        "description": __doc__,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": CORES,
+            "jax_backend": jax.default_backend(),
+            "jax_devices": [str(d) for d in jax.devices()],
+            "jax_version": jax.__version__,
+            "load_average_1_5_15_min_at_end": list(os.getloadavg()),
+            "note": "shared machine: other jobs ran concurrently (see load average), figures are lower bounds",
+        },
+        "environment": {"name": "FastCharge-v0", "parameter_set": "Chen2020", "control_interval_s": 30.0, "substeps": 3},
+        "actions": f"uniform random C-rate in [0, {args.max_c_rate}], the same for both",
+        "pybamm": pybamm,
+        "pybamm_constant_1c": pybamm_1c,
+        "cellax": rows,
+        "target": {
+            "ratio_at_1024_envs": 1000,
+            "measured_ratio_at_1024_envs": None if target is None else target["ratio_to_pybamm"],
+            "measured_ratio_at_1024_envs_vs_pybamm_constant_1c": None if target is None else target[
+                "ratio_to_pybamm_constant_1c"
+            ],
+            "met": None if target is None else target["ratio_to_pybamm"] >= 1000,
+        },
+        "sizes_run": args.sizes,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
