@@ -8,6 +8,8 @@ Measures, as medians over ``--repeats`` runs:
 * the same for ``cellax generate`` (profile planning, PyBaMM backend, crash-safe
   part files, final merge and validation) with 1 and 2 workers, on the same
   profiles; the pipeline overhead is ``anchor cell-h/s / pipeline(1 worker) cell-h/s - 1``;
+* the same pipeline with the ``jax`` backend (cellax's SPMe, 64 profiles per vmapped call, one
+  process; its compilation included), beside the PyBaMM backend on 2 workers;
 * loader throughput: random windows of 64 x 2048 steps as ``jax.Array`` batches,
   in windows/s and MB/s (float32, 4 signals), from the file just generated, with the
   signals cached in memory and read from the file (chunked, gzip) per window.
@@ -133,7 +135,8 @@ def main() -> None:
     args = parser.parse_args()
     config = job(args.profiles)
 
-    runs: dict[str, list[float]] = {"plain_pybamm_loop": [], "pipeline_1_worker": [], "pipeline_2_workers": []}
+    runs: dict[str, list[float]] = {"plain_pybamm_loop": [], "pipeline_1_worker": [], "pipeline_2_workers": [],
+                                    "pipeline_jax_backend": []}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         for repeat in range(args.repeats):
@@ -142,6 +145,8 @@ def main() -> None:
             for workers in (1, 2):
                 wall, hours, out = pipeline(config, workers, folder)
                 runs[f"pipeline_{workers}_worker{'s' if workers > 1 else ''}"].append(hours / wall)
+            wall, hours, _ = pipeline(config.model_copy(update={"backend": "jax"}), 1, folder)  # compile included
+            runs["pipeline_jax_backend"].append(hours / wall)
             print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.3f} cell-h/s" for k, v in runs.items()), flush=True)
         loader = {
             "in_memory": loader_throughput(out, batches=50, repeats=args.repeats, cache_in_memory=True),
@@ -161,6 +166,7 @@ def main() -> None:
             "pipeline_1_worker_vs_plain": median["pipeline_1_worker"] / median["plain_pybamm_loop"],
             "pipeline_2_workers_vs_plain": median["pipeline_2_workers"] / median["plain_pybamm_loop"],
             "pipeline_overhead_1_worker": median["plain_pybamm_loop"] / median["pipeline_1_worker"] - 1,
+            "jax_backend_vs_pybamm_backend_2_workers": median["pipeline_jax_backend"] / median["pipeline_2_workers"],
         },
         "loader": loader,
     }

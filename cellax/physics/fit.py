@@ -38,6 +38,7 @@ from cellax.physics.parameters import ParameterSet
 from cellax.physics.simulate import simulate
 
 TRANSFORMS = ("log", "linear")
+END_TIME_SIGMA_S = 10.0  # weight of a cut-off time mismatch: 10 s counts like one sigma of one sample
 MEASURED = {"voltage_v": "sigma_v", "surface_temp_degc": "sigma_temp_k", "core_temp_degc": "sigma_temp_k"}
 
 
@@ -236,12 +237,12 @@ class _Batch(eqx.Module):
 
     def residuals(self, model, params):
         """Signal residuals up to the model's own stop (a cut-off, or an invalid state), and, when the data
-        end at a cut-off, the cut-off times' difference in units of the sample interval."""
+        end at a cut-off, the cut-off times' difference in units of ``END_TIME_SIGMA_S``."""
         solution = self.solve(model, params)
         valid = jnp.arange(self.current_a.shape[0]) <= solution.stop_index
         parts = [jnp.where(valid, (solution.signals[k] - v) / self.scales[k], 0.0) for k, v in self.targets.items()]
         if self.end_time_s is not None:
-            parts.append(jnp.reshape((solution.event_time_s - self.end_time_s) / self.dt_s, (1,)))
+            parts.append(jnp.reshape((solution.event_time_s - self.end_time_s) / END_TIME_SIGMA_S, (1,)))
         return jnp.concatenate(parts)
 
 

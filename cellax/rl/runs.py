@@ -56,7 +56,16 @@ def train_run(config: RLConfig, progress: bool = True, log=print) -> Path:
     ppo_seconds = time.perf_counter() - started
     log(f"PPO done in {ppo_seconds:.0f} s; optimising the protocol by gradients through the cell model")
     p = config.protocol
-    protocol, history, protocol_seconds = optimise_protocol(env, fixed, p.iterations, p.learning_rate, p.gamma, log=log)
+    tightened = fixed.replace(
+        anode_potential_min_v=fixed.anode_potential_min_v + p.anode_margin_v,
+        surface_temp_max_degc=fixed.surface_temp_max_degc - p.temperature_margin_k,
+        voltage_max_v=fixed.voltage_max_v - p.voltage_margin_v,
+        plating_penalty=fixed.plating_penalty * p.penalty_scale,
+        temperature_penalty=fixed.temperature_penalty * p.penalty_scale,
+        voltage_penalty=fixed.voltage_penalty * p.penalty_scale,
+    )
+    protocol, history, protocol_seconds = optimise_protocol(env, tightened, p.iterations, p.learning_rate, p.gamma,
+                                                            log=log)
     np.savez(run_dir / "protocol.npz", logits=np.asarray(protocol.logits), soc_knots=np.asarray(protocol.soc_knots),
              temp_knots_degc=np.asarray(protocol.temp_knots_degc))
     (run_dir / "timing.json").write_text(json.dumps({
