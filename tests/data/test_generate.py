@@ -146,7 +146,8 @@ def test_kill_9_then_resume_keeps_finished_profiles_and_duplicates_nothing(tmp_p
 
 def test_ctrl_c_with_workers_stops_promptly_and_keeps_finished_profiles(tmp_path):
     config_path = tmp_path / "job.yaml"
-    config_path.write_text(yaml.safe_dump({**SMALL, "n_profiles": 12, "profiles": {"duration_s": 1800}}))
+    # long enough that the job is still running when the first part file appears, even on a quiet machine
+    config_path.write_text(yaml.safe_dump({**SMALL, "n_profiles": 24, "profiles": {"duration_s": 3600}}))
     out = tmp_path / "d.h5"
     proc = _cli("generate", config_path, "--out", out, "--workers", 2, "--flush-every", 1, "--no-progress")
     parts = parts_dir(out)
@@ -165,4 +166,4 @@ def test_ctrl_c_with_workers_stops_promptly_and_keeps_finished_profiles(tmp_path
     resumed = _cli("generate", config_path, "--out", out, "--resume", "--workers", 2, "--no-progress")
     assert resumed.wait() == 0, resumed.stdout.read()
     with open_dataset(out) as ds:
-        assert ds.profiles["profile_id"].tolist() == list(range(12))
+        assert ds.profiles["profile_id"].tolist() == list(range(24))
