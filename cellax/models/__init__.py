@@ -6,7 +6,14 @@ same outputs as the full forward. See ``docs/models.md``.
 """
 
 from cellax.models.encoding import Normaliser, causal_stft, hann, init_stft_buffer, stft_step
-from cellax.models.mamba import Mamba, MambaConfig, MambaState, linear_recurrence, linear_recurrence_sequential
+from cellax.models.mamba import (
+    Mamba,
+    MambaConfig,
+    MambaState,
+    linear_recurrence,
+    linear_recurrence_sequential,
+    selective_scan_sequential,
+)
 from cellax.models.registry import MODELS, ModelConfig, SequenceModel, make_model, parse_model_config, stream
 from cellax.models.rnn import GRU, GRUConfig
 from cellax.models.transformer import KVCache, Transformer, TransformerConfig
@@ -29,6 +36,7 @@ __all__ = [
     "init_stft_buffer",
     "linear_recurrence",
     "linear_recurrence_sequential",
+    "selective_scan_sequential",
     "make_model",
     "parse_model_config",
     "stft_step",

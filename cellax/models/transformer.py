@@ -135,8 +135,8 @@ def alibi_slopes(n_heads: int) -> Float[Array, " heads"]:
 
 def attend(
     q: Float[Array, "Tq heads d"],
-    k: Float[Array, "Tk kv_heads d"],
-    v: Float[Array, "Tk kv_heads d"],
+    k: Float[Array, "kv_heads Tk d"],
+    v: Float[Array, "kv_heads Tk d"],
     q_pos: Int[Array, " Tq"],
     k_pos: Int[Array, " Tk"],
     slopes: Float[Array, " heads"] | None,
@@ -145,17 +145,18 @@ def attend(
 
     Query head ``h`` reads key/value head ``h // (heads / kv_heads)``. Keys at a
     position after the query's (``s > t``, including unwritten cache rows) get
-    weight zero. Logits and softmax are float32 whatever the inputs.
+    weight zero. Logits and softmax are float32 whatever the inputs. Keys and values
+    are head-major, the layout of the KV cache, so that no step transposes the cache.
     """
     tq, heads, d = q.shape
-    kv_heads = k.shape[1]
-    q = q.reshape(tq, kv_heads, heads // kv_heads, d)
-    logits = jnp.einsum("tgrd,sgd->grts", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
+    kv_heads = k.shape[0]
+    q = q.reshape(tq, kv_heads, heads // kv_heads, d) / math.sqrt(d)
+    logits = jnp.einsum("tgrd,gsd->grts", q, k, preferred_element_type=jnp.float32)
     distance = q_pos[:, None] - k_pos[None, :]  # t - s
     if slopes is not None:
         logits = logits - slopes.reshape(kv_heads, -1, 1, 1) * distance
     weights = jax.nn.softmax(jnp.where(distance >= 0, logits, -jnp.inf), axis=-1).astype(v.dtype)
-    return jnp.einsum("grts,sgd->tgrd", weights, v).reshape(tq, heads * d)
+    return jnp.einsum("grts,gsd->tgrd", weights, v).reshape(tq, heads * d)
 
 
 def _linear(x: Float[Array, "T a"], layer: eqx.nn.Linear) -> Float[Array, "T b"]:
@@ -194,19 +195,20 @@ class Attention(eqx.Module):
 
     def __call__(self, x: Float[Array, "T width"], positions: Int[Array, " T"]) -> Float[Array, "T width"]:
         q, k, v = self._qkv(x, positions)
+        k, v = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
         return _linear(attend(q, k, v, positions, positions, self._slopes()), self.wo)
 
     def step(
         self,
         x_t: Float[Array, " width"],
         pos: Int[Array, ""],
-        k_cache: Float[Array, "L kv_heads d"],
-        v_cache: Float[Array, "L kv_heads d"],
+        k_cache: Float[Array, "kv_heads L d"],
+        v_cache: Float[Array, "kv_heads L d"],
     ):
         """One position: write its key/value at row ``pos``, attend over rows ``≤ pos``."""
         q, k, v = self._qkv(x_t[None], pos[None])
-        k_cache, v_cache = k_cache.at[pos].set(k[0]), v_cache.at[pos].set(v[0])
-        rows = jnp.arange(k_cache.shape[0], dtype=pos.dtype)
+        k_cache, v_cache = k_cache.at[:, pos].set(k[0]), v_cache.at[:, pos].set(v[0])
+        rows = jnp.arange(k_cache.shape[1], dtype=pos.dtype)
         out = attend(q, k_cache, v_cache, pos[None], rows, self._slopes())
         return self.wo(out[0]), k_cache, v_cache
 
@@ -265,8 +267,8 @@ class KVCache(eqx.Module):
     Fixed shapes, so a cache is a ``lax.scan`` carry.
     """
 
-    k: tuple[Float[Array, "L kv_heads d"], ...]
-    v: tuple[Float[Array, "L kv_heads d"], ...]
+    k: tuple[Float[Array, "kv_heads L d"], ...]
+    v: tuple[Float[Array, "kv_heads L d"], ...]
     pos: Int[Array, ""]
 
 
@@ -315,8 +317,10 @@ class Transformer(eqx.Module):
         max_len = c.max_len if max_len is None else max_len
         if not 0 < max_len <= c.max_len:
             raise ValueError(f"max_len must lie in [1, config.max_len = {c.max_len}], got {max_len}")
-        zeros = tuple(jnp.zeros((max_len, c.kv_heads, c.head_dim), c.dtype) for _ in range(c.n_layers))
-        return KVCache(k=zeros, v=zeros, pos=jnp.zeros((), jnp.int32))
+        def zeros():  # distinct buffers, so a jitted step may donate the cache
+            return tuple(jnp.zeros((c.kv_heads, max_len, c.head_dim), c.dtype) for _ in range(c.n_layers))
+
+        return KVCache(k=zeros(), v=zeros(), pos=jnp.zeros((), jnp.int32))
 
     def init_state(self) -> KVCache:
         """The streaming state shared with the other models: :meth:`init_cache` at ``config.max_len``."""
@@ -328,7 +332,7 @@ class Transformer(eqx.Module):
         Stepping a full cache is an error (raised by ``equinox.error_if``, also under ``jit``).
         """
         model = _cast(self, self.config.dtype)
-        pos = eqx.error_if(cache.pos, cache.pos >= cache.k[0].shape[0], "KV cache is full; use a larger init_cache")
+        pos = eqx.error_if(cache.pos, cache.pos >= cache.k[0].shape[1], "KV cache is full; use a larger init_cache")
         h = model._embed(x_t[None], pos[None])[0]
         ks, vs = [], []
         for block, k, v in zip(model.blocks, cache.k, cache.v):

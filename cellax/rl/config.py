@@ -41,7 +41,7 @@ class ProtocolConfig(_Strict):
     """Gradient-optimised protocol; it trains against limits tightened by the margins, with the penalty
     weights scaled by ``penalty_scale`` (the hinge penalties alone trade a little violation for speed)."""
 
-    iterations: int = Field(150, ge=1)
+    iterations: int = Field(300, ge=1)
     learning_rate: float = Field(0.1, gt=0)
     gamma: float = Field(0.98, gt=0, le=1)
     anode_margin_v: float = Field(0.003, ge=0)

@@ -2,12 +2,13 @@
 
 import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cellax.models import Mamba, MambaConfig, linear_recurrence, linear_recurrence_sequential
+from cellax.models import Mamba, MambaConfig, linear_recurrence, linear_recurrence_sequential, selective_scan_sequential
 from cellax.models.mamba import causal_conv
 
 from .checks import (
@@ -37,13 +38,33 @@ def test_parallel_scan_equals_the_sequential_recurrence():
     np.testing.assert_allclose(parallel[0], b[0])
 
 
+def test_the_fused_selective_scan_equals_discretise_then_parallel_scan():
+    k = jax.random.split(jax.random.key(1), 4)
+    T, D, N = 29, 5, 3
+    delta = jax.nn.softplus(jax.random.normal(k[0], (T, D)))
+    u, B, C = jax.random.normal(k[1], (T, D)), jax.random.normal(k[2], (T, N)), jax.random.normal(k[3], (T, N))
+    A = -jnp.broadcast_to(jnp.arange(1.0, N + 1), (D, N))
+    h = linear_recurrence(jnp.exp(delta[:, :, None] * A), (delta * u)[:, :, None] * B[:, None, :])
+    np.testing.assert_allclose(jax.jit(selective_scan_sequential)(delta, u, B, C, A), jnp.einsum("tdn,tn->td", h, C),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scan", ["parallel", "sequential"])
+def test_both_full_forward_scans_give_the_same_model_outputs(scan):
+    x = jax.random.normal(jax.random.key(2), (40, N_FEATURES))
+    reference = tiny(scan="parallel" if scan == "sequential" else "sequential")
+    model = tiny(scan=scan)  # same key, so the same weights
+    np.testing.assert_allclose(eqx.filter_jit(model)(x), eqx.filter_jit(reference)(x), rtol=1e-4, atol=1e-5)
+    assert MambaConfig(scan="auto").parallel_scan == (jax.default_backend() != "cpu")
+
+
 def test_causal_conv_weighs_the_present_with_the_last_tap():
     u = jnp.arange(1.0, 6.0, dtype=jnp.float32)[:, None]  # one channel: 1, 2, 3, 4, 5
     weight = jnp.array([[1.0], [10.0], [100.0]], jnp.float32)  # oldest ... newest
     np.testing.assert_allclose(causal_conv(u, weight, jnp.zeros(1))[:, 0], [100, 210, 321, 432, 543])
 
 
-@pytest.mark.parametrize("variant", [{}, dict(conv_kernel=1, dt_rank=3, n_layers=1)])
+@pytest.mark.parametrize("variant", [{}, dict(scan="parallel"), dict(conv_kernel=1, dt_rank=3, n_layers=1)])
 def test_streaming_equals_the_full_forward(variant):
     assert_streams_like_forward(tiny(**variant))
 

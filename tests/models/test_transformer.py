@@ -70,7 +70,7 @@ def test_a_full_kv_cache_is_refused_also_under_jit():
 def test_the_cache_has_static_shapes_and_an_array_position():
     cache = tiny().init_cache(8)
     assert isinstance(cache, KVCache) and len(cache.k) == len(cache.v) == 2
-    assert cache.k[0].shape == (8, 2, 8)  # (max_len, n_kv_heads, width / n_heads)
+    assert cache.k[0].shape == (2, 8, 8)  # (n_kv_heads, max_len, width / n_heads)
     assert cache.pos.shape == () and cache.pos.dtype == jnp.int32
 
 
