@@ -134,7 +134,7 @@ def throughput(data: Path, repeats: int) -> dict:
     from cellax.train.task import Task
 
     config = load_config(ROOT / "configs" / "train" / "simulate_transformer.yaml", TrainConfig)
-    config = config.model_copy(update={"data": data, "chunks_per_window": 1})
+    config = config.model_copy(update={"data": data, "chunks_per_window": 1, "charge_throughput": False})
     task = Task.from_config(config)
     splits = split_profiles(data, config.split_fractions, config.split_seed)
     names = [*task.inputs, *task.outputs]

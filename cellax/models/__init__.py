@@ -5,7 +5,7 @@ and streams: ``init_state()`` then ``step(state, x_t) -> (y_t, state)`` gives th
 same outputs as the full forward. See ``docs/models.md``.
 """
 
-from cellax.models.encoding import Normaliser, causal_stft, hann, init_stft_buffer, stft_step
+from cellax.models.encoding import Normaliser, causal_stft, hann, init_stft_buffer, running_charge, stft_step
 from cellax.models.mamba import (
     Mamba,
     MambaConfig,
@@ -32,6 +32,7 @@ __all__ = [
     "Transformer",
     "TransformerConfig",
     "causal_stft",
+    "running_charge",
     "hann",
     "init_stft_buffer",
     "linear_recurrence",

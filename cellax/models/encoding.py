@@ -85,3 +85,23 @@ def stft_step(buffer: Float[Array, " window"], s_t: Float[Array, ""]) -> tuple[F
     """Push sample ``s_t`` into the buffer of the last ``window`` samples; returns ``(S_t, buffer)``."""
     buffer = jnp.concatenate([buffer[1:], jnp.asarray(s_t, jnp.float32)[None]])
     return _spectrum(buffer), buffer
+
+
+def running_charge(current: Float[Array, " T"]) -> Float[Array, "T 2"]:
+    """Coulomb counting as two causal channels: ``q_t = Σ_{s≤t} c_s / T`` and ``r_t = (t + 1) / T``.
+
+    With the normalised current ``c = (I − μ)/σ`` sampled every ``dt``, the charge
+    passed since the start of the sequence is linear in them,
+
+    .. math::
+
+        \\int_0^t I \\, dt' ≈ dt \\sum_{s \\le t} I_s = T\\,dt\\,(σ\\, q_t + μ\\, r_t),
+
+    so ``SOC_t = SOC_0 − ∫I/(3600 Q)`` is a linear read-out of the inputs instead of
+    a sum the network must learn to keep over thousands of steps. Streaming keeps
+    the running sum and the count: ``O(1)`` state.
+    """
+    current = jnp.asarray(current, jnp.float32)
+    length = current.shape[0]
+    ramp = jnp.arange(1, length + 1, dtype=jnp.float32)
+    return jnp.stack([jnp.cumsum(current), ramp], axis=-1) / length

@@ -66,6 +66,9 @@ class TrainConfig(_Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
     loss: LossConfig = LossConfig()
     stft: StftConfig | None = None
+    charge_throughput: bool = Field(
+        False, description="two input channels with the charge passed since each chunk's start (coulomb counting)"
+    )
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = Field(0, ge=0)
     seed: int = Field(0, ge=0)

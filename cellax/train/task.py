@@ -6,7 +6,9 @@ samples; each chunk's input carries *initial conditions*: the output values at
 the chunk's start and a flag saying whether they are known. For ``"simulate"``
 the first chunk gets the measured outputs at ``t = 0`` (flag 1), for
 ``"estimate"`` zeros (flag 0: an estimator must not know the state); every later
-chunk gets the model's *own* last prediction (flag 1). Training windows of
+chunk gets the model's *own* last prediction (flag 1). With ``charge_channels``
+each chunk also sees the charge passed since its start (:func:`running_charge`),
+so coulomb counting from the chunk's initial SOC is a linear read-out. Training windows of
 ``chunks_per_window`` chunks and evaluation over whole profiles both use
 :func:`rollout`, so what is trained is what is evaluated: free running, no
 teacher forcing after ``t = 0``.
@@ -20,18 +22,19 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from cellax.models.encoding import causal_stft
+from cellax.models.encoding import causal_stft, running_charge
 
 
 @dataclass(frozen=True)
 class Task:
-    """Static description of a task: signal names, chunking, optional STFT of the current."""
+    """Static description of a task: signal names, chunking, optional STFT and running charge of the current."""
 
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     known_initial: bool
     chunk_len: int
     stft_window: int | None = None
+    charge_channels: bool = False
 
     @classmethod
     def from_config(cls, config) -> Task:
@@ -41,12 +44,13 @@ class Task:
             config.task == "simulate",
             config.chunk_len,
             config.stft.window if config.stft else None,
+            config.charge_throughput,
         )
 
     @property
     def n_features(self) -> int:
         stft = self.stft_window // 2 + 1 if self.stft_window else 0
-        return len(self.inputs) + stft + len(self.outputs) + 1
+        return len(self.inputs) + stft + 2 * self.charge_channels + len(self.outputs) + 1
 
     @property
     def n_outputs(self) -> int:
@@ -73,6 +77,8 @@ def rollout(model, task: Task, x: Float[Array, "T n_in"], initial: Float[Array, 
 
     def chunk(carry, inputs):
         x_c, flag = inputs
+        if task.charge_channels:
+            x_c = jnp.concatenate([x_c, running_charge(x_c[:, task.inputs.index("current_a")])], axis=-1)
         conditions = jnp.broadcast_to(jnp.concatenate([carry, flag[None]]), (task.chunk_len, carry.shape[0] + 1))
         y = model(jnp.concatenate([x_c, conditions], axis=-1))
         return y[-1], y

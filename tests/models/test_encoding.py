@@ -1,4 +1,5 @@
-"""Input encodings: normalisation inverts exactly; the short-time spectrum is causal and streams."""
+"""Input encodings: normalisation inverts exactly; the short-time spectrum is causal and streams; the running
+charge is a linear read-out of the charge passed."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from cellax.data.loader import NormStats
-from cellax.models import Normaliser, causal_stft, hann, init_stft_buffer, stft_step
+from cellax.models import Normaliser, causal_stft, hann, init_stft_buffer, running_charge, stft_step
 
 
 def test_normaliser_standardises_each_feature_and_inverts():
@@ -75,3 +76,17 @@ def test_float32_even_when_x64_is_enabled_globally():
     with jax.enable_x64(True):
         assert causal_stft(jnp.ones(10, jnp.float64), 4).dtype == jnp.float32
         assert Normaliser([0.0], [1.0])(jnp.ones((3, 1), jnp.float64)).dtype == jnp.float32
+
+
+def test_running_charge_gives_the_charge_passed_as_a_linear_read_out():
+    mean_a, std_a, dt_s = 1.5, 2.0, 1.0
+    current_a = jax.random.normal(jax.random.key(3), (50,)) * 3.0 + 1.0
+    q, r = running_charge((current_a - mean_a) / std_a).T
+    charge_as = 50 * dt_s * (std_a * q + mean_a * r)
+    np.testing.assert_allclose(charge_as, dt_s * np.cumsum(np.asarray(current_a)), rtol=1e-5, atol=1e-4)
+
+
+def test_running_charge_is_causal():
+    current = jax.random.normal(jax.random.key(4), (30,))
+    full, prefix = running_charge(current), running_charge(current[:12])
+    np.testing.assert_allclose(full[:12] * 30, prefix * 12, rtol=1e-6)
