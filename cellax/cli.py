@@ -79,7 +79,7 @@ def _cmd_quickstart(args) -> None:
     from cellax.data.summary import format_summary, summarize
     from cellax.train.config import TrainConfig
     from cellax.train.evaluate import evaluate, format_report
-    from cellax.train.loop import train
+    from cellax.train.loop import changed_fields, train
 
     started = time.perf_counter()
     out_dir = Path(args.out)
@@ -96,6 +96,12 @@ def _cmd_quickstart(args) -> None:
     if args.steps:
         train_config = train_config.model_copy(update={"steps": args.steps})
     resume = (run_dir / "config.json").exists()
+    if resume and (changed := changed_fields(run_dir, train_config)):
+        kept = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(kept)
+        print(f"note: {run_dir} was trained with another config ({', '.join(changed)} differ); "
+              f"moved it to {kept} and training afresh", flush=True)
+        resume = False
     print(f"\n[2/3] training a {train_config.model['kind']} to {train_config.task} the cell -> {run_dir}", flush=True)
     train(train_config, resume=resume)
     print("\n[3/3] evaluating free-running on the held-out test profiles", flush=True)

@@ -98,8 +98,10 @@ def running_charge(current: Float[Array, " T"]) -> Float[Array, "T 2"]:
         \\int_0^t I \\, dt' ≈ dt \\sum_{s \\le t} I_s = T\\,dt\\,(σ\\, q_t + μ\\, r_t),
 
     so ``SOC_t = SOC_0 − ∫I/(3600 Q)`` is a linear read-out of the inputs instead of
-    a sum the network must learn to keep over thousands of steps. Streaming keeps
-    the running sum and the count: ``O(1)`` state.
+    a sum the network must learn to keep over thousands of steps. The task applies
+    it per chunk (``T = chunk_len``, restarting at every chunk start, where the chunk's
+    initial SOC is given), so streaming keeps the sum and the index since the chunk
+    start and divides by ``chunk_len``: ``O(1)`` state.
     """
     current = jnp.asarray(current, jnp.float32)
     length = current.shape[0]

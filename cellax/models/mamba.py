@@ -19,8 +19,8 @@ functions of the input ("selective"):
 log-uniform in ``[dt_min, dt_max]``. The full forward runs the recurrence ``h_t = a_t h_{t-1}
 + b_t`` for all ``t`` at once with ``jax.lax.associative_scan`` (depth ``O(log T)``, for
 parallel hardware), or, on CPU by default, as one fused ``lax.scan`` that forms
-``Ā_t``, ``B̄_t u_t`` and ``C_t · h_t`` inside the step and never materialises the
-``(T, D, N)`` states (config ``scan``); streaming (:meth:`Mamba.step`) keeps the last
+``Ā_t``, ``B̄_t u_t`` and ``C_t · h_t`` inside the step, so the forward pass never
+materialises the ``(T, D, N)`` terms (config ``scan``; reverse mode still keeps per-step residuals); streaming (:meth:`Mamba.step`) keeps the last
 ``kernel - 1`` conv inputs and ``h``, ``O(1)`` per sample. Float32 throughout.
 """
 
@@ -109,8 +109,9 @@ def selective_scan_sequential(
     """``y_t = C_t · h_t`` with ``h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t u_t) B_t``, one fused step per sample.
 
     The same result as discretising all steps and calling :func:`linear_recurrence`, but
-    each step's ``(D, N)`` terms are formed and consumed in place: memory traffic
-    ``O(T (D + N))`` instead of ``O(T D N)``, the faster choice on a CPU.
+    each step's ``(D, N)`` terms are formed and consumed in place: forward memory traffic
+    ``O(T (D + N))`` instead of ``O(T D N)``, the faster choice on a CPU. (Its gradient
+    saves each step's residuals, as any ``lax.scan`` does.)
     """
 
     def step(h, inputs):

@@ -205,7 +205,7 @@ class Attention(eqx.Module):
         k_cache: Float[Array, "kv_heads L d"],
         v_cache: Float[Array, "kv_heads L d"],
     ):
-        """One position: write its key/value at row ``pos``, attend over rows ``≤ pos``."""
+        """One position: write its key/value at slot ``pos`` (axis 1), attend over slots ``≤ pos``."""
         q, k, v = self._qkv(x_t[None], pos[None])
         k_cache, v_cache = k_cache.at[:, pos].set(k[0]), v_cache.at[:, pos].set(v[0])
         rows = jnp.arange(k_cache.shape[1], dtype=pos.dtype)

@@ -104,6 +104,13 @@ def prepare(config: TrainConfig):
     return splits, stats, dt_s
 
 
+def changed_fields(run_dir: Path, config: TrainConfig) -> list[str]:
+    """Fields (other than ``steps``) in which ``config`` differs from the run stored in ``run_dir``."""
+    stored = TrainConfig.model_validate_json((run_dir / "config.json").read_text()).model_dump(exclude={"steps"})
+    new = config.model_dump(exclude={"steps"})
+    return sorted(k for k in new if stored.get(k) != new[k])
+
+
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -124,9 +131,10 @@ def train(
     if resume and not (run_dir / "config.json").exists():
         raise TrainError(f"--resume: {run_dir} holds no run to resume")
     if resume:
-        stored = TrainConfig.model_validate_json((run_dir / "config.json").read_text())
-        if stored.model_dump(exclude={"steps"}) != config.model_dump(exclude={"steps"}):
-            raise TrainError(f"--resume: {run_dir} was started with a different config (only steps may change)")
+        changed = changed_fields(run_dir, config)
+        if changed:
+            raise TrainError(f"--resume: {run_dir} was started with a different config: {', '.join(changed)} "
+                             "differ (only steps may change)")
     splits, stats, dt_s = prepare(config)
     if resume:
         stats = NormStats.from_json((run_dir / "stats.json").read_text())

@@ -8,7 +8,10 @@ the first chunk gets the measured outputs at ``t = 0`` (flag 1), for
 ``"estimate"`` zeros (flag 0: an estimator must not know the state); every later
 chunk gets the model's *own* last prediction (flag 1). With ``charge_channels``
 each chunk also sees the charge passed since its start (:func:`running_charge`),
-so coulomb counting from the chunk's initial SOC is a linear read-out. Training windows of
+so coulomb counting from the chunk's initial SOC is a linear read-out. (Chunk 0's initial
+conditions are the values *at* its first sample, later chunks' the prediction one sample
+*before* theirs; the running charge counts from each chunk's first sample either way, a
+one-sample offset, ~0.03 % SOC at 5 A and 1 s, that training absorbs.) Training windows of
 ``chunks_per_window`` chunks and evaluation over whole profiles both use
 :func:`rollout`, so what is trained is what is evaluated: free running, no
 teacher forcing after ``t = 0``.
@@ -35,6 +38,11 @@ class Task:
     chunk_len: int
     stft_window: int | None = None
     charge_channels: bool = False
+
+    def __post_init__(self):
+        needs_current = self.charge_channels or self.stft_window
+        if needs_current and "current_a" not in self.inputs:
+            raise ValueError(f"charge_channels and stft need current_a among the inputs {self.inputs}")
 
     @classmethod
     def from_config(cls, config) -> Task:

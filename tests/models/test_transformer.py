@@ -74,6 +74,21 @@ def test_the_cache_has_static_shapes_and_an_array_position():
     assert cache.pos.shape == () and cache.pos.dtype == jnp.int32
 
 
+def test_a_jitted_step_can_donate_the_cache_and_update_it_in_place():
+    model = tiny()
+    cache = model.init_cache(8)
+    leaves = [*cache.k, *cache.v]
+    assert len({leaf.unsafe_buffer_pointer() for leaf in leaves}) == len(leaves)  # no buffer donated twice
+    params, static = eqx.partition(model, eqx.is_array)
+    step = jax.jit(lambda p, c, x: eqx.combine(p, static).step(c, x), donate_argnums=1)
+    x = inputs(2)
+    expected, _ = model.step(model.step(model.init_cache(8), x[0])[1], x[1])
+    _, cache = step(params, cache, x[0])
+    assert all(leaf.is_deleted() for leaf in leaves)
+    y, cache = step(params, cache, x[1])
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_layer_norm_and_multi_query_attention_stream_exactly():
     assert_streams_like_forward(tiny("alibi", norm="layer", n_kv_heads=1, mlp_hidden=40))
 

@@ -57,6 +57,13 @@ def test_a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(dat
         np.testing.assert_array_equal(x, y)
 
 
+def test_resuming_with_a_changed_config_is_refused_naming_what_changed(dataset, tmp_path):
+    train(small(dataset, tmp_path / "run"), progress=False, stop_after=4)
+    with pytest.raises(TrainError, match="batch_size, charge_throughput differ"):
+        train(small(dataset, tmp_path / "run", batch_size=8, charge_throughput=True), resume=True, progress=False)
+    train(small(dataset, tmp_path / "run", steps=16), resume=True, progress=False, log=lambda *_: None)
+
+
 def test_evaluation_reports_physical_errors_and_draws_pictures(dataset, tmp_path):
     run = train(small(dataset, tmp_path / "run"), progress=False)
     report = evaluate(run, max_profiles=2, plots=1)

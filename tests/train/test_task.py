@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cellax.train.task import Task, rollout
 
@@ -22,3 +23,8 @@ def test_without_charge_channels_the_features_are_inputs_and_conditions():
     y = rollout(lambda f: f[:, 1:3] + f[:, 3:4], task, jnp.ones((8, 1)), jnp.zeros(2))
     np.testing.assert_allclose(y[:4], 0.0)  # estimate: the first chunk's conditions are unknown (flag 0)
     np.testing.assert_allclose(y[4:], 1.0)  # later chunks get the previous prediction (0) and flag 1
+
+
+def test_charge_channels_without_a_current_input_are_refused():
+    with pytest.raises(ValueError, match="current_a"):
+        Task(inputs=("ambient_temp_degc",), outputs=("soc",), known_initial=True, chunk_len=4, charge_channels=True)
