@@ -6,7 +6,8 @@ In one run on one machine (``pip install -e ".[bench]"`` for PyTorch):
    reference config of ``configs/train/{simulate,estimate}_{transformer,mamba,gru}.yaml``
    trained for ``--budget-s`` seconds of wall time (its step count set from its
    measured step time so the cosine schedule ends with the budget), then
-   evaluated free-running over every test profile (``cellax evaluate``).
+   evaluated free-running over every test profile (``cellax evaluate``); each
+   run's report and two of its pictures are kept as ``models_reference_run_<name>*``.
    Targets: simulate voltage RMSE ≤ 10 mV and temperatures ≤ 0.2 K over the
    whole hour; estimate SOC RMSE ≤ 1 %.
 2. **Throughput.** Sample-steps per second of cellax's jitted training step (the
@@ -67,7 +68,19 @@ def timed_steps(step, state, batches, repeats):
     return statistics.median(times), state
 
 
-def accuracy(data: Path, out: Path, budget_s: float) -> dict:
+def keep_report(run_dir: Path, report: dict, results: Path) -> None:
+    """The reference run's evaluation report and its error-over-time and first profile PNGs, beside the JSON."""
+    import shutil
+
+    name = f"models_reference_run_{run_dir.name}"
+    pictures = {"error": run_dir / "eval" / "error_over_time.png", "profile": Path(report["plots"][0])}
+    for label, path in pictures.items():
+        shutil.copyfile(path, results / f"{name}_{label}.png")
+    kept = {**report, "run": run_dir.name, "plots": [f"{name}_{label}.png" for label in pictures]}
+    (results / f"{name}.json").write_text(json.dumps(kept, indent=2) + "\n")
+
+
+def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KINDS, suffix: str = "") -> dict:
     import jax
 
     from cellax.config import load_config
@@ -79,10 +92,10 @@ def accuracy(data: Path, out: Path, budget_s: float) -> dict:
 
     results = {}
     for task_name in ("simulate", "estimate"):
-        for kind in KINDS:
+        for kind in kinds:
             name = f"{task_name}_{kind}"
             config = load_config(ROOT / "configs" / "train" / f"{name}.yaml", TrainConfig)
-            config = config.model_copy(update={"data": data, "out": out / name})
+            config = config.model_copy(update={"data": data, "out": out / f"{name}{suffix}"})
             # step time -> steps that fill the budget (the schedule then ends with it)
             task = Task.from_config(config)
             splits = split_profiles(data, config.split_fractions, config.split_seed)
@@ -107,7 +120,8 @@ def accuracy(data: Path, out: Path, budget_s: float) -> dict:
             started = time.perf_counter()
             train(config, progress=False, time_budget_s=budget_s, log=lambda *_: None)
             wall = time.perf_counter() - started
-            report = evaluate(out / name)
+            report = evaluate(config.out)
+            keep_report(config.out, report, results_dir)
             results[name] = {
                 "config": config.model_dump(mode="json"),
                 "params": int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)))),
@@ -293,6 +307,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_models")
     parser.add_argument("--only", choices=["accuracy", "throughput", "latency"], action="append")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="models in the accuracy part")
+    parser.add_argument("--accuracy-key", default="accuracy",
+                        help="JSON key of the accuracy part (e.g. accuracy_900s for a longer budget beside it); "
+                             "its run folders and reports get the part after the last '_' as a suffix")
     parser.add_argument("--latency-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "models.json")
     args = parser.parse_args()
@@ -304,23 +322,25 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.work / "bench_dynamic.h5"
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result.update({"benchmark": "models", "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-                   "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                   "created_utc": now})
     if "accuracy" in parts or "throughput" in parts:
         make_dataset(data, args.profiles)
     if "throughput" in parts:
-        result["throughput"] = throughput(data, args.repeats)
+        result["throughput"] = {**throughput(data, args.repeats), "measured_utc": now}
         print(json.dumps(result["throughput"], indent=2), flush=True)
     if "latency" in parts:
         env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
         child = subprocess.run([sys.executable, __file__, "--latency-child"], capture_output=True, text=True, env=env)
         if child.returncode != 0:
             raise SystemExit(child.stderr[-3000:])
-        result["latency_one_core"] = json.loads(child.stdout.strip().splitlines()[-1])
+        result["latency_one_core"] = {**json.loads(child.stdout.strip().splitlines()[-1]), "measured_utc": now}
         print(json.dumps(result["latency_one_core"], indent=2), flush=True)
     if "accuracy" in parts:
-        result["accuracy"] = {"budget_s_per_config": args.budget_s, "profiles": args.profiles,
-                              "runs": accuracy(data, args.work, args.budget_s),
+        result[args.accuracy_key] = {"budget_s_per_config": args.budget_s, "profiles": args.profiles, "measured_utc": now,
+                              "runs": accuracy(data, args.work, args.budget_s, args.out.parent, args.kinds,
+                                               "" if args.accuracy_key == "accuracy" else "_" + args.accuracy_key.split("_")[-1]),
                               "targets": {"simulate": "voltage RMSE <= 10 mV, temperatures <= 0.2 K",
                                           "estimate": "SOC RMSE <= 1 %"}}
     args.out.parent.mkdir(parents=True, exist_ok=True)

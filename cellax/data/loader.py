@@ -7,6 +7,12 @@ one contiguous slice of ``/signals/<name>`` inside one profile (the HDF5 layout 
 
 Batches are ``float32`` by default (for neural networks); statistics and
 normalisation are computed in ``float64`` before the cast.
+
+Besides signals, every reader accepts *profile conditions*: a numeric column of
+the ``/profiles`` index (``heat_transfer_coeff``) or ``column=value`` for a text
+column (``parameter_set=Chen2020``: 1 where it matches, else 0, a one-hot cell
+identity). A condition reads as a signal that is constant over each profile, so
+models, statistics and windows treat it like any other input channel.
 """
 
 from __future__ import annotations
@@ -50,16 +56,35 @@ def _check_rows(rows, n_profiles: int, *, unique: bool) -> np.ndarray:
     return rows
 
 
+def condition_values(ds: Dataset, name: str) -> np.ndarray | None:
+    """Per-profile float64 values of the profile condition ``name`` (see the module docstring), or None."""
+    column, _, value = name.partition("=")
+    if column not in ds.file["profiles"] or column in ("start", "length", "status"):
+        return None
+    table = ds.profiles[column]
+    if value:
+        return (table == value).astype(np.float64) if table.dtype == object else None
+    return table.astype(np.float64) if np.issubdtype(table.dtype, np.number) else None
+
+
 def _check_names(ds: Dataset, names: Sequence[str]) -> list[str]:
     if isinstance(names, str):
         raise TypeError(f"names must be a sequence of signal names, got the string {names!r}")
     names = list(names)
     if not names:
         raise ValueError("names is empty; give at least one signal name")
-    missing = [n for n in names if n not in ds.signal_names]
+    missing = [n for n in names if n not in ds.signal_names and condition_values(ds, n) is None]
     if missing:
-        raise KeyError(f"signals {missing} not in {ds.path} (it has {ds.signal_names})")
+        raise KeyError(
+            f"signals {missing} not in {ds.path} (it has {ds.signal_names}, and the profile conditions of the "
+            f"numeric index columns, or column=value for a text column)"
+        )
     return names
+
+
+def _conditions(ds: Dataset, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``{name: (n_profiles,) values}`` for the names that are profile conditions rather than signals."""
+    return {n: condition_values(ds, n) for n in names if n not in ds.signal_names}
 
 
 def _runs(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,9 +222,16 @@ def compute_stats(
     with opened(dataset) as ds:
         names = _check_names(ds, names)
         rows = np.sort(_check_rows(list(rows), len(ds), unique=True))  # file order: sequential reads
-        runs = _runs(ds.file["profiles/start"][:][rows], ds.file["profiles/length"][:][rows])
+        lengths = ds.file["profiles/length"][:][rows]
+        runs = _runs(ds.file["profiles/start"][:][rows], lengths)
+        conditions = _conditions(ds, names)
         moments = {name: (0, 0.0, 0.0) for name in names}  # (n, mean, M2)
         for name in names:
+            if name in conditions:  # constant per profile: length-weighted moments of the index values
+                x, n = conditions[name][rows], int(lengths.sum())
+                mean = float(np.sum(lengths * x) / n) if n else 0.0
+                moments[name] = (n, mean, float(np.sum(lengths * (x - mean) ** 2)))
+                continue
             signal = ds.file["signals"][name]
             for start, length in zip(*runs):
                 for lo in range(int(start), int(start + length), _STATS_BLOCK):
@@ -229,17 +261,22 @@ def iterate_profiles(
 ) -> Iterator[dict]:
     """Yield each profile in ``rows`` (in the given order) whole, for evaluation.
 
-    Each item is ``{name: np.ndarray of shape (length,)}`` in the file's dtype, plus
-    ``"profile_id": int``. A failed profile yields arrays of length 0.
+    Each item is ``{name: np.ndarray of shape (length,)}`` in the file's dtype (float64
+    for profile conditions), plus ``"profile_id": int``. A failed profile yields arrays of length 0.
     """
     with opened(path_or_dataset) as ds:
         names = _check_names(ds, names)
         rows = _check_rows(list(rows), len(ds), unique=False)
         starts, lengths = ds.file["profiles/start"][:], ds.file["profiles/length"][:]
         ids = ds.file["profiles/profile_id"][:]
+        conditions = _conditions(ds, names)
         for row in rows:
             start, length = int(starts[row]), int(lengths[row])
-            item = {name: ds.file["signals"][name][start : start + length] for name in names}
+            item = {
+                name: np.full(length, conditions[name][row]) if name in conditions
+                else ds.file["signals"][name][start : start + length]
+                for name in names
+            }
             item["profile_id"] = int(ids[row])
             yield item
 
@@ -262,6 +299,7 @@ class _Plan:
     cache: bool
     stats: NormStats | None
     dtype: np.dtype
+    conditions: dict[str, np.ndarray]  # name -> (P,) value of each qualifying profile
     start_batch: int = 0
     cum_windows: np.ndarray = field(init=False)  # (P,) cumulative count of valid starts
 
@@ -282,7 +320,8 @@ class _Reader:
     def __init__(self, plan: _Plan):
         self.plan = plan
         self.file = h5py.File(plan.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES, rdcc_nslots=10007)
-        self.signals = [self.file["signals"][name] for name in plan.names]
+        self.signal_names = [name for name in plan.names if name not in plan.conditions]
+        self.signals = [self.file["signals"][name] for name in self.signal_names]
         self.cached = None
         try:
             if plan.cache:  # the profiles back to back, in plan order
@@ -305,20 +344,20 @@ class _Reader:
     def read(self, profile: np.ndarray, offset: np.ndarray) -> dict[str, np.ndarray]:
         """``{name: (batch_size, window_len)}`` arrays in the file's dtype."""
         plan, length = self.plan, self.plan.window_len
-        out = {}
+        out = {name: np.repeat(values[profile][:, None], length, axis=1) for name, values in plan.conditions.items()}
         if self.cached is not None:
             starts = self.cache_starts[profile] + offset
-            for name, values in zip(plan.names, self.cached):
+            for name, values in zip(self.signal_names, self.cached):
                 out[name] = np.lib.stride_tricks.sliding_window_view(values, length)[starts]
-            return out
-        starts = plan.starts[profile] + offset
-        order = np.argsort(starts, kind="stable")  # file order, for the chunk cache
-        for name, signal in zip(plan.names, self.signals):
-            block = np.empty((len(starts), length), dtype=signal.dtype)
-            for i in order:
-                signal.read_direct(block, np.s_[starts[i] : starts[i] + length], np.s_[i])
-            out[name] = block
-        return out
+        else:
+            starts = plan.starts[profile] + offset
+            order = np.argsort(starts, kind="stable")  # file order, for the chunk cache
+            for name, signal in zip(self.signal_names, self.signals):
+                block = np.empty((len(starts), length), dtype=signal.dtype)
+                for i in order:
+                    signal.read_direct(block, np.s_[starts[i] : starts[i] + length], np.s_[i])
+                out[name] = block
+        return {name: out[name] for name in plan.names}
 
     def batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """One batch: ``{name: (batch_size, window_len)}`` in ``dtype``, normalised in float64."""
@@ -434,7 +473,8 @@ class WindowLoader:
             rows = np.sort(_check_rows(list(rows), len(ds), unique=True))  # order of rows is irrelevant
             starts = ds.file["profiles/start"][:][rows]
             lengths = ds.file["profiles/length"][:][rows]
-            itemsize = sum(ds.file["signals"][name].dtype.itemsize for name in self.names)
+            conditions = {name: values[rows] for name, values in _conditions(ds, self.names).items()}
+            itemsize = sum(ds.file["signals"][name].dtype.itemsize for name in self.names if name not in conditions)
         if rows.size == 0:
             raise ValueError("WindowLoader: rows is empty")
         keep = lengths >= window_len
@@ -452,7 +492,8 @@ class WindowLoader:
         self._device = device
         plan = _Plan(
             self.path, self.names, starts[keep], lengths[keep], self.window_len, self.batch_size,
-            self.seed, num_batches, self.cache_in_memory, stats, np.dtype(dtype), int(start_batch),
+            self.seed, num_batches, self.cache_in_memory, stats, np.dtype(dtype),
+            {name: values[keep] for name, values in conditions.items()}, int(start_batch),
         )
         self._queue: queue.Queue = queue.Queue(maxsize=int(prefetch))
         self._stop = threading.Event()

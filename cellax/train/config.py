@@ -12,6 +12,9 @@ TASK_SIGNALS = {
     "simulate": (["current_a", "ambient_temp_degc"], ["voltage_v", "surface_temp_degc", "core_temp_degc", "soc", "ocv_v"]),
     "estimate": (["current_a", "voltage_v", "surface_temp_degc", "ambient_temp_degc"], ["soc", "core_temp_degc", "ocv_v"]),
 }
+CONDITION_COLUMNS = {"heat_transfer_coeff": "number", "parameter_set": "text"}
+"""Profile conditions a model may be given (see :mod:`cellax.data.loader`): the cooling of the test
+and the cell's identity. Not ``initial_soc``, which would hand an estimator its answer."""
 KNOWN_SIGNALS = {
     "current_a", "voltage_v", "ocv_v", "soc", "surface_temp_degc", "core_temp_degc", "ambient_temp_degc",
     "anode_potential_v",
@@ -66,8 +69,15 @@ class TrainConfig(_Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
     loss: LossConfig = LossConfig()
     stft: StftConfig | None = None
+    conditions: list[str] = Field(
+        default_factory=list,
+        description="profile conditions as constant input channels: heat_transfer_coeff, parameter_set=<name>",
+    )
     charge_throughput: bool = Field(
         False, description="two input channels with the charge passed since each chunk's start (coulomb counting)"
+    )
+    residual: bool = Field(
+        False, description="predict each chunk's change from its initial conditions (no jumps at chunk starts)"
     )
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = Field(0, ge=0)
@@ -84,6 +94,20 @@ class TrainConfig(_Strict):
             if not outputs:
                 raise ValueError("outputs must name at least one signal")
         return outputs
+
+    @field_validator("conditions")
+    @classmethod
+    def _known_conditions(cls, conditions):
+        for name in conditions:
+            column, eq, value = name.partition("=")
+            kind = CONDITION_COLUMNS.get(column)
+            if kind is None or (kind == "text") != bool(eq and value):
+                raise ValueError(
+                    f"unknown condition {name!r}; use heat_transfer_coeff or parameter_set=<parameter set name>"
+                )
+        if len(set(conditions)) != len(conditions):
+            raise ValueError(f"conditions {conditions} name one twice")
+        return conditions
 
     @field_validator("model")
     @classmethod
@@ -106,7 +130,7 @@ class TrainConfig(_Strict):
 
     @property
     def input_signals(self) -> list[str]:
-        return list(TASK_SIGNALS[self.task][0])
+        return [*TASK_SIGNALS[self.task][0], *self.conditions]
 
     @property
     def output_signals(self) -> list[str]:

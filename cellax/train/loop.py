@@ -31,7 +31,14 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from cellax.data.loader import NormStats, WindowLoader, compute_stats, iterate_profiles, split_profiles
+from cellax.data.loader import (
+    NormStats,
+    WindowLoader,
+    compute_stats,
+    condition_values,
+    iterate_profiles,
+    split_profiles,
+)
 from cellax.data.store import open_dataset
 from cellax.models import make_model
 from cellax.train.checkpoint import Checkpoints
@@ -90,9 +97,16 @@ def prepare(config: TrainConfig):
     names = [*config.input_signals, *config.output_signals]
     try:
         with open_dataset(config.data) as ds:
-            missing = sorted(set(names) - set(ds.signal_names))
+            missing = sorted(set(names) - set(ds.signal_names) - set(config.conditions))
             if missing:
                 raise TrainError(f"data: {config.data} lacks signal(s) {missing} that task {config.task!r} needs")
+            for name in config.conditions:
+                values = condition_values(ds, name)
+                if values is None:
+                    raise TrainError(f"conditions: {config.data} has no profile condition {name!r}")
+                if name.partition("=")[2] and not values.any():
+                    raise TrainError(f"conditions: no profile of {config.data} has {name} "
+                                     f"(it has {sorted(set(ds.profiles[name.partition('=')[0]]))})")
             dt_s = float(ds.config.get("profiles", {}).get("dt_s", 1.0))
     except OSError as err:
         raise TrainError(f"data: cannot open {config.data}: {err}") from None
@@ -100,7 +114,8 @@ def prepare(config: TrainConfig):
     if len(splits["train"]) == 0 or len(splits["val"]) == 0:
         raise TrainError(f"data: {config.data} has {len(splits['train'])} train and {len(splits['val'])} validation "
                          "profiles; need at least one of each (more profiles, or other split_fractions)")
-    stats = compute_stats(config.data, splits["train"], names)
+    indicators = [name for name in config.conditions if "=" in name]  # one-hot 0/1: not normalised
+    stats = compute_stats(config.data, splits["train"], [n for n in names if n not in indicators])
     return splits, stats, dt_s
 
 

@@ -330,3 +330,39 @@ def test_an_unclosed_loader_does_not_hang_interpreter_exit(synthetic_dataset):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=root)
     assert done.returncode == 0, done.stderr
     assert "consumed" in done.stdout
+
+
+# --------------------------------------------------------------------------- profile conditions
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_profile_conditions_read_as_signals_constant_over_each_profile(synthetic_dataset, cache):
+    train = split_profiles(synthetic_dataset)["train"]
+    names = [*NAMES, "heat_transfer_coeff", "parameter_set=Chen2020", "profile_kind=drive"]
+    profiles = _all_profiles(synthetic_dataset, NAMES)
+    with open_dataset(synthetic_dataset) as ds:
+        index = ds.profiles
+    batch = _batches(synthetic_dataset, train, n=1, names=names, cache_in_memory=cache)[0]
+    for b in range(16):
+        [(row, _)] = _locate({name: batch[name][b] for name in NAMES}, profiles, train)
+        np.testing.assert_array_equal(batch["heat_transfer_coeff"][b], np.float32(index["heat_transfer_coeff"][row]))
+        np.testing.assert_array_equal(batch["parameter_set=Chen2020"][b], 1.0)
+        np.testing.assert_array_equal(batch["profile_kind=drive"][b], float(index["profile_kind"][row] == "drive"))
+    [item] = iterate_profiles(synthetic_dataset, [train[0]], ["current_a", "heat_transfer_coeff"])
+    assert item["heat_transfer_coeff"].shape == item["current_a"].shape
+    assert np.all(item["heat_transfer_coeff"] == index["heat_transfer_coeff"][train[0]])
+
+
+def test_condition_statistics_weight_each_profile_by_its_length(synthetic_dataset):
+    train = split_profiles(synthetic_dataset)["train"]
+    with open_dataset(synthetic_dataset) as ds:
+        values = np.repeat(ds.profiles["heat_transfer_coeff"][train], ds.profiles["length"][train])
+    stats = compute_stats(synthetic_dataset, train, ["current_a", "heat_transfer_coeff"])
+    assert stats.mean["heat_transfer_coeff"] == pytest.approx(values.mean(), rel=1e-12)
+    assert stats.std["heat_transfer_coeff"] == pytest.approx(values.std(), rel=1e-10)
+
+
+@pytest.mark.parametrize("name", ["status", "parameter_set", "heat_transfer_coeff=5", "nothing=1"])
+def test_names_that_are_neither_signals_nor_conditions_are_refused(synthetic_dataset, name):
+    with pytest.raises(KeyError, match="profile conditions"):
+        compute_stats(synthetic_dataset, [0], [name])

@@ -116,6 +116,8 @@ def eval_json(text):
         ({"model": {"kind": "lstm9"}}, "model"),
         ({"outputs": ["voltage_v", "temperature"]}, "outputs"),
         ({"task": "estimate", "outputs": ["voltage_v"]}, "inputs of the 'estimate' task"),
+        ({"conditions": ["initial_soc"]}, "unknown condition 'initial_soc'"),
+        ({"conditions": ["parameter_set"]}, "parameter_set=<parameter set name>"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_field(dataset, tmp_path, changes, field):
@@ -136,6 +138,17 @@ def test_a_dataset_without_the_needed_signals_is_refused_with_what_is_missing(tm
     write_dataset(tmp_path / "partial.h5", records, {"config": {}}, signal_names=names)
     with pytest.raises(TrainError, match=r"lacks signal\(s\) \['core_temp_degc'\]"):
         train(small(tmp_path / "partial.h5", tmp_path / "x"), progress=False)
+
+
+def test_profile_conditions_are_inputs_that_training_and_evaluation_read_from_the_index(dataset, tmp_path):
+    config = small(dataset, tmp_path / "cond", conditions=["heat_transfer_coeff", "parameter_set=Chen2020"], steps=4)
+    assert config.input_signals[-2:] == ["heat_transfer_coeff", "parameter_set=Chen2020"]
+    run = train(config, progress=False)
+    stats = load_run(run)[2]
+    assert "heat_transfer_coeff" in stats.mean and "parameter_set=Chen2020" not in stats.mean  # one-hot: raw 0/1
+    assert np.isfinite(evaluate(run, max_profiles=1, plots=0)["loss"])
+    with pytest.raises(TrainError, match="no profile of .* has parameter_set=OKane2022"):
+        train(small(dataset, tmp_path / "other", conditions=["parameter_set=OKane2022"]), progress=False)
 
 
 def test_cellax_evaluate_reports_a_run(dataset, tmp_path, capsys):

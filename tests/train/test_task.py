@@ -28,3 +28,9 @@ def test_without_charge_channels_the_features_are_inputs_and_conditions():
 def test_charge_channels_without_a_current_input_are_refused():
     with pytest.raises(ValueError, match="current_a"):
         Task(inputs=("ambient_temp_degc",), outputs=("soc",), known_initial=True, chunk_len=4, charge_channels=True)
+
+
+def test_a_residual_task_predicts_the_change_from_each_chunks_initial_conditions():
+    task = Task(inputs=("current_a",), outputs=("soc",), known_initial=True, chunk_len=4, residual=True)
+    y = rollout(lambda f: jnp.full((4, 1), 0.5), task, jnp.ones((12, 1)), jnp.array([2.0]))[:, 0]
+    np.testing.assert_allclose(y, [2.5] * 4 + [3.0] * 4 + [3.5] * 4)  # each chunk starts from the last output
