@@ -99,7 +99,7 @@ def _cmd_quickstart(args) -> None:
     if resume and (changed := changed_fields(run_dir, train_config)):
         kept = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(kept)
-        print(f"note: {run_dir} was trained with another config ({', '.join(changed)} differ); "
+        print(f"note: {run_dir} was trained with a config that differs in {', '.join(changed)}; "
               f"moved it to {kept} and training afresh", flush=True)
         resume = False
     print(f"\n[2/3] training a {train_config.model['kind']} to {train_config.task} the cell -> {run_dir}", flush=True)

@@ -148,8 +148,8 @@ def train(
     if resume:
         changed = changed_fields(run_dir, config)
         if changed:
-            raise TrainError(f"--resume: {run_dir} was started with a different config: {', '.join(changed)} "
-                             "differ (only steps may change)")
+            raise TrainError(f"--resume: {run_dir} was started with a config that differs in {', '.join(changed)} "
+                             "(only steps may change)")
     splits, stats, dt_s = prepare(config)
     if resume:
         stats = NormStats.from_json((run_dir / "stats.json").read_text())

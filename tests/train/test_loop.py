@@ -59,7 +59,7 @@ def test_a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(dat
 
 def test_resuming_with_a_changed_config_is_refused_naming_what_changed(dataset, tmp_path):
     train(small(dataset, tmp_path / "run"), progress=False, stop_after=4)
-    with pytest.raises(TrainError, match="batch_size, charge_throughput differ"):
+    with pytest.raises(TrainError, match="differs in batch_size, charge_throughput"):
         train(small(dataset, tmp_path / "run", batch_size=8, charge_throughput=True), resume=True, progress=False)
     train(small(dataset, tmp_path / "run", steps=16), resume=True, progress=False, log=lambda *_: None)
 
