@@ -167,7 +167,7 @@ def throughput(data: Path, repeats: int) -> dict:
     def features(batch):
         x, y = jax.vmap(task.split)(batch)
         cond = jnp.concatenate([y[:, :1, :], jnp.ones_like(y[:, :1, :1])], -1)
-        return np.asarray(jnp.concatenate([x, jnp.broadcast_to(cond, (*x.shape[:2], cond.shape[-1]))], -1)), np.asarray(y)
+        return np.array(jnp.concatenate([x, jnp.broadcast_to(cond, (*x.shape[:2], cond.shape[-1]))], -1)), np.array(y)  # writable, as torch.from_numpy wants
 
     pairs = [features(b) for b in batches]
     torch.set_num_threads(os.cpu_count() or 1)

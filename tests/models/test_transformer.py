@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cellax.models import KVCache, Transformer, TransformerConfig, stream
-from cellax.models.transformer import alibi_slopes, rope
+from cellax.models.transformer import alibi_slopes, attend, causal_self_attend, rope
 
 from .checks import (
     N_FEATURES,
@@ -138,3 +138,20 @@ def test_rope_makes_attention_scores_depend_on_relative_position_only():
 def test_alibi_slopes_follow_the_paper():
     np.testing.assert_allclose(alibi_slopes(8), [2.0**-h for h in range(1, 9)])
     np.testing.assert_allclose(alibi_slopes(6), [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3])
+
+
+@pytest.mark.parametrize("slopes", [None, alibi_slopes(4)])
+def test_blockwise_causal_attention_equals_the_dense_one(slopes):
+    kq, kk, kv = jax.random.split(jax.random.key(3), 3)
+    q = jax.random.normal(kq, (96, 4, 8))
+    k, v = jax.random.normal(kk, (2, 96, 8)), jax.random.normal(kv, (2, 96, 8))
+    positions = jnp.arange(96)
+    dense = attend(q, k, v, positions, positions, slopes)
+    np.testing.assert_allclose(causal_self_attend(q, k, v, positions, slopes, block=16), dense, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(causal_self_attend(q, k, v, positions, slopes, block=40), dense)  # dense fallback
+
+
+def test_streaming_equals_a_full_forward_long_enough_to_attend_blockwise():
+    model = tiny("alibi", max_len=192)
+    assert_streams_like_forward(model, length=192)  # three blocks of 64
+    assert_causal(model, length=192, t=100)
