@@ -101,12 +101,13 @@ def prepare(config: TrainConfig):
             if missing:
                 raise TrainError(f"data: {config.data} lacks signal(s) {missing} that task {config.task!r} needs")
             for name in config.conditions:
+                column, _, value = name.partition("=")
                 values = condition_values(ds, name)
                 if values is None:
                     raise TrainError(f"conditions: {config.data} has no profile condition {name!r}")
-                if name.partition("=")[2] and not values.any():
+                if value and not values.any():
                     raise TrainError(f"conditions: no profile of {config.data} has {name} "
-                                     f"(it has {sorted(set(ds.profiles[name.partition('=')[0]]))})")
+                                     f"(it has {sorted(set(ds.profiles[column]))})")
             dt_s = float(ds.config.get("profiles", {}).get("dt_s", 1.0))
     except OSError as err:
         raise TrainError(f"data: cannot open {config.data}: {err}") from None
