@@ -133,7 +133,15 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
     return results
 
 
-def throughput(data: Path, repeats: int) -> dict:
+def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = None, batch_size: int | None = None,
+               window: int | None = None, attention: tuple[str, ...] = ("flash", "blockwise"),
+               num_batches: int = 20) -> dict:
+    """Training sample-steps/s of cellax (each ``attention`` implementation) and PyTorch, interleaved ``rounds`` times.
+
+    Each round times every variant once over the same batches (``repeats`` passes, median); the
+    figures are the medians over rounds, so a load change on a shared machine hits all of them alike.
+    Sizes default to ``simulate_transformer.yaml``; PyTorch runs on the device JAX uses.
+    """
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -148,20 +156,29 @@ def throughput(data: Path, repeats: int) -> dict:
     from cellax.train.task import Task
 
     config = load_config(ROOT / "configs" / "train" / "simulate_transformer.yaml", TrainConfig)
-    config = config.model_copy(update={"data": data, "chunks_per_window": 1, "charge_throughput": False})
+    update = {"data": data, "chunks_per_window": 1, "charge_throughput": False, "model": {**config.model, **(model or {})}}
+    if batch_size:
+        update["batch_size"] = batch_size
+    if window:
+        update["chunk_len"] = window
+    config = config.model_copy(update=update)
     task = Task.from_config(config)
     splits = split_profiles(data, config.split_fractions, config.split_seed)
     names = [*task.inputs, *task.outputs]
     stats = compute_stats(data, splits["train"], names)
     with WindowLoader(data, splits["train"], names, config.window_len, config.batch_size, seed=1, stats=stats,
-                      num_batches=20) as loader:
-        batches = list(loader)
-    model = make_model(config.model, task.n_features, task.n_outputs, jax.random.key(0))
+                      num_batches=num_batches) as loader:
+        batches = [jax.device_put(b) for b in loader]
     tx = optimizer(config)
-    step = make_step(task, config, tx)
-    state = (model, tx.init(eqx.filter(model, eqx.is_array)))
-    jax.block_until_ready(step(*state, batches[0]))
-    jax_s, _ = timed_steps(step, state, batches, repeats)
+    steps = {}
+    for implementation in attention:
+        variant = config.model_copy(update={"model": {**config.model, "attention": implementation}})
+        m = make_model(variant.model, task.n_features, task.n_outputs, jax.random.key(0))
+        state = (m, tx.init(eqx.filter(m, eqx.is_array)))
+        step = make_step(task, variant, tx)
+        jax.block_until_ready(step(*state, batches[0]))
+        steps[implementation] = (step, state)
+    n_jax = int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_array))))
 
     # the same inputs the cellax step builds: signals, then initial conditions and the known flag
     def features(batch):
@@ -169,34 +186,56 @@ def throughput(data: Path, repeats: int) -> dict:
         cond = jnp.concatenate([y[:, :1, :], jnp.ones_like(y[:, :1, :1])], -1)
         return np.array(jnp.concatenate([x, jnp.broadcast_to(cond, (*x.shape[:2], cond.shape[-1]))], -1)), np.array(y)  # writable, as torch.from_numpy wants
 
-    pairs = [features(b) for b in batches]
-    torch.set_num_threads(os.cpu_count() or 1)
-    ref = torch_transformer(task.n_features, task.n_outputs, **{k: config.model[k] for k in ("width", "n_layers", "n_heads")})
+    device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+    pairs = [tuple(torch.from_numpy(a).to(device) for a in features(b)) for b in batches]
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        config.model.get("compute_dtype", "float32")]
+    ref = torch_transformer(task.n_features, task.n_outputs,
+                            **{k: config.model[k] for k in ("width", "n_layers", "n_heads")}).to(device)
     o = config.optimizer
     opt = torch.optim.AdamW(ref.parameters(), lr=o.learning_rate, betas=(o.b1, o.b2), weight_decay=o.weight_decay)
 
     def torch_step(x, y):
         opt.zero_grad(set_to_none=True)
-        loss = torch.mean((ref(torch.from_numpy(x)) - torch.from_numpy(y)) ** 2)
+        with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+            loss = torch.mean((ref(x).float() - y) ** 2)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ref.parameters(), o.clip_norm)
         opt.step()
 
+    def time_torch():
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for x, y in pairs:
+                torch_step(x, y)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - started) / len(pairs))
+        return statistics.median(times)
+
     torch_step(*pairs[0])
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for x, y in pairs:
-            torch_step(x, y)
-        times.append((time.perf_counter() - started) / len(pairs))
-    torch_s = statistics.median(times)
+    rounds_s = {name: [] for name in [*steps, "torch"]}
+    for _ in range(rounds):
+        for name, (step, state) in steps.items():
+            rounds_s[name].append(timed_steps(step, state, batches, repeats)[0])
+        rounds_s["torch"].append(time_torch())
+    median_s = {name: statistics.median(times) for name, times in rounds_s.items()}
     samples = config.batch_size * config.window_len
-    n_jax = int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))))
+    best = min(steps, key=median_s.get)
     return {
         "model": config.model, "batch_size": config.batch_size, "window": config.window_len,
         "params_cellax": n_jax, "params_torch": int(sum(p.numel() for p in ref.parameters())),
-        "cellax_sample_steps_per_s": samples / jax_s, "torch_sample_steps_per_s": samples / torch_s,
-        "ratio_cellax_over_torch": torch_s / jax_s, "torch_version": torch.__version__,
+        "device": str(jax.devices()[0]), "torch_device": device, "rounds": rounds,
+        "step_s_per_round": rounds_s,
+        "sample_steps_per_s": {name: samples / s for name, s in median_s.items()},
+        "cellax_attention": best,
+        "cellax_sample_steps_per_s": samples / median_s[best], "torch_sample_steps_per_s": samples / median_s["torch"],
+        "ratio_cellax_over_torch": median_s["torch"] / median_s[best],
+        "ratio_per_attention": {name: median_s["torch"] / median_s[name] for name in steps},
+        "torch_version": torch.__version__, "loadavg": os.getloadavg(),
     }
 
 
@@ -311,12 +350,21 @@ def main() -> None:
     parser.add_argument("--accuracy-key", default="accuracy",
                         help="JSON key of the accuracy part (e.g. accuracy_900s for a longer budget beside it); "
                              "its run folders and reports get the part after the last '_' as a suffix")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the throughput comparison")
+    parser.add_argument("--batch-size", type=int, help="throughput batch (default: the reference config's)")
+    parser.add_argument("--window", type=int, help="throughput window in samples (default: the reference config's)")
+    parser.add_argument("--model", type=json.loads, default={},
+                        help='throughput model overrides as JSON, e.g. \'{"width": 512, "compute_dtype": "bfloat16"}\'')
+    parser.add_argument("--attention", nargs="+", default=["flash", "blockwise"],
+                        choices=["flash", "blockwise", "fused", "auto"], help="cellax attention variants to time")
+    parser.add_argument("--latency-window", type=int, default=512)
+    parser.add_argument("--latency-samples", type=int, default=2000)
     parser.add_argument("--latency-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "models.json")
     args = parser.parse_args()
     if args.latency_child:
         os.sched_setaffinity(0, {0})
-        print(json.dumps(latency(window=512, samples=2000)))
+        print(json.dumps(latency(window=args.latency_window, samples=args.latency_samples)))
         return
     parts = args.only or ["accuracy", "throughput", "latency"]
     args.work.mkdir(parents=True, exist_ok=True)
@@ -328,11 +376,13 @@ def main() -> None:
     if "accuracy" in parts or "throughput" in parts:
         make_dataset(data, args.profiles)
     if "throughput" in parts:
-        result["throughput"] = {**throughput(data, args.repeats), "measured_utc": now}
+        result["throughput"] = {**throughput(data, args.repeats, args.rounds, args.model, args.batch_size, args.window,
+                                            tuple(args.attention)), "measured_utc": now}
         print(json.dumps(result["throughput"], indent=2), flush=True)
     if "latency" in parts:
         env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
-        child = subprocess.run([sys.executable, __file__, "--latency-child"], capture_output=True, text=True, env=env)
+        child = subprocess.run([sys.executable, __file__, "--latency-child", "--latency-window", str(args.latency_window),
+                                "--latency-samples", str(args.latency_samples)], capture_output=True, text=True, env=env)
         if child.returncode != 0:
             raise SystemExit(child.stderr[-3000:])
         result["latency_one_core"] = {**json.loads(child.stdout.strip().splitlines()[-1]), "measured_utc": now}

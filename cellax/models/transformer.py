@@ -27,6 +27,7 @@ activations for the forward pass only. Norms and softmax run in float32.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -56,6 +57,10 @@ class TransformerConfig(BaseModel):
     max_len: int = Field(4096, gt=0)
     norm_eps: float = Field(1e-5, gt=0)
     compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attention: Literal["auto", "flash", "blockwise", "fused"] = Field(
+        "auto", description="full-sequence attention: flash (custom VJP), blockwise, fused "
+        "(jax.nn.dot_product_attention), or auto (fused off CPU, flash on CPU)"
+    )
 
     @field_validator("n_heads")
     @classmethod
@@ -150,16 +155,22 @@ def attend(
     """
     tq, heads, d = q.shape
     kv_heads = k.shape[0]
-    q = q.reshape(tq, kv_heads, heads // kv_heads, d) / math.sqrt(d)
-    logits = jnp.einsum("tgrd,gsd->grts", q, k, preferred_element_type=jnp.float32)
-    distance = q_pos[:, None] - k_pos[None, :]  # t - s
-    if slopes is not None:
-        logits = logits - slopes.reshape(kv_heads, -1, 1, 1) * distance
-    weights = jax.nn.softmax(jnp.where(distance >= 0, logits, -jnp.inf), axis=-1).astype(v.dtype)
+    q = (q / math.sqrt(d)).reshape(tq, kv_heads, heads // kv_heads, d).transpose(1, 2, 0, 3)
+    weights = jax.nn.softmax(_scores(q, k, q_pos, k_pos, slopes), axis=-1).astype(v.dtype)
     return jnp.einsum("grts,gsd->tgrd", weights, v).reshape(tq, heads * d)
 
 
+def _scores(q, k, q_pos, k_pos, slopes):
+    """Float32 logits ``q kᵀ − m_h (t − s)`` masked to ``s ≤ t``; ``q`` is ``(g, r, Tq, d)``, pre-scaled."""
+    logits = jnp.einsum("grtd,gsd->grts", q, k, preferred_element_type=jnp.float32)
+    distance = q_pos[:, None] - k_pos[None, :]
+    if slopes is not None:
+        logits = logits - slopes.reshape(k.shape[0], -1, 1, 1) * distance
+    return jnp.where(distance >= 0, logits, -jnp.inf)
+
+
 ATTENTION_BLOCK = 64
+FLASH_BLOCK = 32
 
 
 def causal_self_attend(
@@ -175,8 +186,8 @@ def causal_self_attend(
     Query block ``i`` reads only keys ``0 … (i + 1)·block``: the masked upper triangle is
     never computed (``(n + 1) / 2n`` of the dense work for ``n`` blocks), and each block's
     scores stay small enough for the cache. The result is the dense one (the skipped
-    keys have weight exactly zero); 1.3× faster training on a CPU at ``T = 256``. Lengths
-    that are not a multiple of ``block`` take the dense path.
+    keys have weight exactly zero). Lengths that are not a multiple of ``block`` take
+    the dense path. Reverse mode keeps every block's weights (see :func:`flash_attend`).
     """
     length = q.shape[0]
     if length % block or length <= block:
@@ -186,6 +197,112 @@ def causal_self_attend(
         start = end - block
         outputs.append(attend(q[start:end], k[:, :end], v[:, :end], positions[start:end], positions[:end], slopes))
     return jnp.concatenate(outputs, axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _flash(q, k, v, positions, slopes, block):
+    return _flash_forward(q, k, v, positions, slopes, block)[0]
+
+
+def _flash_forward(q, k, v, positions, slopes, block):
+    """Output and residuals ``(Q/√d, K, V, O, ℓ)``; each query block's logits against its key prefix."""
+    length, heads, d = q.shape
+    g = k.shape[0]
+    qs = (q / math.sqrt(d)).reshape(length, g, heads // g, d).transpose(1, 2, 0, 3)
+    outs, lses = [], []
+    for end in range(block, length + 1, block):
+        sl = slice(end - block, end)
+        s = _scores(qs[:, :, sl], k[:, :end], positions[sl], positions[:end], slopes)
+        m = jnp.max(s, axis=-1, keepdims=True)
+        p = jnp.exp(s - m)
+        l = jnp.sum(p, axis=-1, keepdims=True)
+        outs.append(jnp.einsum("grts,gsd->grtd", p.astype(v.dtype), v[:, :end], preferred_element_type=jnp.float32) / l)
+        lses.append(m + jnp.log(l))
+    o = jnp.concatenate(outs, axis=2)  # (g, r, T, d) float32
+    lse = jnp.concatenate(lses, axis=2)  # (g, r, T, 1)
+    out = o.transpose(2, 0, 1, 3).reshape(length, heads * d).astype(q.dtype)
+    return out, (qs, k, v, positions, slopes, o, lse)
+
+
+def _flash_bwd(block, res, dout):
+    """``dQ, dK, dV`` with each block's weights recomputed from ``ℓ``."""
+    qs, k, v, positions, slopes, o, lse = res
+    g, r, length, d = qs.shape
+    do = dout.reshape(length, g, r, d).transpose(1, 2, 0, 3).astype(jnp.float32)
+    delta = jnp.sum(do * o, axis=-1, keepdims=True)  # rowsum(dP ⊙ P) = do · o
+    dq, dk, dv = [], jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
+    for end in range(block, length + 1, block):
+        sl = slice(end - block, end)
+        p = jnp.exp(_scores(qs[:, :, sl], k[:, :end], positions[sl], positions[:end], slopes) - lse[:, :, sl])
+        dv = dv.at[:, :end].add(jnp.einsum("grts,grtd->gsd", p, do[:, :, sl]))
+        ds = p * (jnp.einsum("grtd,gsd->grts", do[:, :, sl], v[:, :end].astype(jnp.float32)) - delta[:, :, sl])
+        dq.append(jnp.einsum("grts,gsd->grtd", ds, k[:, :end].astype(jnp.float32)))
+        dk = dk.at[:, :end].add(jnp.einsum("grts,grtd->gsd", ds, qs[:, :, sl].astype(jnp.float32)))
+    dq = (jnp.concatenate(dq, axis=2) / math.sqrt(d)).transpose(2, 0, 1, 3).reshape(length, g * r, d)
+    return dq.astype(qs.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None, None
+
+
+_flash.defvjp(_flash_forward, _flash_bwd)
+
+
+def flash_attend(
+    q: Float[Array, "T heads d"],
+    k: Float[Array, "kv_heads T d"],
+    v: Float[Array, "kv_heads T d"],
+    positions: Int[Array, " T"],
+    slopes: Float[Array, " heads"] | None,
+    block: int = FLASH_BLOCK,
+) -> Float[Array, "T heads*d"]:
+    """:func:`causal_self_attend` with a memory-efficient gradient (FlashAttention, Dao et al., 2022).
+
+    The forward pass attends block by block and keeps only the output ``o`` and the
+    log-sum-exp ``ℓ_t = log Σ_s exp(S_ts)`` of every query. The backward pass recomputes
+    each block's weights ``P = exp(S − ℓ)`` instead of storing the ``T × T`` matrix, and with
+    ``D_t = dO_t · O_t`` forms
+
+    .. math::
+
+        dV = Pᵀ dO, \\qquad dS = P ⊙ (dO\\,Vᵀ − D), \\qquad dQ = dS\\,K / √d, \\qquad dK = dSᵀ Q / √d.
+
+    Values and gradients equal the dense ones. Lengths that are not a multiple of
+    ``block`` take the dense path; the ALiBi slopes are constants (no gradient).
+    """
+    length = q.shape[0]
+    if length % block or length <= block:
+        return attend(q, k, v, positions, positions, slopes)
+    return _flash(q, k, v, positions, slopes, block)
+
+
+def fused_attend(
+    q: Float[Array, "T heads d"],
+    k: Float[Array, "kv_heads T d"],
+    v: Float[Array, "kv_heads T d"],
+    positions: Int[Array, " T"],
+    slopes: Float[Array, " heads"] | None,
+) -> Float[Array, "T heads*d"]:
+    """Causal self-attention by ``jax.nn.dot_product_attention`` (the fused cuDNN kernel on a GPU).
+
+    Positions are ``0 … T-1`` (a whole sequence), so the mask is ``is_causal``; ALiBi
+    enters as the bias ``−m_h (t − s)``.
+    """
+    length, heads, d = q.shape
+    bias = None
+    if slopes is not None:
+        distance = (positions[:, None] - positions[None, :]).astype(jnp.float32)
+        bias = (-slopes[:, None, None] * distance).astype(q.dtype)
+    out = jax.nn.dot_product_attention(q, k.transpose(1, 0, 2), v.transpose(1, 0, 2), bias=bias, is_causal=True)
+    return out.reshape(length, heads * d)
+
+
+def self_attend(q, k, v, positions, slopes, implementation: str = "auto"):
+    """Causal self-attention by ``implementation`` (``auto``: fused off CPU, flash on CPU); all give one result."""
+    if implementation == "auto":
+        implementation = "flash" if jax.default_backend() == "cpu" else "fused"
+    if implementation == "fused":
+        return fused_attend(q, k, v, positions, slopes)
+    if implementation == "flash":
+        return flash_attend(q, k, v, positions, slopes)
+    return causal_self_attend(q, k, v, positions, slopes)
 
 
 def _linear(x: Float[Array, "T a"], layer: eqx.nn.Linear) -> Float[Array, "T b"]:
@@ -225,7 +342,7 @@ class Attention(eqx.Module):
     def __call__(self, x: Float[Array, "T width"], positions: Int[Array, " T"]) -> Float[Array, "T width"]:
         q, k, v = self._qkv(x, positions)
         k, v = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
-        return _linear(causal_self_attend(q, k, v, positions, self._slopes()), self.wo)
+        return _linear(self_attend(q, k, v, positions, self._slopes(), self.config.attention), self.wo)
 
     def step(
         self,

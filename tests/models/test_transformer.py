@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cellax.models import KVCache, Transformer, TransformerConfig, stream
-from cellax.models.transformer import alibi_slopes, attend, causal_self_attend, rope
+from cellax.models.transformer import alibi_slopes, attend, causal_self_attend, flash_attend, fused_attend, rope, self_attend
 
 from .checks import (
     N_FEATURES,
@@ -149,6 +149,39 @@ def test_blockwise_causal_attention_equals_the_dense_one(slopes):
     dense = attend(q, k, v, positions, positions, slopes)
     np.testing.assert_allclose(causal_self_attend(q, k, v, positions, slopes, block=16), dense, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(causal_self_attend(q, k, v, positions, slopes, block=40), dense)  # dense fallback
+
+
+def _qkv(length: int = 96):
+    kq, kk, kv = jax.random.split(jax.random.key(3), 3)
+    q = jax.random.normal(kq, (length, 4, 8))
+    return q, jax.random.normal(kk, (2, length, 8)), jax.random.normal(kv, (2, length, 8)), jnp.arange(length)
+
+
+@pytest.mark.parametrize("slopes", [None, alibi_slopes(4)])
+@pytest.mark.parametrize("attention", [functools.partial(flash_attend, block=16), fused_attend])
+def test_flash_and_fused_attention_equal_the_dense_one_in_values_and_gradients(attention, slopes):
+    q, k, v, positions = _qkv()
+    w = jax.random.normal(jax.random.key(4), (96, 32))  # a loss that weighs every output differently
+
+    def loss(f):
+        return jax.jit(jax.value_and_grad(lambda q, k, v: jnp.sum(w * jnp.tanh(f(q, k, v, positions, slopes))), (0, 1, 2)))
+
+    dense = attend(q, k, v, positions, positions, slopes)
+    np.testing.assert_allclose(attention(q, k, v, positions, slopes), dense, rtol=1e-5, atol=1e-5)
+    (value, grads), (dense_value, dense_grads) = loss(attention)(q, k, v), loss(causal_self_attend)(q, k, v)
+    np.testing.assert_allclose(value, dense_value, rtol=1e-5)
+    for grad, dense_grad in zip(grads, dense_grads):
+        assert float(jnp.max(jnp.abs(dense_grad))) > 0
+        np.testing.assert_allclose(grad, dense_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_every_attention_implementation_gives_the_same_model():
+    x = jax.random.normal(jax.random.key(5), (64, N_FEATURES))
+    models = [tiny("alibi", max_len=64, attention=a) for a in ("flash", "blockwise", "fused", "auto")]
+    for model in models[1:]:
+        np.testing.assert_allclose(apply(model, x), apply(models[0], x), rtol=1e-5, atol=1e-5)
+    q, k, v, positions = _qkv(40)  # not a multiple of the block: the dense path
+    np.testing.assert_allclose(self_attend(q, k, v, positions, None, "flash"), attend(q, k, v, positions, positions, None))
 
 
 def test_streaming_equals_a_full_forward_long_enough_to_attend_blockwise():
