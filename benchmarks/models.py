@@ -135,12 +135,13 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
 
 def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = None, batch_size: int | None = None,
                window: int | None = None, attention: tuple[str, ...] = ("flash", "blockwise"),
-               num_batches: int = 20) -> dict:
+               num_batches: int = 20, config_name: str = "simulate_transformer", threads: int | None = None) -> dict:
     """Training sample-steps/s of cellax (each ``attention`` implementation) and PyTorch, interleaved ``rounds`` times.
 
     Each round times every variant once over the same batches (``repeats`` passes, median); the
     figures are the medians over rounds, so a load change on a shared machine hits all of them alike.
-    Sizes default to ``simulate_transformer.yaml``; PyTorch runs on the device JAX uses.
+    Sizes default to ``configs/train/<config_name>.yaml``; PyTorch runs on the device JAX uses. A
+    model other than the Transformer is timed alone (no PyTorch twin here).
     """
     import equinox as eqx
     import jax
@@ -155,7 +156,7 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
     from cellax.train.loop import make_step, optimizer
     from cellax.train.task import Task
 
-    config = load_config(ROOT / "configs" / "train" / "simulate_transformer.yaml", TrainConfig)
+    config = load_config(ROOT / "configs" / "train" / f"{config_name}.yaml", TrainConfig)
     update = {"data": data, "chunks_per_window": 1, "charge_throughput": False, "model": {**config.model, **(model or {})}}
     if batch_size:
         update["batch_size"] = batch_size
@@ -170,15 +171,24 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
                       num_batches=num_batches) as loader:
         batches = [jax.device_put(b) for b in loader]
     tx = optimizer(config)
+    transformer = config.model["kind"] == "transformer"
     steps = {}
-    for implementation in attention:
-        variant = config.model_copy(update={"model": {**config.model, "attention": implementation}})
+    for implementation in attention if transformer else ("cellax",):
+        extra = {"attention": implementation} if transformer else {}
+        variant = config.model_copy(update={"model": {**config.model, **extra}})
         m = make_model(variant.model, task.n_features, task.n_outputs, jax.random.key(0))
         state = (m, tx.init(eqx.filter(m, eqx.is_array)))
         step = make_step(task, variant, tx)
         jax.block_until_ready(step(*state, batches[0]))
         steps[implementation] = (step, state)
     n_jax = int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_array))))
+    samples = config.batch_size * config.window_len
+    common = {"model": config.model, "batch_size": config.batch_size, "window": config.window_len,
+              "params_cellax": n_jax, "device": str(jax.devices()[0]), "rounds": rounds, "threads": threads or os.cpu_count(),
+              "loadavg": os.getloadavg()}
+    if not transformer:
+        times = [timed_steps(*steps["cellax"], batches, repeats)[0] for _ in range(rounds)]
+        return {**common, "step_s_per_round": times, "cellax_sample_steps_per_s": samples / statistics.median(times)}
 
     # the same inputs the cellax step builds: signals, then initial conditions and the known flag
     def features(batch):
@@ -189,7 +199,7 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
     device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
     pairs = [tuple(torch.from_numpy(a).to(device) for a in features(b)) for b in batches]
     if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads or os.cpu_count() or 1)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         config.model.get("compute_dtype", "float32")]
     ref = torch_transformer(task.n_features, task.n_outputs,
@@ -223,19 +233,16 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
             rounds_s[name].append(timed_steps(step, state, batches, repeats)[0])
         rounds_s["torch"].append(time_torch())
     median_s = {name: statistics.median(times) for name, times in rounds_s.items()}
-    samples = config.batch_size * config.window_len
     best = min(steps, key=median_s.get)
     return {
-        "model": config.model, "batch_size": config.batch_size, "window": config.window_len,
-        "params_cellax": n_jax, "params_torch": int(sum(p.numel() for p in ref.parameters())),
-        "device": str(jax.devices()[0]), "torch_device": device, "rounds": rounds,
+        **common, "params_torch": int(sum(p.numel() for p in ref.parameters())), "torch_device": device,
         "step_s_per_round": rounds_s,
         "sample_steps_per_s": {name: samples / s for name, s in median_s.items()},
         "cellax_attention": best,
         "cellax_sample_steps_per_s": samples / median_s[best], "torch_sample_steps_per_s": samples / median_s["torch"],
         "ratio_cellax_over_torch": median_s["torch"] / median_s[best],
         "ratio_per_attention": {name: median_s["torch"] / median_s[name] for name in steps},
-        "torch_version": torch.__version__, "loadavg": os.getloadavg(),
+        "torch_version": torch.__version__, "loadavg_end": os.getloadavg(),
     }
 
 
@@ -357,6 +364,9 @@ def main() -> None:
                         help='throughput model overrides as JSON, e.g. \'{"width": 512, "compute_dtype": "bfloat16"}\'')
     parser.add_argument("--attention", nargs="+", default=["flash", "blockwise"],
                         choices=["flash", "blockwise", "fused", "auto"], help="cellax attention variants to time")
+    parser.add_argument("--threads", type=int, help="throughput: CPU threads for both JAX and PyTorch "
+                        "(1 also on a loaded machine, where spinning thread pools distort a multi-thread comparison)")
+    parser.add_argument("--num-batches", type=int, default=20, help="throughput batches per timed pass")
     parser.add_argument("--latency-window", type=int, default=512)
     parser.add_argument("--latency-samples", type=int, default=2000)
     parser.add_argument("--latency-child", action="store_true", help=argparse.SUPPRESS)
@@ -366,6 +376,8 @@ def main() -> None:
         os.sched_setaffinity(0, {0})
         print(json.dumps(latency(window=args.latency_window, samples=args.latency_samples)))
         return
+    if args.threads == 1:  # before JAX starts its CPU client
+        os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
     parts = args.only or ["accuracy", "throughput", "latency"]
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.work / "bench_dynamic.h5"
@@ -376,11 +388,13 @@ def main() -> None:
     if "accuracy" in parts or "throughput" in parts:
         make_dataset(data, args.profiles)
     if "throughput" in parts:
-        result["throughput"] = {**throughput(data, args.repeats, args.rounds, args.model, args.batch_size, args.window,
-                                            tuple(args.attention)), "measured_utc": now}
-        print(json.dumps(result["throughput"], indent=2), flush=True)
+        key = "throughput" if args.threads is None else f"throughput_{args.threads}_thread"
+        result[key] = {**throughput(data, args.repeats, args.rounds, args.model, args.batch_size, args.window,
+                                    tuple(args.attention), args.num_batches, threads=args.threads), "measured_utc": now}
+        print(json.dumps(result[key], indent=2), flush=True)
     if "latency" in parts:
-        env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+        env = {**os.environ, "JAX_PLATFORMS": "cpu",  # the target is a CPU core, also on a GPU machine
+               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
         child = subprocess.run([sys.executable, __file__, "--latency-child", "--latency-window", str(args.latency_window),
                                 "--latency-samples", str(args.latency_samples)], capture_output=True, text=True, env=env)
         if child.returncode != 0:

@@ -2,17 +2,17 @@
 
 Runs in its own environment, because PyBOP 26.3 pins ``numpy<2.4``::
 
-    python3 -m venv /work/pybop-venv
-    /work/pybop-venv/bin/pip install "pybop==26.3" "pybamm==26.10.1.1" "numpy>=1.26,<2.4"
+    python3 -m venv .venv-pybop
+    .venv-pybop/bin/pip install "pybop==26.3" "pybamm==26.10.1.1" "numpy>=1.26,<2.4"
 
 Called by ``benchmarks/fit_vs_pybop.py`` as a subprocess::
 
-    /work/pybop-venv/bin/python benchmarks/pybop_fit.py --problem PROBLEM.npz --out RESULT.json \\
+    .venv-pybop/bin/python benchmarks/pybop_fit.py --problem PROBLEM.npz --out RESULT.json \\
         [--method cmaes|lbfgsb|both] [--max-iterations N] [--sigma0 S] [--seed K]
 
 or, to write a self-contained test problem with PyBaMM alone::
 
-    /work/pybop-venv/bin/python benchmarks/pybop_fit.py --make-problem PROBLEM.npz
+    .venv-pybop/bin/python benchmarks/pybop_fit.py --make-problem PROBLEM.npz
 
 The problem npz holds ``time_s``, ``current_a``, ``voltage_v`` (measured),
 ``initial_soc``, ``ambient_temp_k``, ``parameter_set``, ``overrides_json`` (PyBaMM

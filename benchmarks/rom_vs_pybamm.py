@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import os
 
-CORES = os.cpu_count() or 1
-os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={CORES}")
+from devices import use_host_cores  # noqa: E402  (beside this script)
+
+CORES = use_host_cores()
 os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
 
 import argparse  # noqa: E402
