@@ -342,7 +342,8 @@ def latency(window: int, samples: int) -> dict:
         out[name] = {"config": cfg, "params": params,
                      "step_latency_us_median": figures["deployed"][0], "step_latency_us_p95": figures["deployed"][1],
                      "weights_as_arguments_us_median": figures["weights_as_arguments"][0],
-                     "naive_rerun_window_us_median": 1e6 * statistics.median(naive), "window": window}
+                     "naive_rerun_window_us_median": 1e6 * statistics.median(naive), "window": window,
+                     "loadavg": os.getloadavg()}
     return out
 
 

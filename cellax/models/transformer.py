@@ -329,9 +329,10 @@ class Attention(eqx.Module):
 
     def _qkv(self, x: Float[Array, "T width"], positions: Int[Array, " T"]):
         c = self.config
-        q = _linear(x, self.wq).reshape(-1, c.n_heads, c.head_dim)
-        k = _linear(x, self.wk).reshape(-1, c.kv_heads, c.head_dim)
-        v = _linear(x, self.wv).reshape(-1, c.kv_heads, c.head_dim)
+        w = jnp.concatenate([self.wq.weight, self.wk.weight, self.wv.weight])  # one matmul for all three
+        q, k, v = jnp.split(x @ w.T, [c.n_heads * c.head_dim, (c.n_heads + c.kv_heads) * c.head_dim], axis=-1)
+        q = q.reshape(-1, c.n_heads, c.head_dim)
+        k, v = k.reshape(-1, c.kv_heads, c.head_dim), v.reshape(-1, c.kv_heads, c.head_dim)
         if c.positional == "rope":
             q, k = rope(q, positions, c.rope_theta), rope(k, positions, c.rope_theta)
         return q, k, v
@@ -372,8 +373,9 @@ class SwiGLU(eqx.Module):
         self.w2 = eqx.nn.Linear(hidden, width, use_bias=False, dtype=jnp.float32, key=k2)
         self.w3 = eqx.nn.Linear(width, hidden, use_bias=False, dtype=jnp.float32, key=k3)
 
-    def __call__(self, h: Float[Array, " width"]) -> Float[Array, " width"]:
-        return self.w2(jax.nn.silu(self.w1(h)) * self.w3(h))
+    def __call__(self, h: Float[Array, "*T width"]) -> Float[Array, "*T width"]:
+        gate, up = jnp.split(h @ jnp.concatenate([self.w1.weight, self.w3.weight]).T, 2, axis=-1)
+        return (jax.nn.silu(gate) * up) @ self.w2.weight.T
 
 
 def _norm(config: TransformerConfig) -> eqx.nn.RMSNorm | eqx.nn.LayerNorm:
@@ -398,7 +400,7 @@ class Block(eqx.Module):
 
     def __call__(self, h: Float[Array, "T width"], positions: Int[Array, " T"]) -> Float[Array, "T width"]:
         h = h + self.attn(jax.vmap(self.attn_norm)(h), positions)
-        return h + jax.vmap(self.mlp)(jax.vmap(self.mlp_norm)(h))
+        return h + self.mlp(jax.vmap(self.mlp_norm)(h))
 
     def step(self, h_t: Float[Array, " width"], pos: Int[Array, ""], k_cache: Array, v_cache: Array):
         a, k_cache, v_cache = self.attn.step(self.attn_norm(h_t), pos, k_cache, v_cache)
