@@ -53,6 +53,17 @@ def percentiles(times_s: list[float]) -> dict:
             "samples": len(ordered)}
 
 
+def stream_times(step, state, inputs) -> dict:
+    """Latency of ``y, *state = step(u, *state)`` per sample (the first 10 left out as warm-up)."""
+    times = []
+    for u in inputs:
+        started = time.perf_counter()
+        y, *state = step(u, *state)
+        np.asarray(y)  # waits for the result
+        times.append(time.perf_counter() - started)
+    return percentiles(times[10:])
+
+
 def latency(samples: int) -> dict:
     """Per-sample latency of each model in each form (run pinned to one core)."""
     import equinox as eqx
@@ -83,38 +94,18 @@ def latency(samples: int) -> dict:
         export_stablehlo(step, folder)
         forms = {}
 
+        initial = np.zeros(task.n_outputs, np.float32)
         deployed = jax.jit(step_fn, donate_argnums=tuple(range(1, 1 + len(step.state_spec()))))
-        state = init_fn(np.zeros(task.n_outputs, np.float32))
-        times = []
-        for u in inputs:
-            started = time.perf_counter()
-            y, *state = deployed(u, *state)
-            y.block_until_ready()
-            times.append(time.perf_counter() - started)
-        forms["in_process_deployed_step"] = percentiles(times[10:])
-
+        forms["in_process_deployed_step"] = stream_times(deployed, init_fn(initial), inputs)
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session = ort.InferenceSession(str(folder / "step.onnx"), options, providers=["CPUExecutionProvider"])
-        state_names = [n for n, _, _ in step.state_spec()]
-        state = [np.asarray(a) for a in init_fn(np.zeros(task.n_outputs, np.float32))]
-        times = []
-        for u in inputs:
-            started = time.perf_counter()
-            y, *state = session.run(None, {"inputs": u, **dict(zip(state_names, state))})
-            times.append(time.perf_counter() - started)
-        forms["onnxruntime"] = percentiles(times[10:])
-
+        names = [n for n, _, _ in step.state_spec()]
+        forms["onnxruntime"] = stream_times(lambda u, *s: session.run(None, {"inputs": u, **dict(zip(names, s))}),
+                                            [np.asarray(a) for a in init_fn(initial)], inputs)
         exported = jax.jit(jax.export.deserialize((folder / "step.stablehlo").read_bytes()).call)
-        state = init_fn(np.zeros(task.n_outputs, np.float32))
-        times = []
-        for u in inputs:
-            started = time.perf_counter()
-            y, *state = exported(u, *state)
-            y.block_until_ready()
-            times.append(time.perf_counter() - started)
-        forms["stablehlo_jax_export"] = percentiles(times[10:])
+        forms["stablehlo_jax_export"] = stream_times(exported, init_fn(initial), inputs)
         anchor = forms["in_process_deployed_step"]["median_us"]
         for form in forms.values():
             form["ratio_to_in_process"] = form["median_us"] / anchor

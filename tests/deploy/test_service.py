@@ -193,8 +193,8 @@ def test_a_wrong_token_gets_401_and_an_unknown_session_404(server):
     asyncio.run(main())
 
 
-def test_sessions_survive_kill_9_up_to_the_last_checkpoint(runs, token_file, profile, tmp_path):
-    inputs, _, _, scale = profile
+def test_sessions_survive_kill_9_up_to_the_last_checkpoint(runs, token_file, tmp_path):
+    inputs, _, _, scale = held_out(runs["mamba"])
     u = inputs[:40]
     reference = expected(runs["mamba"], u)
     server = Server([runs["mamba"]], tmp_path / "state", token_file, "--checkpoint-every", "5").start()
