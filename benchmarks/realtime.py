@@ -186,6 +186,8 @@ async def load(url: str, model: str, cells: int, duration_s: float, inputs: np.n
                     reply = json.loads(await ws.recv())
                     latencies.append(time.perf_counter() - sent)
                     got.append(reply.get("seq"))
+                    if "error" in reply:
+                        errors.append(f"sample {k}: {reply}")
         except Exception as err:  # counted, not raised: the figure says how many cells failed
             errors.append(f"{type(err).__name__}: {err}")
 
@@ -226,6 +228,7 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=33.0, help="seconds of streaming (samples per cell)")
     parser.add_argument("--checkpoint-every", type=int, default=10)
     parser.add_argument("--only", choices=["latency", "load"], action="append")
+    parser.add_argument("--load-key", default="load", help="JSON key of the load part (e.g. load_200_cells beside it)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_realtime")
     parser.add_argument("--latency-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "realtime.json")
@@ -262,7 +265,7 @@ def main() -> None:
         from cellax.deploy.export import load_step
 
         step, _ = load_step(run)
-        inputs = np.column_stack([np.linspace(-4, 4, 97), np.full(97, 3.7), np.full(97, 25.0), np.full(97, 25.0)])
+        inputs = np.column_stack([np.linspace(-3, 5, 97), np.full(97, 3.7), np.full(97, 25.0), np.full(97, 25.0)])
         assert step.n_inputs == inputs.shape[1]
         load_before = os.getloadavg()
         proc = start_server(run, state, token_file, port, args.checkpoint_every)
@@ -278,7 +281,7 @@ def main() -> None:
         figures.update(loadavg_before=load_before, loadavg_after=os.getloadavg(), measured_utc=now,
                        all_answered_once_in_order=figures["cells_all_answered_once_in_order"] == args.cells
                        and figures["samples_answered"] == figures["samples_sent"])
-        result["load"] = figures
+        result[args.load_key] = figures
         print(json.dumps(figures, indent=2), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -25,7 +25,7 @@ class Batcher:
         _, step_fn = step.flat()
         self.batched = jax.jit(jax.vmap(step_fn))
         self.step, self.max_wait_s, self.buckets = step, max_wait_s, buckets
-        self.queue: asyncio.Queue | None = None
+        self.queue: asyncio.Queue = asyncio.Queue()
         self.ticks = 0
         self.samples = 0
 
@@ -48,7 +48,6 @@ class Batcher:
         return await future
 
     async def run(self) -> None:
-        self.queue = asyncio.Queue()
         while True:
             items = [await self.queue.get()]
             if self.queue.empty():
