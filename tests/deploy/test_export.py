@@ -2,7 +2,6 @@
 rollout at every step of a held-out profile, with and without cellax importable."""
 
 import csv
-import json
 import os
 import re
 import subprocess

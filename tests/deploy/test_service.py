@@ -3,7 +3,6 @@ WebSocket, malformed samples, wrong tokens, and a `kill -9` mid-stream followed 
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
