@@ -188,6 +188,21 @@ def _cmd_rl_evaluate(args) -> None:
     print(f"report: {args.run_dir / 'eval' / 'report.json'}; plot: {report.get('plot')}")
 
 
+def _cmd_export(args) -> None:
+    from cellax.deploy.export import export_run
+
+    manifest = export_run(args.run_dir, args.format, args.out)
+    files = ", ".join(entry["file"] for entry in manifest["files"].values())
+    print(f"exported {args.run_dir} as {args.format} -> {args.out} ({files}, manifest.json)")
+
+
+def _cmd_serve(args) -> None:
+    from cellax.deploy.service import serve
+
+    serve(args.runs, port=args.port, token_file=args.token_file, host=args.host, state_dir=args.state_dir,
+          checkpoint_every=args.checkpoint_every, idle_expiry_s=args.idle_expiry_s, max_wait_ms=args.max_wait_ms)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellax", description="Data-driven battery modelling in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -213,6 +228,23 @@ def build_parser() -> argparse.ArgumentParser:
     evalp.add_argument("--split", choices=["test", "val", "train"], default="test")
     evalp.add_argument("--max-profiles", type=int, help="evaluate at most this many profiles")
     evalp.set_defaults(run=_cmd_evaluate)
+
+    exportp = commands.add_parser("export", help="a run's streaming step as ONNX or StableHLO files with a manifest")
+    exportp.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (from cellax train)")
+    exportp.add_argument("--format", required=True, help="onnx or stablehlo")
+    exportp.add_argument("--out", type=Path, required=True, help="new output folder")
+    exportp.set_defaults(run=_cmd_export)
+
+    servep = commands.add_parser("serve", help="serve runs to many live cells over HTTP and WebSocket")
+    servep.add_argument("runs", metavar="RUN", type=Path, nargs="+", help="run folders; a session names one by its folder name")
+    servep.add_argument("--port", type=int, required=True)
+    servep.add_argument("--host", default="127.0.0.1")
+    servep.add_argument("--token-file", type=Path, required=True, help="file holding the bearer token")
+    servep.add_argument("--state-dir", type=Path, default=Path("serve-state"), help="session checkpoints (default serve-state)")
+    servep.add_argument("--checkpoint-every", type=int, default=10, help="checkpoint a session every N samples (default 10)")
+    servep.add_argument("--idle-expiry-s", type=float, default=3600.0, help="drop sessions idle this long (default 3600)")
+    servep.add_argument("--max-wait-ms", type=float, default=2.0, help="longest a sample waits for its batch (default 2)")
+    servep.set_defaults(run=_cmd_serve)
 
     gen = commands.add_parser("generate", help="simulate a synthetic dataset from a data config")
     gen.add_argument("config", type=Path, help="YAML data config (see configs/data/)")
