@@ -77,6 +77,8 @@ class Budget(_Strict):
 
     steps: int | None = Field(None, gt=0)
     seconds: float | None = Field(None, gt=0)
+    eval_every: int | None = Field(None, gt=0, description="validation period of the trials (the pruner's rungs); "
+                                                           "default the base's")
 
     @model_validator(mode="after")
     def _one(self) -> "Budget":

@@ -115,6 +115,8 @@ def sample(trial: optuna.Trial, config: HpoConfig, base: TrainConfig, out_dir: P
     data.update(name=f"{config.name}_trial{trial.number}", out=str(out_dir / "trials" / f"trial-{trial.number:04d}"))
     if config.budget.steps:
         data["steps"] = config.budget.steps
+    if config.budget.eval_every:
+        data["eval_every"] = config.budget.eval_every
     return TrainConfig.model_validate(data)
 
 
