@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cellax.config import ConfigError, load_config
@@ -180,17 +179,9 @@ def load_hpo_config(path: str | Path) -> tuple[HpoConfig, TrainConfig]:
     """Read and check a study config and its base train config; :class:`ConfigError` (one line) on any problem."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of fields")
-    try:
-        config = HpoConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(f"{path}: {_one_line(err)}") from None
+        config = load_config(path, HpoConfig)
+    except ConfigError as err:
+        raise ConfigError(" ".join(str(err).split())) from None
     config = config.model_copy(update={"base": (path.parent / config.base)})
     try:
         base = load_config(config.base, TrainConfig)

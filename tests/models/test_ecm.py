@@ -19,7 +19,7 @@ def test_the_ocv_table_spans_the_cells_voltage_window(table):
 
 def test_fitting_recovers_the_constants_of_data_the_ecm_generated(table):
     rng = np.random.default_rng(0)
-    n_profiles, length = 6, 900
+    n_profiles, length = 4, 600
     current = np.repeat(rng.uniform(-5, 10, size=(n_profiles, length // 30)), 30, axis=1)
     truth = {**ecm.INITIAL, "r0_ohm": 0.03, "r1_ohm": 0.015, "tau1_s": 30.0, "g_sa_w_k": 0.08}
     true_model = ecm.ECM(table, truth)
