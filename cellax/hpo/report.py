@@ -25,7 +25,7 @@ def best_config(study: optuna.Study, config: HpoConfig, base: TrainConfig) -> Tr
 def trial_rows(study: optuna.Study) -> list[dict]:
     return [{
         "number": t.number, "state": t.state.name, "value": t.value, "steps": t.user_attrs.get("steps"),
-        "train_s": t.user_attrs.get("train_s"), "params": t.params,
+        "train_s": t.user_attrs.get("train_s"), "load_avg": t.user_attrs.get("load_avg"), "params": t.params,
         "retry_of": t.system_attrs.get("failed_trial"), "fail_reason": t.user_attrs.get("fail_reason", ""),
     } for t in study.get_trials(deepcopy=False)]
 

@@ -201,6 +201,7 @@ def run_trial(config: HpoConfig, base: TrainConfig, storage: RDBStorage, trial_i
         trial.set_user_attr("fail_reason", reason)
     trial.set_user_attr("steps", steps)
     trial.set_user_attr("train_s", round(time.perf_counter() - started, 1))
+    trial.set_user_attr("load_avg", os.getloadavg()[0])  # machines are shared: a slow trial may be a busy one
     study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
     shown = f"{objective.output} {objective.metric} {value:.4g}" if value is not None else "no value"
     log(f"trial {number} {state.name.lower()}: {shown} at step {steps} in {time.perf_counter() - started:.0f} s"
