@@ -155,3 +155,49 @@ def fit(model: ECM, batch: dict, scales, steps: int = 50, dt_s: float = 1.0, log
         if solution.result == optx.RESULTS.successful:
             break
     return eqx.combine(params, static), history
+
+
+def estimate(model: ECM, current_a, voltage_v, surface_degc, h, dt_s: float = 1.0, soc0: float = 0.5,
+             soc0_std: float = 0.3, voltage_std_v: float = 0.01) -> jax.Array:
+    """Extended Kalman filter on the fitted ECM: ``(T, 3)`` estimates of (soc, core temperature °C, OCV).
+
+    State ``(soc, v_1, v_2)`` from a guess ``soc0 ± soc0_std``, updated each sample with the measured
+    voltage (``V = U(soc, T_c) - R_0 a I - v_1 - v_2``, noise ``voltage_std_v``, the model's own error);
+    the core node is driven by the measured surface temperature through ``G_cs`` and the heat.
+    """
+    p = model.constants
+    decay = jnp.exp(-dt_s / jnp.stack([p["tau1_s"], p["tau2_s"]]))
+    r_rc = jnp.stack([p["r1_ohm"], p["r2_ohm"]])
+    g_cs = p["g_cs0_w_k"] + p["g_csh_m2"] * h
+    q = jnp.diag(jnp.array([1e-5, 1e-4, 1e-4], jnp.float32) ** 2)
+
+    def step(carry, inputs):
+        x, cov, t_c = carry
+        i_a, v_meas, t_s = inputs
+        soc = x[0]
+        arrhenius = (1 + p["low_soc_rise"] * jnp.exp(-soc / 0.1)) * jnp.exp(p["activation_k"] * (1.0 / t_c - 1.0 / T_REF_K))
+        (u, dudt), du_dsoc = model.ocv(soc, t_c), jax.grad(lambda s: model.ocv(s, t_c)[0])(soc)
+        h_row = jnp.array([du_dsoc, -1.0, -1.0])
+        gain = cov @ h_row / (h_row @ cov @ h_row + voltage_std_v**2)
+        x = x + gain * (v_meas - (u - p["r0_ohm"] * arrhenius * i_a - x[1] - x[2]))
+        cov = (jnp.eye(3) - jnp.outer(gain, h_row)) @ cov
+        u = model.ocv(x[0], t_c)[0]
+        out = jnp.stack([x[0], t_c - 273.15, u])
+        heat_w = i_a * (p["r0_ohm"] * arrhenius * i_a + x[1] + x[2]) + i_a * t_c * dudt  # I (U - V) + reversible
+        t_c = (p["c_core_j_k"] / dt_s * t_c + heat_w + g_cs * t_s) / (p["c_core_j_k"] / dt_s + g_cs)
+        a = jnp.diag(jnp.concatenate([jnp.ones(1), decay]))
+        x = a @ x + jnp.concatenate([-i_a * dt_s / (3600.0 * p["capacity_ah"])[None],
+                                     r_rc * arrhenius * (1 - decay) * i_a])
+        return (x, a @ cov @ a.T + q, t_c), out
+
+    x0 = jnp.array([soc0, 0.0, 0.0], jnp.float32)
+    cov0 = jnp.diag(jnp.array([soc0_std, 0.01, 0.01], jnp.float32) ** 2)
+    t_s = surface_degc + 273.15
+    return jax.lax.scan(step, (x0, cov0, t_s[0]), (current_a, voltage_v, t_s))[1]
+
+
+@eqx.filter_jit
+def estimate_batch(model: ECM, batch: dict, dt_s: float = 1.0) -> jax.Array:
+    """``(P, T, 3)`` filter estimates for a batch from :func:`stack` (its measured voltage and surface temperature)."""
+    return jax.vmap(lambda i, v, t, h: estimate(model, i, v, t, h, dt_s))(
+        batch["current_a"], batch["voltage_v"], batch["surface_temp_degc"], batch["h"])

@@ -1,4 +1,5 @@
-"""The equivalent-circuit baseline: its OCV is the parameter set's, and fitting recovers known constants."""
+"""The equivalent-circuit baseline: its OCV is the parameter set's, fitting recovers known constants, its
+Kalman filter finds the SOC."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -42,3 +43,6 @@ def test_fitting_recovers_the_constants_of_data_the_ecm_generated(table):
     assert fitted.constants["r0_ohm"] == pytest.approx(0.03, rel=0.1)
     volts = np.asarray(ecm.predict(fitted, batch))[..., 0] - outputs[..., 0]
     assert np.sqrt(np.mean(volts**2)) < 2e-3  # V
+    # the Kalman filter on the true model finds the SOC (0.8) from a wrong guess (0.5) through the voltage
+    soc = np.asarray(ecm.estimate_batch(true_model, batch))[..., 0]
+    assert np.max(np.abs(soc[:, length // 2:] - outputs[:, length // 2:, 3])) < 0.01
