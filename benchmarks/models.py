@@ -9,7 +9,9 @@ In one run on one machine (``pip install -e ".[bench]"`` for PyTorch):
    evaluated free-running over every test profile (``cellax evaluate``); each
    run's report and two of its pictures are kept as ``models_reference_run_<name>*``.
    Targets: simulate voltage RMSE ≤ 10 mV and temperatures ≤ 0.2 K over the
-   whole hour; estimate SOC RMSE ≤ 1 %.
+   whole hour; estimate SOC RMSE ≤ 1 %. Beside them the baseline they must beat
+   (``--kinds ecm``): the equivalent circuit of ``cellax/models/ecm.py`` fitted on
+   training profiles, free-running (simulate) and as a Kalman filter (estimate).
 2. **Throughput.** Sample-steps per second of cellax's jitted training step (the
    Transformer of ``simulate_transformer.yaml``, one chunk per window) against the
    same Llama-style Transformer written in PyTorch (same parameter count, RoPE,
