@@ -9,7 +9,9 @@ In one run on one machine (``pip install -e ".[bench]"`` for PyTorch):
    evaluated free-running over every test profile (``cellax evaluate``); each
    run's report and two of its pictures are kept as ``models_reference_run_<name>*``.
    Targets: simulate voltage RMSE ≤ 10 mV and temperatures ≤ 0.2 K over the
-   whole hour; estimate SOC RMSE ≤ 1 %.
+   whole hour; estimate SOC RMSE ≤ 1 %. Beside them the baseline they must beat
+   (``--kinds ecm``): the equivalent circuit of ``cellax/models/ecm.py`` fitted on
+   training profiles, free-running (simulate) and as a Kalman filter (estimate).
 2. **Throughput.** Sample-steps per second of cellax's jitted training step (the
    Transformer of ``simulate_transformer.yaml``, one chunk per window) against the
    same Llama-style Transformer written in PyTorch (same parameter count, RoPE,
@@ -39,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 KINDS = ("transformer", "mamba", "gru")
+BASELINES = ("ecm",)
 
 
 def make_dataset(path: Path, n_profiles: int) -> None:
@@ -131,6 +134,70 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
             }
             print(name, json.dumps(results[name]["test"]), flush=True)
     return results
+
+
+def ecm_accuracy(data: Path, fit_steps: int = 50, fit_profiles: int = 64) -> dict:
+    """The fitted equivalent circuit (``cellax.models.ecm``) on the simulate task's splits: fit on train profiles
+    (the first ``fit_profiles``), free-running over every test profile from its measured initial state."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from cellax.config import load_config
+    from cellax.data.loader import compute_stats, iterate_profiles, split_profiles
+    from cellax.models import ecm
+    from cellax.train.config import TrainConfig
+    from cellax.train.metrics import UNITS
+
+    config = load_config(ROOT / "configs" / "train" / "simulate_gru.yaml", TrainConfig)
+    splits = split_profiles(data, config.split_fractions, config.split_seed)
+    names = ["current_a", "ambient_temp_degc", "heat_transfer_coeff", *ecm.OUTPUTS]
+
+    def batch(rows):
+        profiles = list(iterate_profiles(data, rows, names))
+        return ecm.stack(profiles, np.array([p["heat_transfer_coeff"][0] for p in profiles])), profiles
+
+    stats = compute_stats(data, splits["train"], list(ecm.OUTPUTS))
+    scales = jnp.asarray([stats.std[k] for k in ecm.OUTPUTS], jnp.float32)
+    train_batch, _ = batch(splits["train"][:fit_profiles])
+    started = time.perf_counter()
+    model, history = ecm.fit(ecm.ECM(ecm.ocv_table(config_parameter_set(data))), train_batch, scales, fit_steps,
+                             log=lambda m: print(m, flush=True))
+    fit_s = time.perf_counter() - started
+    test_batch, profiles = batch(splits["test"])
+    lengths = [len(p["current_a"]) for p in profiles]
+
+    def errors(pred, outputs):
+        test = {}
+        for j, name in enumerate(outputs):
+            scale, unit = UNITS[name]
+            err = np.concatenate([(pred[i, :n, j] - profiles[i][name]) * scale for i, n in enumerate(lengths)])
+            test[name] = {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))),
+                          "max": float(np.max(np.abs(err))), "unit": unit}
+        return test
+
+    test = errors(np.asarray(ecm.predict(model, test_batch), np.float64), ecm.OUTPUTS)
+    estimated = errors(np.asarray(ecm.estimate_batch(model, test_batch), np.float64),
+                       ("soc", "core_temp_degc", "ocv_v"))
+    shared = {"test_profiles": len(profiles), "test_hours": float(sum(lengths) / 3600)}
+    return {"estimate_ecm": {
+        "model": "extended Kalman filter on the fitted ECM below (state soc, v1, v2 from soc 0.5 +- 0.3; measured "
+                 "voltage, 10 mV noise; core node driven by the measured surface temperature)",
+        "test": estimated, **shared,
+    }, "simulate_ecm": {
+        "model": "R0 + 2 RC, OCV(SOC, T) from the parameter set, Arrhenius resistances, two-node thermal "
+                 "(cellax/models/ecm.py)",
+        "constants": {k: float(v) for k, v in model.constants.items()}, "params": len(model.log),
+        "fit": {"steps": fit_steps, "profiles": len(train_batch["h"]), "wall_s": fit_s,
+                "loss_first": history[0], "loss_last": history[-1]},
+        "test": test, **shared,
+    }}
+
+
+def config_parameter_set(data: Path) -> str:
+    from cellax.data.store import open_dataset
+
+    with open_dataset(data) as ds:
+        return ds.config.get("simulation", {}).get("parameter_set", "Chen2020")
 
 
 def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = None, batch_size: int | None = None,
@@ -354,7 +421,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_models")
     parser.add_argument("--only", choices=["accuracy", "throughput", "latency"], action="append")
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="models in the accuracy part")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS + BASELINES, default=list(KINDS + BASELINES),
+                        help="models in the accuracy part (ecm: the fitted equivalent circuit, simulate task)")
     parser.add_argument("--accuracy-key", default="accuracy",
                         help="JSON key of the accuracy part (e.g. accuracy_900s for a longer budget beside it); "
                              "its run folders and reports get the part after the last '_' as a suffix")
@@ -402,10 +470,17 @@ def main() -> None:
             raise SystemExit(child.stderr[-3000:])
         result["latency_one_core"] = {**json.loads(child.stdout.strip().splitlines()[-1]), "measured_utc": now}
         print(json.dumps(result["latency_one_core"], indent=2), flush=True)
-    if "accuracy" in parts:
-        result[args.accuracy_key] = {"budget_s_per_config": args.budget_s, "profiles": args.profiles, "measured_utc": now,
-                              "runs": accuracy(data, args.work, args.budget_s, args.out.parent, args.kinds,
-                                               "" if args.accuracy_key == "accuracy" else "_" + args.accuracy_key.split("_")[-1]),
+    if "accuracy" in parts and "ecm" in args.kinds:  # added to the accuracy part's runs beside the sequence models
+        part = result.setdefault(args.accuracy_key, {"runs": {}})
+        part["runs"].update({k: {**v, "measured_utc": now, "load_avg": os.getloadavg()}
+                             for k, v in ecm_accuracy(data).items()})
+        print(json.dumps({k: part["runs"][k]["test"] for k in ("simulate_ecm", "estimate_ecm")}), flush=True)
+    if "accuracy" in parts and set(args.kinds) - set(BASELINES):
+        result[args.accuracy_key] = {**result.get(args.accuracy_key, {}), "budget_s_per_config": args.budget_s, "profiles": args.profiles, "measured_utc": now,
+                              "runs": {**result.get(args.accuracy_key, {}).get("runs", {}),
+                                       **accuracy(data, args.work, args.budget_s, args.out.parent,
+                                                  [k for k in args.kinds if k not in BASELINES],
+                                                  "" if args.accuracy_key == "accuracy" else "_" + args.accuracy_key.split("_")[-1])},
                               "targets": {"simulate": "voltage RMSE <= 10 mV, temperatures <= 0.2 K",
                                           "estimate": "SOC RMSE <= 1 %"}}
     args.out.parent.mkdir(parents=True, exist_ok=True)

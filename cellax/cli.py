@@ -201,6 +201,29 @@ def _cmd_serve(args) -> None:
 
     serve(args.runs, port=args.port, token_file=args.token_file, host=args.host, state_dir=args.state_dir,
           checkpoint_every=args.checkpoint_every, idle_expiry_s=args.idle_expiry_s, max_wait_ms=args.max_wait_ms)
+def _cmd_hpo(args) -> None:
+    from cellax.hpo import check_storage, load_hpo_config, run_study, write_report
+
+    config, base = load_hpo_config(args.config)
+    if args.out:
+        config = config.model_copy(update={"out": args.out})
+    if args.workers < 1:
+        from cellax.config import ConfigError
+
+        raise ConfigError(f"--workers {args.workers}: need at least one")
+    url = args.storage or f"sqlite:///{config.out_dir / 'study.db'}"
+    if args.storage:
+        check_storage(url)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    study = run_study(config, base, url, workers=args.workers)
+    summary = write_report(study, config, base, config.out_dir)
+    best = summary.get("best")
+    print(f"{summary['states']['COMPLETE']} complete, {summary['states']['PRUNED']} pruned, "
+          f"{summary['states']['FAIL']} failed of {config.trials} planned")
+    if best:
+        print(f"best: trial {best['number']}, {summary['objective']} {best['value']:.4g} {best['unit']}; "
+              f"train it with: cellax train {summary['best_config']}")
+    print(f"report: {config.out_dir / 'summary.md'} ({len(summary['plots'])} PNGs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     rl_eval = rl_commands.add_parser("evaluate", help="compare a run's agents with CC-CV from the same start")
     rl_eval.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (from cellax rl train)")
     rl_eval.set_defaults(run=_cmd_rl_evaluate)
+
+    hpo = commands.add_parser("hpo", help="hyperparameter search over a train config (Optuna; machines share --storage)")
+    hpo.add_argument("config", type=Path, help="YAML study config (see configs/hpo/)")
+    hpo.add_argument("--storage", help="SQLAlchemy URL (default sqlite:///OUT/study.db); e.g. postgresql://u:p@host/db")
+    hpo.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    hpo.add_argument("--out", type=Path, help="report folder and trial runs (default: the config's out)")
+    hpo.set_defaults(run=_cmd_hpo)
 
     data = commands.add_parser("data", help="inspect, picture and merge datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

@@ -134,12 +134,14 @@ def train(
     stop_after: int | None = None,
     time_budget_s: float | None = None,
     log=print,
+    on_eval=None,
 ) -> Path:
     """Train ``config`` into ``config.run_dir`` (see the module docstring); returns the run folder.
 
     ``resume`` continues from ``checkpoints/latest``; ``stop_after`` ends the run after that many steps
     (with a checkpoint), as a crash would, for tests of resumption; ``time_budget_s`` ends it (validated
-    and checkpointed) once that much wall time has passed since the first step.
+    and checkpointed) once that much wall time has passed since the first step. ``on_eval(step, report)``
+    is called after each validation (after its checkpoint); an exception it raises (a prune signal) ends the run.
     """
     run_dir = config.run_dir
     if (run_dir / "config.json").exists() and not resume:
@@ -231,6 +233,8 @@ def train(
             metrics.flush()
             if step % config.checkpoint_every == 0 or step == last or out_of_time:
                 checkpoints.save("latest", step, model, opt_state, best)
+            if on_eval is not None and "val" in record:
+                on_eval(step, record["val"])
             if out_of_time:
                 log(f"time budget of {time_budget_s:.0f} s reached at step {step}")
                 break

@@ -1,0 +1,53 @@
+"""A real study on SQLite: two worker processes, pruning reports, a diverging trial recorded with its reason,
+the best trial as a config that ``cellax train`` runs, the summary and pictures."""
+
+import json
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from cellax.cli import main
+from cellax.config import load_config
+from cellax.train.config import TrainConfig
+from tests.hpo.conftest import cellax, write_study
+
+
+def test_two_workers_finish_the_study_and_a_diverging_trial_fails_with_its_reason(tmp_path, hpo_dataset):
+    study_yaml = write_study(tmp_path, hpo_dataset)
+    proc = cellax("hpo", study_yaml, "--workers", "2")
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    assert "[worker 0] trial" in out and "[worker 1] trial" in out, out  # a progress line per trial, both workers ran
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}")
+    trials = study.get_trials()
+    assert len(trials) == 4 and sorted(t.number for t in trials) == [0, 1, 2, 3]
+    diverged = [t for t in trials if t.params["optimizer.learning_rate"] > 1]
+    finished = [t for t in trials if t.params["optimizer.learning_rate"] < 1]
+    assert diverged and finished  # seeds 0..3 draw both learning rates
+    for t in diverged:
+        assert t.state == TrialState.FAIL and "loss became nan" in t.user_attrs["fail_reason"]
+    for t in finished:
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.intermediate_values
+    assert f"{len(diverged)} failed of 4 planned" in out
+
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["best"]["value"] == min(t.value for t in finished if t.value is not None)
+    assert {p.split("/")[-1] for p in summary["plots"]} >= {"history.png", "parallel_coordinates.png"}
+    assert "| trial | state | value |" in (tmp_path / "out" / "summary.md").read_text()
+
+    best = load_config(tmp_path / "out" / "best_config.yaml", TrainConfig)
+    assert best.model["width"] == summary["best"]["params"]["model.width"] and best.steps == 8
+    assert main(["train", str(tmp_path / "out" / "best_config.yaml"), "--out", str(tmp_path / "best_run"),
+                 "--no-progress"]) == 0
+    assert (tmp_path / "best_run" / "checkpoints" / "best").exists()
+
+
+def test_a_joining_run_must_plan_the_same_study(tmp_path, hpo_dataset, capsys):
+    study_yaml = write_study(tmp_path, hpo_dataset, trials=1, space={"model.width": {"choices": [4]}})
+    assert main(["hpo", str(study_yaml)]) == 0
+    other = write_study(tmp_path, hpo_dataset, trials=2, space={"model.width": {"choices": [4]}})
+    assert main(["hpo", str(other), "--storage", f"sqlite:///{tmp_path / 'out' / 'study.db'}"]) == 2
+    assert "plans 1 trials, not 2" in capsys.readouterr().err
+    assert yaml.safe_load(other.read_text())["trials"] == 2
