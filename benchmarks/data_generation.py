@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 from cellax.config import validate_config  # noqa: E402
 from cellax.data.config import DataConfig  # noqa: E402
 from cellax.data.generate import generate, plan_profile  # noqa: E402
-from cellax.data.pybamm_backend import KELVIN, MODEL_OPTIONS, VARIABLES  # noqa: E402
+from cellax.data.pybamm_backend import MODEL_OPTIONS, VARIABLES  # noqa: E402
+from cellax.signals import KELVIN  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -105,14 +105,10 @@ _worker_backend = None
 
 
 def _make_backend(config: DataConfig):
-    from cellax.data.pybamm_backend import PybammBackend
+    from cellax.data.backend import make_backend
 
     try:
-        if config.backend == "jax":
-            from cellax.data.jax_backend import JaxBackend
-
-            return JaxBackend(config.simulation, config.cell)
-        return PybammBackend(config.simulation, config.cell)
+        return make_backend(config)
     except ValueError as err:
         raise GenerateError(str(err)) from None
 
@@ -301,7 +297,7 @@ def generate(
         bar.close()
     wall_s = time.perf_counter() - started
 
-    from cellax.data.pybamm_backend import pybamm_version
+    from cellax.pybamm_import import pybamm_version
 
     files, ids = _completed_parts(parts)
     expected = set(shard.profile_ids(config.n_profiles))

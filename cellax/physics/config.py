@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cellax.config import Strict
 from cellax.signals import FIT_SIGNALS
@@ -34,20 +34,24 @@ class ThermalConfig(Strict):
     casing_heat_capacity_j_k: float = Field(5.0, gt=0)
 
 
-class FitParameterConfig(Strict):
-    """Bounds, start value and transform of one identified parameter (a ``ParameterSet`` scalar)."""
+class FitParameter(Strict):
+    """A scalar of the ``ParameterSet`` to identify: finite bounds, a start value strictly inside, a transform
+    (``"log"`` for quantities spanning decades, which needs ``lower > 0``)."""
 
-    lower: float
-    upper: float
-    initial: float
+    name: str
+    lower: float = Field(allow_inf_nan=False)
+    upper: float = Field(allow_inf_nan=False)
+    initial: float = Field(allow_inf_nan=False)
     transform: Literal["log", "linear"] = "log"
 
     @model_validator(mode="after")
-    def _inside(self) -> "FitParameterConfig":
-        if not self.lower < self.initial < self.upper:
-            raise ValueError(f"initial {self.initial} must lie strictly inside [lower {self.lower}, upper {self.upper}]")
+    def _inside(self) -> "FitParameter":
+        if not self.lower < self.upper:
+            raise ValueError(f"{self.name}: bounds must be finite with lower < upper, got [{self.lower}, {self.upper}]")
         if self.transform == "log" and self.lower <= 0:
-            raise ValueError("a log transform needs a positive lower bound")
+            raise ValueError(f"{self.name}: a log transform needs a positive lower bound, got {self.lower}")
+        if not self.lower < self.initial < self.upper:
+            raise ValueError(f"{self.name}: initial value {self.initial} must lie strictly inside [{self.lower}, {self.upper}]")
         return self
 
 
@@ -63,5 +67,12 @@ class FitConfig(Strict):
     sigma_v: float = Field(2e-3, gt=0)
     sigma_temp_k: float = Field(0.1, gt=0)
     max_steps: int = Field(100, gt=0)
-    parameters: dict[str, FitParameterConfig] = Field(min_length=1)
+    parameters: dict[str, FitParameter] = Field(min_length=1, description="ParameterSet scalar name -> its bounds")
     out: Path = Path("runs/fit")
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _named(cls, parameters):
+        if isinstance(parameters, dict):
+            return {k: {"name": k, **v} if isinstance(v, dict) else v for k, v in parameters.items()}
+        return parameters

@@ -22,6 +22,7 @@ deviations are its square-rooted diagonal.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -34,50 +35,34 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Float
 
+from cellax.physics.config import FitParameter
 from cellax.physics.parameters import ParameterSet
 from cellax.physics.simulate import simulate
 from cellax.signals import error_units
 
-TRANSFORMS = ("log", "linear")
 END_TIME_SIGMA_S = 10.0  # weight of a cut-off time mismatch: 10 s counts like one sigma of one sample
 MEASURED = {"voltage_v": "sigma_v", "surface_temp_degc": "sigma_temp_k", "core_temp_degc": "sigma_temp_k"}
 
 
-@dataclass(frozen=True)
-class FitParameter:
-    """A scalar of the :class:`ParameterSet` to identify, with bounds, a start value and a transform."""
+def to_value(parameter: FitParameter, z):
+    """``θ`` from the unconstrained ``z``: ``l + (u - l) σ(z)``, or the same on ``log θ``."""
+    lo, hi = _ends(parameter)
+    u = lo + (hi - lo) * jax.nn.sigmoid(z)
+    return jnp.exp(u) if parameter.transform == "log" else u
 
-    name: str
-    lower: float
-    upper: float
-    initial: float
-    transform: str = "log"
 
-    def __post_init__(self):
-        if self.transform not in TRANSFORMS:
-            raise ValueError(f"{self.name}: transform must be one of {TRANSFORMS}, got {self.transform!r}")
-        if not (math.isfinite(self.lower) and math.isfinite(self.upper) and self.lower < self.upper):
-            raise ValueError(f"{self.name}: bounds must be finite with lower < upper, got [{self.lower}, {self.upper}]")
-        if self.transform == "log" and self.lower <= 0:
-            raise ValueError(f"{self.name}: a log transform needs a positive lower bound, got {self.lower}")
-        if not self.lower < self.initial < self.upper:
-            raise ValueError(f"{self.name}: initial value {self.initial} must lie strictly inside [{self.lower}, {self.upper}]")
+def to_unconstrained(parameter: FitParameter, value: float) -> float:
+    """The ``z`` with ``to_value(parameter, z) == value``."""
+    lo, hi = _ends(parameter)
+    u = math.log(value) if parameter.transform == "log" else value
+    p = (u - lo) / (hi - lo)
+    return math.log(p / (1 - p))
 
-    def _ends(self):
-        if self.transform == "log":
-            return math.log(self.lower), math.log(self.upper)
-        return self.lower, self.upper
 
-    def to_value(self, z):
-        lo, hi = self._ends()
-        u = lo + (hi - lo) * jax.nn.sigmoid(z)
-        return jnp.exp(u) if self.transform == "log" else u
-
-    def to_unconstrained(self, value: float) -> float:
-        lo, hi = self._ends()
-        u = math.log(value) if self.transform == "log" else value
-        p = (u - lo) / (hi - lo)
-        return math.log(p / (1 - p))
+def _ends(parameter: FitParameter):
+    if parameter.transform == "log":
+        return math.log(parameter.lower), math.log(parameter.upper)
+    return parameter.lower, parameter.upper
 
 
 @dataclass(frozen=True)
@@ -160,7 +145,7 @@ def fit(
     batches = [_Batch.of(m, sigmas) for m in data]
 
     def values_of(z):
-        return {p.name: p.to_value(z[i]) for i, p in enumerate(parameters)}
+        return {p.name: to_value(p, z[i]) for i, p in enumerate(parameters)}
 
     def residuals(z, args):
         cell, batches = args
@@ -177,7 +162,7 @@ def fit(
         predictions = [b.solve(model, cell.with_values({**b.overrides, **values})).signals for b in batches]
         return z, solution.result, solution.stats["num_steps"], jax.jacfwd(residuals)(z, args), predictions
 
-    z0 = jnp.asarray([p.to_unconstrained(p.initial) for p in parameters], dtype=jnp.float64)
+    z0 = jnp.asarray([to_unconstrained(p, p.initial) for p in parameters], dtype=jnp.float64)
     args = (params, batches)
     started = time.perf_counter()
     compiled = jax.jit(solve).lower(z0, args).compile()
@@ -186,7 +171,7 @@ def fit(
     seconds = time.perf_counter() - started
 
     covariance_z = jnp.linalg.pinv(jacobian.T @ jacobian)
-    derivative = jnp.asarray([jax.grad(p.to_value)(z[i]) for i, p in enumerate(parameters)])
+    derivative = jnp.asarray([jax.grad(functools.partial(to_value, p))(z[i]) for i, p in enumerate(parameters)])
     std = jnp.sqrt(jnp.diag(covariance_z)) * jnp.abs(derivative)
     predictions = [{k: np.asarray(v) for k, v in pred.items()} for pred in predictions]
     rmse = {}

@@ -151,7 +151,6 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -163,6 +162,7 @@ import numpy as np
 
 from cellax.physics.config import ThermalConfig, bundled_parameter_sets
 from cellax.physics.functions import ParameterFunction, compile_expression
+from cellax.pybamm_import import import_pybamm
 
 PYBAMM_MODEL_OPTIONS = {"thermal": "lumped", "surface temperature": "lumped"}
 VALIDATED_PARAMETER_SETS = ("Chen2020", "Marquis2019", "Prada2013", "Ecker2015", "OKane2022")
@@ -414,7 +414,7 @@ def load_parameter_set(
     or unsupported set, an unknown override name, or a value outside its
     physical range (the message names the parameter).
     """
-    pybamm = _pybamm()
+    pybamm = import_pybamm()
     jax.config.update("jax_enable_x64", True)
     values, defaulted = _parameter_values(pybamm, name, overrides, thermal)
     inputs = _model_parameters()
@@ -443,30 +443,23 @@ def pybamm_parameter_values(
 
     Run PyBaMM with these to compare like with like.
     """
-    return _parameter_values(_pybamm(), name, overrides, thermal)[0]
+    return _parameter_values(import_pybamm(), name, overrides, thermal)[0]
 
 
 # --- building ---------------------------------------------------------------------------------------------------
 
 
-def _pybamm():
-    os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
-    import pybamm
-
-    return pybamm
-
-
 @lru_cache(maxsize=1)
 def _model_parameters() -> dict[str, tuple[str, ...]]:
     """Every parameter of PyBaMM's SPMe with the generator's thermal options -> its input names."""
-    pybamm = _pybamm()
+    pybamm = import_pybamm()
     model = pybamm.lithium_ion.SPMe(PYBAMM_MODEL_OPTIONS)
     return {p.name: tuple(getattr(p, "input_names", ())) for p in model.parameters if p.name != "Current function [A]"}
 
 
 def _unsupported_reason(name: str, supplied: frozenset[str] = frozenset()) -> str | None:
     """Why cellax.physics cannot use a bundled set (``supplied``: parameters the caller overrides), else None."""
-    pybamm = _pybamm()
+    pybamm = import_pybamm()
     raw = pybamm.parameter_sets[name]
     chemistry = raw.get("chemistry", "lithium_ion")
     if chemistry != "lithium_ion":

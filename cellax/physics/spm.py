@@ -28,6 +28,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from cellax.physics.model import AbstractCellModel
 from cellax.physics.parameters import ParameterSet, initial_stoichiometries
 from cellax.physics.particle import (
     FARADAY,
@@ -73,7 +74,7 @@ def particle_stiffness(params: ParameterSet, c_neg, c_pos, temp_k):
     )
 
 
-class SPM(eqx.Module):
+class SPM(AbstractCellModel):
     """The SPM on a particle mesh of ``n_shells`` shells per electrode."""
 
     mesh: SphericalMesh

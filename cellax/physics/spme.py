@@ -47,6 +47,7 @@ from cellax.physics.electrolyte import (
     region_average,
     right_boundary_value,
 )
+from cellax.physics.model import AbstractCellModel
 from cellax.physics.parameters import ParameterSet, initial_stoichiometries
 from cellax.physics.particle import FARADAY, SphericalMesh, shell_stiffness, surface_value, volume_average
 from cellax.physics.spm import GAS_CONSTANT, particle_rates, particle_stiffness
@@ -67,7 +68,7 @@ class SPMeState(eqx.Module):
     surface_temp_k: Float[Array, ""]
 
 
-class SPMe(eqx.Module):
+class SPMe(AbstractCellModel):
     """The SPMe on ``n_shells`` particle shells and ``x_counts`` cells per region."""
 
     particle: SphericalMesh
@@ -215,6 +216,10 @@ class SPMe(eqx.Module):
             core,
             surface,
         )
+
+    def electrolyte_depleted(self, state: SPMeState) -> Array:
+        """Whether any electrolyte node reached zero concentration."""
+        return jnp.min(state.c_e) <= 0
 
     def _rates(self, params: ParameterSet, state: SPMeState, f: dict, ambient_temp_k) -> SPMeState:
         s = params.scalars

@@ -55,9 +55,10 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from cellax.physics import load_parameter_set
-from cellax.physics.simulate import STATUS, advance, check_state
+from cellax.physics.simulate import advance, check_state, status_code
 from cellax.physics.spme import SPMe, SPMeState
 from cellax.signals import KELVIN
+from cellax.status import INVALID, STATUS
 
 OBS_SIZE = 7
 VOLTAGE_SCALE_V = 0.1
@@ -66,8 +67,7 @@ ANODE_SCALE_V = 0.1
 VOLTAGE_EXCESS_V = 0.01  # penalty scales: one penalty weight per this much excess
 TEMP_EXCESS_K = 1.0
 PLATING_EXCESS_V = 0.01
-FIRST_INVALID = STATUS.index("electrolyte_depleted")  # codes from here on: the model is invalid
-SOLVER_FAILED = STATUS.index("solver_failed")
+FIRST_INVALID = STATUS.index(INVALID[0])  # codes from here on: the model is invalid
 
 
 @struct.dataclass
@@ -290,7 +290,7 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         new_cell, signals = advance(
             self.model, self.parameter_set, self.operators, cell, current_a, dt_s, ambient_k, self.substeps
         )
-        return new_cell, signals, invalid_code(self.parameter_set, new_cell, signals)
+        return new_cell, signals, invalid_code(self.model, self.parameter_set, new_cell, signals)
 
     @property
     def name(self) -> str:
@@ -321,19 +321,10 @@ def action_to_c_rate(action, params: EnvParams) -> jax.Array:
     return jnp.clip(jnp.where(finite, action, 0.0), 0.0, params.max_c_rate)
 
 
-def invalid_code(parameter_set, cell, signals) -> jax.Array:
-    """:data:`STATUS` code of the model-validity checks only (0, or >= ``FIRST_INVALID``).
-
-    :func:`check_state` reports the *first* condition that holds, so voltage and SOC
-    events would mask an invalid state; we pass it neutral voltage and SOC values.
-    """
-    s = parameter_set.scalars
-    voltage = signals["voltage_v"]
-    neutral = {
-        "voltage_v": jnp.where(jnp.isfinite(voltage), 0.5 * (s["voltage_min_v"] + s["voltage_max_v"]), voltage),
-        "soc": jnp.asarray(0.5, voltage.dtype),
-    }
-    code = check_state(parameter_set, cell, neutral)
+def invalid_code(model, parameter_set, cell, signals) -> jax.Array:
+    """:data:`~cellax.status.STATUS` code of the model-validity checks only (0, or >= ``FIRST_INVALID``):
+    the first raised :data:`~cellax.status.INVALID` flag of :func:`check_state`, with any non-finite signal
+    counting as ``solver_failed``."""
+    flags = check_state(model, parameter_set, cell, signals)
     finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in signals.values()]))
-    return jnp.where((code == 0) & ~finite, SOLVER_FAILED, code)
-
+    return status_code({**flags, "solver_failed": flags["solver_failed"] | ~finite}, INVALID)

@@ -208,15 +208,12 @@ def train(config: PPOConfig, env, env_params, out: Path | None = None, progress:
     curve = []
     manager = None
     if out is not None:
-        import orbax.checkpoint as ocp
+        from cellax.checkpoint import TreeCheckpoint
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "ppo_config.json").write_text(json.dumps(asdict(config), indent=2))
-        manager = ocp.CheckpointManager(
-            out.absolute() / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False),
-        )
+        manager = TreeCheckpoint(out / "checkpoints")
     bar = tqdm(total=config.total_updates, disable=not progress, unit="update", desc="PPO")
     started = time.perf_counter()
     segments = config.total_updates // config.updates_per_segment
@@ -233,14 +230,11 @@ def train(config: PPOConfig, env, env_params, out: Path | None = None, progress:
         if recent:
             bar.set_postfix(episode_return=f"{recent[-1]:.2f}")
         if manager is not None:
-            import orbax.checkpoint as ocp
-
-            manager.save((s + 1) * config.updates_per_segment, args=ocp.args.StandardSave(runner[0]))
+            manager.save((s + 1) * config.updates_per_segment, runner[0])
             with (out / "learning_curve.jsonl").open("a") as f:
                 for row in curve[-config.updates_per_segment:]:
                     f.write(json.dumps(row) + "\n")
     bar.close()
     if manager is not None:
-        manager.wait_until_finished()
         manager.close()
     return eqx.combine(runner[0], static), curve

@@ -78,18 +78,19 @@ def train_run(config: RLConfig, progress: bool = True, log=print) -> Path:
 
 def load_ppo_policies(config: RLConfig, env, params):
     """The trained actor-critics (one per seed) from the run's orbax checkpoint."""
-    import orbax.checkpoint as ocp
     from gymnax.wrappers.purerl import LogWrapper
+
+    from cellax.checkpoint import TreeCheckpoint
 
     ppo_config = PPOConfig(**config.ppo)
     init, _, static = make_train(ppo_config, LogWrapper(env), params)
     keys = jax.random.split(jax.random.key(0), ppo_config.num_seeds)
     abstract = jax.eval_shape(lambda k: jax.vmap(init)(k)[0], keys)
-    manager = ocp.CheckpointManager((config.run_dir / "ppo" / "checkpoints").absolute())
+    checkpoint = TreeCheckpoint(config.run_dir / "ppo" / "checkpoints")
     try:
-        nets = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+        nets, _ = checkpoint.restore(abstract)
     finally:
-        manager.close()
+        checkpoint.close()
     policies = {}
     for s in range(ppo_config.num_seeds):
         net = eqx.combine(jax.tree_util.tree_map(lambda x: x[s], nets), static)

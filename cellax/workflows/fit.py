@@ -25,7 +25,7 @@ def run_fit(config: FitConfig, out_dir: Path | None = None, source: str = "") ->
     Problems with the dataset or the parameters raise :class:`ConfigError` naming ``source``.
     """
     from cellax.physics import load_parameter_set
-    from cellax.physics.fit import FitParameter, fit
+    from cellax.physics.fit import fit
     from cellax.physics.spm import SPM
     from cellax.physics.spme import SPMe
 
@@ -36,10 +36,9 @@ def run_fit(config: FitConfig, out_dir: Path | None = None, source: str = "") ->
             overrides=simulation.get("parameter_overrides"),
             thermal=simulation.get("thermal"),
         )
-        parameters = [FitParameter(name, **p.model_dump()) for name, p in config.parameters.items()]
         model = SPMe() if config.model == "SPMe" else SPM()
         print(f"fitting {', '.join(config.parameters)} to {len(data)} profile(s) of {config.data} ...", flush=True)
-        result = fit(model, params, parameters, data, sigma_v=config.sigma_v, sigma_temp_k=config.sigma_temp_k,
+        result = fit(model, params, list(config.parameters.values()), data, sigma_v=config.sigma_v, sigma_temp_k=config.sigma_temp_k,
                      max_steps=config.max_steps)
     except (ValueError, OSError) as err:
         raise ConfigError(f"{source}: {err}") from None
