@@ -104,7 +104,7 @@ def _cmd_quickstart(args) -> None:
         print(f"note: {run_dir} was trained with a config that differs in {', '.join(changed)}; "
               f"moved it to {kept} and training afresh", flush=True)
         resume = False
-    print(f"\n[2/3] training a {train_config.model['kind']} to {train_config.task} the cell -> {run_dir}", flush=True)
+    print(f"\n[2/3] training a {train_config.model.kind} to {train_config.task} the cell -> {run_dir}", flush=True)
     train(train_config, resume=resume)
     print("\n[3/3] evaluating free-running on the held-out test profiles", flush=True)
     result = evaluate(run_dir)

@@ -23,7 +23,7 @@ import numpy as np
 from cellax.rl.config import RLConfig
 from cellax.rl.fast_charge import FastCharge
 from cellax.rl.gradient_protocol import ProtocolTable, optimise_protocol
-from cellax.rl.ppo import PPOConfig, make_train
+from cellax.rl.ppo import make_train
 from cellax.rl.ppo import train as train_ppo
 from cellax.rl.protocols import cccv, rollout
 
@@ -48,7 +48,7 @@ def train_run(config: RLConfig, progress: bool = True, log=print) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     env, params, fixed = build(config)
-    ppo_config = PPOConfig(**config.ppo)
+    ppo_config = config.ppo
     log(f"PPO: {ppo_config.num_seeds} seed(s) x {ppo_config.num_envs} environments x "
         f"{ppo_config.total_updates * ppo_config.num_steps} steps")
     started = time.perf_counter()
@@ -82,7 +82,7 @@ def load_ppo_policies(config: RLConfig, env, params):
 
     from cellax.checkpoint import TreeCheckpoint
 
-    ppo_config = PPOConfig(**config.ppo)
+    ppo_config = config.ppo
     init, _, static = make_train(ppo_config, LogWrapper(env), params)
     keys = jax.random.split(jax.random.key(0), ppo_config.num_seeds)
     abstract = jax.eval_shape(lambda k: jax.vmap(init)(k)[0], keys)

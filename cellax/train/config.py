@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from cellax.config import Strict
+from cellax.models.registry import ModelConfig
+from cellax.models.rnn import GRUConfig
 from cellax.signals import MODEL_SIGNALS
 
 TASK_SIGNALS = {
@@ -53,7 +55,7 @@ class TrainConfig(Strict):
     data: Path
     task: Literal["simulate", "estimate"] = "simulate"
     outputs: list[str] | None = None
-    model: dict[str, Any] = Field(default_factory=lambda: {"kind": "gru"})
+    model: ModelConfig = Field(default_factory=GRUConfig)
     chunk_len: int = Field(256, ge=8, description="samples the model runs free before its own outputs become the next chunk's initial conditions")
     chunks_per_window: int = Field(1, ge=1, description="multi-step training: chunks chained free-running inside one window")
     batch_size: int = Field(32, ge=1)
@@ -103,14 +105,6 @@ class TrainConfig(Strict):
         if len(set(conditions)) != len(conditions):
             raise ValueError(f"conditions {conditions} name one twice")
         return conditions
-
-    @field_validator("model")
-    @classmethod
-    def _valid_model(cls, model):
-        from cellax.models import parse_model_config
-
-        parse_model_config(model)  # raises naming the field
-        return model
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
