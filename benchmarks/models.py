@@ -87,7 +87,7 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
     from cellax.config import load_config
     from cellax.data.loader import WindowLoader, compute_stats, split_profiles
     from cellax.train.config import TrainConfig
-    from cellax.train.evaluate import evaluate
+    from cellax.workflows.evaluate import evaluate
     from cellax.train.loop import make_step, optimizer, train
     from cellax.train.task import Task
 

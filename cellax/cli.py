@@ -71,48 +71,9 @@ def _cmd_merge(args) -> None:
 
 
 def _cmd_quickstart(args) -> None:
-    import time
+    from cellax.workflows.quickstart import quickstart
 
-    from cellax.config import load_config
-    from cellax.data.config import DataConfig
-    from cellax.data.generate import generate
-    from cellax.data.plots import plot_dataset
-    from cellax.data.store import open_dataset
-    from cellax.data.summary import format_summary, summarize
-    from cellax.train.config import TrainConfig
-    from cellax.train.evaluate import evaluate, format_report
-    from cellax.train.loop import changed_fields, train
-
-    started = time.perf_counter()
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = out_dir / "data.h5"
-    config = load_config(args.config, DataConfig)
-    print(f"[1/3] simulating {config.n_profiles} one-hour profiles ({config.backend} backend) -> {dataset}", flush=True)
-    report = generate(config, dataset, workers=args.workers, resume=dataset.exists() or dataset.with_name("data.h5.parts").exists())
-    with open_dataset(dataset) as ds:
-        print(format_summary(summarize(ds)))
-    plots = plot_dataset(dataset, out_dir / "plots")
-    run_dir = out_dir / "model"
-    train_config = load_config(args.train_config, TrainConfig).model_copy(update={"data": dataset, "out": run_dir})
-    if args.steps:
-        train_config = train_config.model_copy(update={"steps": args.steps})
-    resume = (run_dir / "config.json").exists()
-    if resume and (changed := changed_fields(run_dir, train_config)):
-        kept = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(kept)
-        print(f"note: {run_dir} was trained with a config that differs in {', '.join(changed)}; "
-              f"moved it to {kept} and training afresh", flush=True)
-        resume = False
-    print(f"\n[2/3] training a {train_config.model.kind} to {train_config.task} the cell -> {run_dir}", flush=True)
-    train(train_config, resume=resume)
-    print("\n[3/3] evaluating free-running on the held-out test profiles", flush=True)
-    result = evaluate(run_dir)
-    print(format_report(result))
-    print(f"\ndataset:  {report.out} (plots: {out_dir / 'plots'}, {len(plots)} PNGs)")
-    print(f"model:    {run_dir} (metrics.jsonl, checkpoints/)")
-    print(f"report:   {run_dir / 'eval' / 'report.json'} and {len(result['plots'])} PNGs in {run_dir / 'eval'}")
-    print(f"done in {time.perf_counter() - started:.0f} s")
+    quickstart(args.config, args.train_config, args.out, steps=args.steps, workers=args.workers)
 
 
 def _cmd_train(args) -> None:
@@ -128,7 +89,7 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_evaluate(args) -> None:
-    from cellax.train.evaluate import evaluate, format_report
+    from cellax.workflows.evaluate import evaluate, format_report
 
     report = evaluate(args.run_dir, split=args.split, max_profiles=args.max_profiles)
     print(format_report(report))
@@ -148,7 +109,7 @@ def _cmd_fit(args) -> None:
 def _cmd_rl_train(args) -> None:
     from cellax.config import load_config
     from cellax.rl.config import RLConfig
-    from cellax.rl.runs import evaluate_run, format_report, train_run
+    from cellax.workflows.rl import evaluate_run, format_report, train_run
 
     config = load_config(args.config, RLConfig)
     if args.out:
@@ -161,7 +122,7 @@ def _cmd_rl_train(args) -> None:
 
 
 def _cmd_rl_evaluate(args) -> None:
-    from cellax.rl.runs import evaluate_run, format_report
+    from cellax.workflows.rl import evaluate_run, format_report
 
     if not (args.run_dir / "config.json").exists():
         from cellax.config import ConfigError
@@ -176,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellax", description="Data-driven battery modelling in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    quick = commands.add_parser("quickstart", help="generate a small dataset and draw its plots")
+    quick = commands.add_parser(
+        "quickstart", help="simulate a small dataset, picture it, train a model on it and evaluate it free-running"
+    )
     quick.add_argument("--config", type=Path, default=QUICKSTART_CONFIG, help=f"data config (default {QUICKSTART_CONFIG})")
     quick.add_argument("--out", type=Path, default=QUICKSTART_DIR, help=f"output folder (default {QUICKSTART_DIR})")
     quick.add_argument("--train-config", type=Path, default=QUICKSTART_TRAIN,
@@ -246,15 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cellax.config import ConfigError
-    from cellax.data.generate import GenerateError
-    from cellax.data.store import StoreError
-    from cellax.train.loop import TrainError
+    from cellax.config import UserError
 
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ConfigError, GenerateError, StoreError, TrainError) as err:
+    except UserError as err:
         print(f"cellax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

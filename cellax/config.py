@@ -16,7 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """A problem the user can fix (bad input, an existing output): the CLI prints its one line and exits 2."""
+
+
+class ConfigError(ValueError, UserError):
     """A config file that cannot be used; the message names the field."""
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from cellax.config import UserError
 from cellax.data.config import DataConfig
 from cellax.data.profiles import make_profile, profile_rng
 from cellax.data.store import ProfileRecord, StoreError, merge_datasets, open_dataset, write_dataset
@@ -37,7 +38,7 @@ FLUSH_SECONDS = 10.0
 JAX_BATCH = 64  # profiles per vmapped call of the jax backend
 
 
-class GenerateError(RuntimeError):
+class GenerateError(RuntimeError, UserError):
     """A job that cannot start or finish as asked; nothing was deleted."""
 
 

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from cellax import __version__
+from cellax.config import UserError
 from cellax.signals import SIGNALS
 
 SCHEMA_VERSION = 1
@@ -49,7 +50,7 @@ _STR = h5py.string_dtype(encoding="utf-8")
 _CHUNK_ROWS = 4096  # a 2048-step training window touches one or two chunks
 
 
-class StoreError(ValueError):
+class StoreError(ValueError, UserError):
     """A file is not a valid cellax dataset, or a write would lose data."""
 
 

@@ -180,10 +180,8 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         core = keep(signals["core_temp_degc"], state.core_temp_degc)
         anode = keep(signals["anode_potential_v"], state.anode_potential_v)
 
-        valid = ~invalid  # a discarded step checks no limits (the kept state's were counted already)
-        voltage_excess = jnp.where(valid, voltage - params.voltage_max_v, 0.0)
-        temp_excess = jnp.where(valid, surface - params.surface_temp_max_degc, 0.0)
-        plating_excess = jnp.where(valid, params.anode_potential_min_v - anode, 0.0)
+        # a discarded step checks no limits (the kept state's were counted already)
+        voltage_excess, temp_excess, plating_excess = limit_excess(voltage, surface, anode, params, valid=~invalid)
         over_voltage, over_temp, plating = voltage_excess > 0, temp_excess > 0, plating_excess > 0
         progress = jnp.minimum(soc, params.target_soc) - jnp.minimum(state.soc, params.target_soc)
         reward = (
@@ -268,18 +266,7 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
 
     def get_obs(self, state: EnvState, params: EnvParams | None = None, key=None) -> jax.Array:
         """The normalised observation of the module docstring (float32, shape (7,))."""
-        params = self.default_params if params is None else params
-        return jnp.stack(
-            [
-                state.soc,
-                (state.voltage_v - params.voltage_max_v) / VOLTAGE_SCALE_V,
-                (state.surface_temp_degc - params.surface_temp_max_degc) / TEMP_SCALE_K,
-                (state.core_temp_degc - params.surface_temp_max_degc) / TEMP_SCALE_K,
-                (state.anode_potential_v - params.anode_potential_min_v) / ANODE_SCALE_V,
-                -state.current_a / (self.capacity_ah * params.max_c_rate),
-                state.time / params.max_steps_in_episode,
-            ]
-        ).astype(jnp.float32)
+        return observation(state, self.default_params if params is None else params, self.capacity_ah)
 
     def is_terminated(self, state: EnvState, params: EnvParams) -> jax.Array:
         """Target reached or the last step was invalid."""
@@ -310,6 +297,45 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         low = jnp.array([-jnp.inf] * 5 + [0.0, 0.0], dtype=jnp.float32)
         high = jnp.array([jnp.inf] * 5 + [1.0, 1.0], dtype=jnp.float32)
         return spaces.Box(low, high, shape=self.obs_shape, dtype=jnp.float32)
+
+
+def observation(state: EnvState, params: EnvParams, capacity_ah) -> jax.Array:
+    """The normalised observation (float32, shape (7,)): SOC; voltage, surface and core temperature and anode
+    potential relative to their limits, over ``VOLTAGE_SCALE_V``, ``TEMP_SCALE_K``, ``ANODE_SCALE_V``; the
+    charging current as a fraction of ``max_c_rate``; the elapsed fraction of the episode."""
+    return jnp.stack(
+        [
+            state.soc,
+            (state.voltage_v - params.voltage_max_v) / VOLTAGE_SCALE_V,
+            (state.surface_temp_degc - params.surface_temp_max_degc) / TEMP_SCALE_K,
+            (state.core_temp_degc - params.surface_temp_max_degc) / TEMP_SCALE_K,
+            (state.anode_potential_v - params.anode_potential_min_v) / ANODE_SCALE_V,
+            -state.current_a / (capacity_ah * params.max_c_rate),
+            state.time / params.max_steps_in_episode,
+        ]
+    ).astype(jnp.float32)
+
+
+def decode_observation(obs: jax.Array, params: EnvParams) -> dict[str, jax.Array]:
+    """The physical values an :func:`observation` carries (the policies' view of the cell)."""
+    return {
+        "soc": obs[0],
+        "voltage_v": params.voltage_max_v + VOLTAGE_SCALE_V * obs[1],
+        "surface_temp_degc": params.surface_temp_max_degc + TEMP_SCALE_K * obs[2],
+        "core_temp_degc": params.surface_temp_max_degc + TEMP_SCALE_K * obs[3],
+        "anode_potential_v": params.anode_potential_min_v + ANODE_SCALE_V * obs[4],
+        "c_rate": obs[5] * params.max_c_rate,
+        "time_fraction": obs[6],
+    }
+
+
+def limit_excess(voltage_v, surface_temp_degc, anode_potential_v, params: EnvParams, valid=True):
+    """``(voltage, temperature, plating)`` excess over the limits (positive: violated); 0 where not ``valid``."""
+    return (
+        jnp.where(valid, voltage_v - params.voltage_max_v, 0.0),
+        jnp.where(valid, surface_temp_degc - params.surface_temp_max_degc, 0.0),
+        jnp.where(valid, params.anode_potential_min_v - anode_potential_v, 0.0),
+    )
 
 
 def action_to_c_rate(action, params: EnvParams) -> jax.Array:

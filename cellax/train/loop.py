@@ -31,6 +31,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from cellax.config import UserError
 from cellax.data.loader import (
     NormStats,
     WindowLoader,
@@ -48,7 +49,7 @@ from cellax.train.metrics import evaluate_profiles
 from cellax.train.task import Task, rollout
 
 
-class TrainError(RuntimeError):
+class TrainError(RuntimeError, UserError):
     """A run that cannot start or continue; the message says why and what was kept."""
 
 
@@ -92,6 +93,16 @@ def make_step(task: Task, config: TrainConfig, tx: optax.GradientTransformation)
     return step
 
 
+def _dt_s(dataset) -> float:
+    return float(dataset.config.get("profiles", {}).get("dt_s", 1.0))
+
+
+def dataset_dt_s(path: Path) -> float:
+    """The sample interval (s) of the dataset at ``path``."""
+    with open_dataset(path) as ds:
+        return _dt_s(ds)
+
+
 def prepare(config: TrainConfig):
     """Check the data against the config; splits and train statistics (written to the run folder)."""
     names = [*config.input_signals, *config.output_signals]
@@ -108,7 +119,7 @@ def prepare(config: TrainConfig):
                 if value and not values.any():
                     raise TrainError(f"conditions: no profile of {config.data} has {name} "
                                      f"(it has {sorted(set(ds.profiles[column]))})")
-            dt_s = float(ds.config.get("profiles", {}).get("dt_s", 1.0))
+            dt_s = _dt_s(ds)
     except OSError as err:
         raise TrainError(f"data: cannot open {config.data}: {err}") from None
     splits = split_profiles(config.data, config.split_fractions, config.split_seed)

@@ -125,13 +125,7 @@ def charge_metrics(trace: dict, target_soc: float) -> dict:
 
 def _trace(env, params, policy, n_steps):
     traces = jax.jit(lambda k: rollout(env, params, policy, k, n_steps))(jax.random.key(0))
-    traces = {k: np.asarray(v) for k, v in traces.items()}
-    limits = {
-        "voltage_violation": traces["voltage_v"] > params.voltage_max_v,
-        "temperature_violation": traces["surface_temp_degc"] > params.surface_temp_max_degc,
-        "plating_violation": traces["anode_potential_v"] < params.anode_potential_min_v,
-    }
-    return {**traces, **limits}
+    return {k: np.asarray(v) for k, v in traces.items()}
 
 
 def safe(metrics: dict) -> bool:

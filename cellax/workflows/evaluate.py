@@ -18,11 +18,11 @@ import numpy as np
 
 from cellax.data.loader import NormStats, iterate_profiles, split_profiles
 from cellax.models import make_model
+from cellax.signals import error_units
 from cellax.train.checkpoint import Checkpoints
 from cellax.train.config import TrainConfig
-from cellax.train.loop import TrainError, optimizer, prepare
+from cellax.train.loop import TrainError, dataset_dt_s, optimizer
 from cellax.train.losses import loss_weights
-from cellax.signals import error_units
 from cellax.train.metrics import error_growth, evaluate_profiles
 from cellax.train.task import Task
 
@@ -52,7 +52,7 @@ def evaluate(run_dir: Path, split: str = "test", max_profiles: int | None = None
     """Evaluate a run on its ``split`` profiles; writes ``eval/report.json`` and PNGs, returns the report."""
     run_dir = Path(run_dir)
     config, task, stats, model, step = load_run(run_dir)
-    _, _, dt_s = prepare(config)
+    dt_s = dataset_dt_s(config.data)
     rows = split_profiles(config.data, config.split_fractions, config.split_seed)[split]
     if len(rows) == 0:
         raise TrainError(f"{config.data} has no {split} profiles")
