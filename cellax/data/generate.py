@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from cellax.config import UserError
 from cellax.data.config import DataConfig
-from cellax.data.profiles import make_profile, profile_rng
+from cellax.data.profiles import choose_kind, make_profile, profile_rng
 from cellax.data.store import ProfileRecord, StoreError, merge_datasets, open_dataset, write_dataset
 
 FLUSH_PROFILES = 8
@@ -83,9 +83,7 @@ class GenerateReport:
 def plan_profile(config: DataConfig, profile_id: int) -> tuple[dict, np.ndarray]:
     """The index fields and the current samples of profile ``profile_id`` of a job."""
     rng = profile_rng(config.seed, profile_id)
-    kinds = [k for k, w in config.profiles.kinds.items() if w > 0]
-    weights = np.array([config.profiles.kinds[k] for k in kinds], dtype=float)
-    kind = str(rng.choice(kinds, p=weights / weights.sum()))
+    kind = choose_kind(rng, config.profiles)
     draw = lambda r: float(rng.uniform(r.low, r.high))  # noqa: E731
     conditions = config.conditions
     meta = dict(

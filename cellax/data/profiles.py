@@ -153,10 +153,10 @@ def profile_rng(seed: int, profile_id: int) -> np.random.Generator:
 
 
 def choose_kind(rng: np.random.Generator, config: ProfileConfig) -> str:
-    """Draw a profile kind with the weights of ``config.kinds``."""
-    names = list(config.kinds)
-    weights = np.array([config.kinds[name] for name in names])
-    return names[rng.choice(len(names), p=weights / weights.sum())]
+    """Draw a profile kind with the weights of ``config.kinds`` (one draw from ``rng``)."""
+    kinds = [k for k, w in config.kinds.items() if w > 0]
+    weights = np.array([config.kinds[k] for k in kinds], dtype=float)
+    return str(rng.choice(kinds, p=weights / weights.sum()))
 
 
 def coulomb_soc(current_a: np.ndarray, dt_s: float, capacity_ah: float, initial_soc: float) -> np.ndarray:
