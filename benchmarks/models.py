@@ -45,7 +45,8 @@ BASELINES = ("ecm",)
 
 
 def make_dataset(path: Path, n_profiles: int) -> None:
-    from cellax.config import DataConfig, validate_config
+    from cellax.config import validate_config
+    from cellax.data.config import DataConfig
     from cellax.data.generate import generate
 
     if path.exists():
@@ -89,7 +90,7 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
     from cellax.config import load_config
     from cellax.data.loader import WindowLoader, compute_stats, split_profiles
     from cellax.train.config import TrainConfig
-    from cellax.train.evaluate import evaluate
+    from cellax.workflows.evaluate import evaluate
     from cellax.train.loop import make_step, optimizer, train
     from cellax.train.task import Task
 
@@ -224,7 +225,7 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
     from cellax.train.task import Task
 
     config = load_config(ROOT / "configs" / "train" / f"{config_name}.yaml", TrainConfig)
-    update = {"data": data, "chunks_per_window": 1, "charge_throughput": False, "model": {**config.model, **(model or {})}}
+    update = {"data": data, "chunks_per_window": 1, "charge_throughput": False, "model": with_fields(config.model, model)}
     if batch_size:
         update["batch_size"] = batch_size
     if window:
@@ -238,11 +239,11 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
                       num_batches=num_batches) as loader:
         batches = [jax.device_put(b) for b in loader]
     tx = optimizer(config)
-    transformer = config.model["kind"] == "transformer"
+    transformer = config.model.kind == "transformer"
     steps = {}
     for implementation in attention if transformer else ("cellax",):
         extra = {"attention": implementation} if transformer else {}
-        variant = config.model_copy(update={"model": {**config.model, **extra}})
+        variant = config.model_copy(update={"model": with_fields(config.model, extra)})
         m = make_model(variant.model, task.n_features, task.n_outputs, jax.random.key(0))
         state = (m, tx.init(eqx.filter(m, eqx.is_array)))
         step = make_step(task, variant, tx)
@@ -250,7 +251,7 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
         steps[implementation] = (step, state)
     n_jax = int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_array))))
     samples = config.batch_size * config.window_len
-    common = {"model": config.model, "batch_size": config.batch_size, "window": config.window_len,
+    common = {"model": config.model.model_dump(), "batch_size": config.batch_size, "window": config.window_len,
               "params_cellax": n_jax, "device": str(jax.devices()[0]), "rounds": rounds, "threads": threads or os.cpu_count(),
               "loadavg": os.getloadavg()}
     if not transformer:
@@ -268,9 +269,9 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
     if device == "cpu":
         torch.set_num_threads(threads or os.cpu_count() or 1)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-        config.model.get("compute_dtype", "float32")]
+        getattr(config.model, "compute_dtype", "float32")]
     ref = torch_transformer(task.n_features, task.n_outputs,
-                            **{k: config.model[k] for k in ("width", "n_layers", "n_heads")}).to(device)
+                            **{k: getattr(config.model, k) for k in ("width", "n_layers", "n_heads")}).to(device)
     o = config.optimizer
     opt = torch.optim.AdamW(ref.parameters(), lr=o.learning_rate, betas=(o.b1, o.b2), weight_decay=o.weight_decay)
 
@@ -311,6 +312,11 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
         "ratio_per_attention": {name: median_s["torch"] / median_s[name] for name in steps},
         "torch_version": torch.__version__, "loadavg_end": os.getloadavg(),
     }
+
+
+def with_fields(model_config, fields: dict | None):
+    """``model_config`` with ``fields`` replaced, validated again."""
+    return type(model_config).model_validate({**model_config.model_dump(), **(fields or {})})
 
 
 def torch_transformer(n_features, n_outputs, width, n_layers, n_heads, theta=10_000.0):
