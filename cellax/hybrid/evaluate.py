@@ -149,3 +149,19 @@ def evaluate_run(run_dir: str | Path, pictures: bool = True) -> dict:
     if pictures:
         plot_report(run_dir, data, results, signals, np.arange(len(data)), capacity)
     return report
+
+
+def format_report(report: dict) -> str:
+    """Overall voltage / anode-potential / temperature RMSE of each model on each held-out set."""
+    lines = [f"{'set':8} {'model':7} {'V mV':>7} {'Vmax mV':>8} {'Ua mV':>7} {'Tcore K':>8} {'Tsurf K':>8} profiles"]
+    for split_name in ("test", "holdout"):
+        for name, table in report[split_name].items():
+            row = table["all"]
+            if not row["profiles"]:
+                continue
+            lines.append(
+                f"{split_name:8} {name:7} {row['rmse_voltage_mv']:7.2f} {row['max_voltage_mv']:8.2f} "
+                f"{row['rmse_anode_potential_mv']:7.2f} {row['rmse_core_temp_k']:8.3f} {row['rmse_surface_temp_k']:8.3f} "
+                f"{row['profiles']}"
+            )
+    return "\n".join(lines)

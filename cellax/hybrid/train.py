@@ -38,13 +38,14 @@ from cellax.hybrid.model import HybridSPMe
 from cellax.physics.simulate import check_state
 from cellax.physics.spme import SPMe
 from cellax.physics.stepping import ros2_step
+from cellax.train.loop import TrainError
 
 KELVIN = 273.15
 SCALES = {"voltage_v": 1e-3, "anode_potential_v": 1e-3, "core_temp_degc": 0.1, "surface_temp_degc": 0.1}
 
 
-class HybridError(RuntimeError):
-    """A hybrid run that cannot start or continue; the message says why and what was kept."""
+class HybridError(TrainError):
+    """A hybrid run that cannot start or continue; the message says why and what was kept (exit 2)."""
 
 
 def cell_parameters(data_config: dict):
@@ -90,7 +91,18 @@ def masked_loss(outputs: dict, targets: dict, mask, codes):
     return total / jnp.maximum(jnp.sum(valid), 1), jnp.sum(mask & ~valid)
 
 
-def _chunk_loss(model, params, operators, dt_s, batch):
+def corrections(model: HybridSPMe):
+    """The trained part of the hybrid (the physics parameters and mesh stay fixed)."""
+    return model.heat, model.output
+
+
+def with_corrections(model: HybridSPMe, nets) -> HybridSPMe:
+    return eqx.tree_at(corrections, model, nets)
+
+
+def _chunk_loss(nets, model, params, operators, dt_s, batch):
+    model = with_corrections(model, nets)
+
     def one(state, current, targets, mask, ambient_k, h):
         p = params.with_values({"heat_transfer_coeff_w_m2k": h})
         outputs, _, codes = rollout(model, p, operators, state, current, dt_s, ambient_k)
@@ -120,12 +132,14 @@ def chunk_states(model, params, operators, dt_s, chunk: int, y0, current, ambien
 def _train_step_fn(optimiser):
     @eqx.filter_jit
     def step(model, opt_state, params, operators, dt_s, batch):
-        (loss, invalid), grads = eqx.filter_value_and_grad(_chunk_loss, has_aux=True)(model, params, operators, dt_s, batch)
+        nets = corrections(model)
+        (loss, invalid), grads = eqx.filter_value_and_grad(_chunk_loss, has_aux=True)(
+            nets, model, params, operators, dt_s, batch)
         finite = jnp.isfinite(loss) & jnp.all(
             jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_array))])
         )
-        updates, new_opt_state = optimiser.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), new_opt_state, loss, invalid, finite
+        updates, new_opt_state = optimiser.update(grads, opt_state, eqx.filter(nets, eqx.is_array))
+        return with_corrections(model, eqx.apply_updates(nets, updates)), new_opt_state, loss, invalid, finite
 
     return step
 
@@ -179,7 +193,7 @@ def train(config: HybridConfig, run_dir: str | Path, progress: bool = True, log=
     model = build_model(config)
     operators = model.stiff_operators(params)
     optimiser = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(config.train.learning_rate))
-    opt_state = optimiser.init(eqx.filter(model, eqx.is_array))
+    opt_state = optimiser.init(eqx.filter(corrections(model), eqx.is_array))
     checkpoints = Checkpoints(run_dir / "checkpoints")
     start, best = 0, float("inf")
     restored = checkpoints.restore_latest(model, opt_state)
@@ -261,7 +275,7 @@ def load_run(run_dir: str | Path, which: str = "latest"):
     check_meta(run_dir, run_meta(config, data_config))
     model = build_model(config)
     optimiser = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(config.train.learning_rate))
-    opt_state = optimiser.init(eqx.filter(model, eqx.is_array))
+    opt_state = optimiser.init(eqx.filter(corrections(model), eqx.is_array))
     checkpoints = Checkpoints(run_dir / "checkpoints")
     try:
         restored = checkpoints.restore_best(model, opt_state) if which == "best" else checkpoints.restore_latest(model, opt_state)
