@@ -25,7 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cellax.config import load_config  # noqa: E402
+import yaml  # noqa: E402
+
+from cellax.config import load_config, validate_config  # noqa: E402
 from cellax.hybrid.config import HybridConfig  # noqa: E402
 from cellax.hybrid.data import load_profiles, split  # noqa: E402
 from cellax.hybrid.evaluate import evaluate_run, run_model  # noqa: E402
@@ -74,8 +76,10 @@ def main() -> None:
 
         args.data.parent.mkdir(parents=True, exist_ok=True)
         generate(load_config(ROOT / "configs" / "data" / "dfn.yaml"), args.data, workers=1)
-    config = load_config(args.config, HybridConfig)
-    config = config.model_copy(update={"data": args.data, "train": config.train.model_copy(update={"steps": args.steps})})
+    raw = yaml.safe_load(args.config.read_text())
+    raw["data"] = str(args.data)
+    raw.setdefault("train", {})["steps"] = args.steps
+    config = validate_config(HybridConfig, raw, str(args.config))
     if args.run_dir.exists():
         shutil.rmtree(args.run_dir)
 
