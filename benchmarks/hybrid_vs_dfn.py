@@ -1,6 +1,6 @@
 """Hybrid SPMe vs plain SPMe vs PyBaMM's DFN on held-out DFN profiles -> benchmarks/results/hybrid_vs_dfn.json.
 
-    python benchmarks/hybrid_vs_dfn.py [--data data/dfn.h5] [--steps 150]
+    python benchmarks/hybrid_vs_dfn.py [--data data/dfn.h5] [--steps 120]
 
 Generates the DFN dataset of ``configs/data/dfn.yaml`` at ``--data`` when it is missing (PyBaMM,
 one worker), trains the hybrid of ``configs/hybrid/dfn.yaml`` on it for ``--steps`` steps, and runs in
@@ -66,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "dfn.h5")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "hybrid" / "dfn.yaml")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "bench_hybrid_vs_dfn")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hybrid_vs_dfn.json")
     args = parser.parse_args()
