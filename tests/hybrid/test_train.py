@@ -62,3 +62,15 @@ def test_bad_config_exits_2_naming_the_field(dfn_small, tmp_path, capsys, change
     assert main(["hybrid", "train", str(path), "--out", str(out), "--no-progress"]) == 2
     assert f"{field}:" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_shipped_config_is_valid(dfn_small):
+    from pathlib import Path
+
+    from cellax.config import validate_config
+    from cellax.hybrid.config import HybridConfig
+
+    path = Path(__file__).resolve().parents[2] / "configs/hybrid/dfn.yaml"
+    raw = {**yaml.safe_load(path.read_text()), "data": str(dfn_small)}
+    config = validate_config(HybridConfig, raw, str(path))
+    assert config.split.holdout_ambient_degc.high == 10.0
