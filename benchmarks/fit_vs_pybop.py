@@ -50,7 +50,7 @@ def make_problem(path: Path, seed: int) -> dict:
     """The truth from PyBaMM, noisy voltage, and everything both fitters need (npz, no pickle)."""
     import pybamm
 
-    from cellax.config import ThermalConfig
+    from cellax.physics.config import ThermalConfig
     from cellax.physics import pybamm_parameter_values
     from cellax.physics.parameters import PYBAMM_MODEL_OPTIONS
     from cellax.physics.spme import SPMe
@@ -86,14 +86,15 @@ def make_problem(path: Path, seed: int) -> dict:
 
 def cellax_fit(problem: dict, decimate: int) -> dict:
     from cellax.physics import load_parameter_set
-    from cellax.physics.fit import FitParameter, Measurement, fit
+    from cellax.physics.config import FitParameter
+    from cellax.physics.fit import Measurement, fit
     from cellax.physics.spme import SPMe
 
     params = load_parameter_set("Chen2020")
     truth = {k: float(params.scalars[k]) for k in PYBAMM_NAMES}  # scales are 1; fractions Chen2020's
     parameters = [
-        FitParameter(k, truth[k] * BOUNDS[k][0], truth[k] * BOUNDS[k][1], truth[k] * START[k],
-                     "log" if "diffusivity" in k else "linear")
+        FitParameter(name=k, lower=truth[k] * BOUNDS[k][0], upper=truth[k] * BOUNDS[k][1], initial=truth[k] * START[k],
+                     transform="log" if "diffusivity" in k else "linear")
         for k in PYBAMM_NAMES
     ]
     voltage, time_s = problem["voltage_v"], problem["time_s"]

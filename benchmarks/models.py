@@ -42,7 +42,8 @@ KINDS = ("transformer", "mamba", "gru")
 
 
 def make_dataset(path: Path, n_profiles: int) -> None:
-    from cellax.config import DataConfig, validate_config
+    from cellax.config import validate_config
+    from cellax.data.config import DataConfig
     from cellax.data.generate import generate
 
     if path.exists():
@@ -86,7 +87,7 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
     from cellax.config import load_config
     from cellax.data.loader import WindowLoader, compute_stats, split_profiles
     from cellax.train.config import TrainConfig
-    from cellax.train.evaluate import evaluate
+    from cellax.workflows.evaluate import evaluate
     from cellax.train.loop import make_step, optimizer, train
     from cellax.train.task import Task
 
@@ -171,7 +172,7 @@ def throughput(data: Path, repeats: int) -> dict:
 
     pairs = [features(b) for b in batches]
     torch.set_num_threads(os.cpu_count() or 1)
-    ref = torch_transformer(task.n_features, task.n_outputs, **{k: config.model[k] for k in ("width", "n_layers", "n_heads")})
+    ref = torch_transformer(task.n_features, task.n_outputs, **{k: getattr(config.model, k) for k in ("width", "n_layers", "n_heads")})
     o = config.optimizer
     opt = torch.optim.AdamW(ref.parameters(), lr=o.learning_rate, betas=(o.b1, o.b2), weight_decay=o.weight_decay)
 
@@ -193,7 +194,7 @@ def throughput(data: Path, repeats: int) -> dict:
     samples = config.batch_size * config.window_len
     n_jax = int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))))
     return {
-        "model": config.model, "batch_size": config.batch_size, "window": config.window_len,
+        "model": config.model.model_dump(), "batch_size": config.batch_size, "window": config.window_len,
         "params_cellax": n_jax, "params_torch": int(sum(p.numel() for p in ref.parameters())),
         "cellax_sample_steps_per_s": samples / jax_s, "torch_sample_steps_per_s": samples / torch_s,
         "ratio_cellax_over_torch": torch_s / jax_s, "torch_version": torch.__version__,

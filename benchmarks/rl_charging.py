@@ -38,7 +38,7 @@ def main() -> None:
 
     from cellax.config import load_config
     from cellax.rl.config import RLConfig
-    from cellax.rl.runs import evaluate_run, format_report, safe, train_run
+    from cellax.workflows.rl import evaluate_run, format_report, safe, train_run
 
     config = load_config(args.config, RLConfig).model_copy(update={"out": args.work})
     if (args.work / "config.json").exists():

@@ -18,9 +18,10 @@ QUICKSTART_TRAIN = Path("configs/train/quickstart.yaml")
 
 def _cmd_generate(args) -> None:
     from cellax.config import load_config
+    from cellax.data.config import DataConfig
     from cellax.data.generate import Shard, generate
 
-    config = load_config(args.config)
+    config = load_config(args.config, DataConfig)
     if args.backend and args.backend != config.backend:
         config = config.model_copy(update={"backend": args.backend})
     report = generate(
@@ -70,47 +71,9 @@ def _cmd_merge(args) -> None:
 
 
 def _cmd_quickstart(args) -> None:
-    import time
+    from cellax.workflows.quickstart import quickstart
 
-    from cellax.config import load_config
-    from cellax.data.generate import generate
-    from cellax.data.plots import plot_dataset
-    from cellax.data.store import open_dataset
-    from cellax.data.summary import format_summary, summarize
-    from cellax.train.config import TrainConfig
-    from cellax.train.evaluate import evaluate, format_report
-    from cellax.train.loop import changed_fields, train
-
-    started = time.perf_counter()
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = out_dir / "data.h5"
-    config = load_config(args.config)
-    print(f"[1/3] simulating {config.n_profiles} one-hour profiles ({config.backend} backend) -> {dataset}", flush=True)
-    report = generate(config, dataset, workers=args.workers, resume=dataset.exists() or dataset.with_name("data.h5.parts").exists())
-    with open_dataset(dataset) as ds:
-        print(format_summary(summarize(ds)))
-    plots = plot_dataset(dataset, out_dir / "plots")
-    run_dir = out_dir / "model"
-    train_config = load_config(args.train_config, TrainConfig).model_copy(update={"data": dataset, "out": run_dir})
-    if args.steps:
-        train_config = train_config.model_copy(update={"steps": args.steps})
-    resume = (run_dir / "config.json").exists()
-    if resume and (changed := changed_fields(run_dir, train_config)):
-        kept = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(kept)
-        print(f"note: {run_dir} was trained with a config that differs in {', '.join(changed)}; "
-              f"moved it to {kept} and training afresh", flush=True)
-        resume = False
-    print(f"\n[2/3] training a {train_config.model['kind']} to {train_config.task} the cell -> {run_dir}", flush=True)
-    train(train_config, resume=resume)
-    print("\n[3/3] evaluating free-running on the held-out test profiles", flush=True)
-    result = evaluate(run_dir)
-    print(format_report(result))
-    print(f"\ndataset:  {report.out} (plots: {out_dir / 'plots'}, {len(plots)} PNGs)")
-    print(f"model:    {run_dir} (metrics.jsonl, checkpoints/)")
-    print(f"report:   {run_dir / 'eval' / 'report.json'} and {len(result['plots'])} PNGs in {run_dir / 'eval'}")
-    print(f"done in {time.perf_counter() - started:.0f} s")
+    quickstart(args.config, args.train_config, args.out, steps=args.steps, workers=args.workers)
 
 
 def _cmd_train(args) -> None:
@@ -126,7 +89,7 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_evaluate(args) -> None:
-    from cellax.train.evaluate import evaluate, format_report
+    from cellax.workflows.evaluate import evaluate, format_report
 
     report = evaluate(args.run_dir, split=args.split, max_profiles=args.max_profiles)
     print(format_report(report))
@@ -134,29 +97,11 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_fit(args) -> None:
-    from cellax.config import ConfigError, FitConfig, load_config
-    from cellax.physics import load_parameter_set
-    from cellax.physics.fit import FitParameter, fit, measurements_from_dataset, write_report
-    from cellax.physics.spm import SPM
-    from cellax.physics.spme import SPMe
+    from cellax.config import load_config
+    from cellax.physics.config import FitConfig
+    from cellax.workflows.fit import run_fit
 
-    config = load_config(args.config, FitConfig)
-    out_dir = args.out or config.out
-    try:
-        data, simulation = measurements_from_dataset(config.data, config.profiles, config.signals)
-        params = load_parameter_set(
-            simulation.get("parameter_set", "Chen2020"),
-            overrides=simulation.get("parameter_overrides"),
-            thermal=simulation.get("thermal"),
-        )
-        parameters = [FitParameter(name, **p.model_dump()) for name, p in config.parameters.items()]
-        model = SPMe() if config.model == "SPMe" else SPM()
-        print(f"fitting {', '.join(config.parameters)} to {len(data)} profile(s) of {config.data} ...", flush=True)
-        result = fit(model, params, parameters, data, sigma_v=config.sigma_v, sigma_temp_k=config.sigma_temp_k,
-                     max_steps=config.max_steps)
-    except (ValueError, OSError) as err:
-        raise ConfigError(f"{args.config}: {err}") from None
-    report, picture = write_report(result, data, out_dir)
+    result, report, picture = run_fit(load_config(args.config, FitConfig), args.out, source=str(args.config))
     print(result.summary())
     print(f"\nreport: {report}\nplot:   {picture}")
 
@@ -164,7 +109,7 @@ def _cmd_fit(args) -> None:
 def _cmd_rl_train(args) -> None:
     from cellax.config import load_config
     from cellax.rl.config import RLConfig
-    from cellax.rl.runs import evaluate_run, format_report, train_run
+    from cellax.workflows.rl import evaluate_run, format_report, train_run
 
     config = load_config(args.config, RLConfig)
     if args.out:
@@ -177,7 +122,7 @@ def _cmd_rl_train(args) -> None:
 
 
 def _cmd_rl_evaluate(args) -> None:
-    from cellax.rl.runs import evaluate_run, format_report
+    from cellax.workflows.rl import evaluate_run, format_report
 
     if not (args.run_dir / "config.json").exists():
         from cellax.config import ConfigError
@@ -210,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellax", description="Data-driven battery modelling in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    quick = commands.add_parser("quickstart", help="generate a small dataset and draw its plots")
+    quick = commands.add_parser(
+        "quickstart", help="simulate a small dataset, picture it, train a model on it and evaluate it free-running"
+    )
     quick.add_argument("--config", type=Path, default=QUICKSTART_CONFIG, help=f"data config (default {QUICKSTART_CONFIG})")
     quick.add_argument("--out", type=Path, default=QUICKSTART_DIR, help=f"output folder (default {QUICKSTART_DIR})")
     quick.add_argument("--train-config", type=Path, default=QUICKSTART_TRAIN,
@@ -291,15 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cellax.config import ConfigError
-    from cellax.data.generate import GenerateError
-    from cellax.data.store import StoreError
-    from cellax.train.loop import TrainError
+    from cellax.config import UserError
 
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ConfigError, GenerateError, StoreError, TrainError) as err:
+    except UserError as err:
         print(f"cellax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

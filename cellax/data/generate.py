@@ -1,6 +1,6 @@
 """Run a simulator backend over seeded profiles: workers, shards, crash-safe resume.
 
-A job is a :class:`~cellax.config.DataConfig`; profile ``i`` of it is fully
+A job is a :class:`~cellax.data.config.DataConfig`; profile ``i`` of it is fully
 determined by ``(config, i)`` (its random stream is
 ``SeedSequence(config.seed, spawn_key=(i,))``), so any worker, shard or resumed run
 produces the same profile.
@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cellax.config import DataConfig
-from cellax.data.profiles import make_profile, profile_rng
+from cellax.config import UserError
+from cellax.data.config import DataConfig
+from cellax.data.profiles import choose_kind, make_profile, profile_rng
 from cellax.data.store import ProfileRecord, StoreError, merge_datasets, open_dataset, write_dataset
 
 FLUSH_PROFILES = 8
@@ -37,7 +38,7 @@ FLUSH_SECONDS = 10.0
 JAX_BATCH = 64  # profiles per vmapped call of the jax backend
 
 
-class GenerateError(RuntimeError):
+class GenerateError(RuntimeError, UserError):
     """A job that cannot start or finish as asked; nothing was deleted."""
 
 
@@ -82,9 +83,7 @@ class GenerateReport:
 def plan_profile(config: DataConfig, profile_id: int) -> tuple[dict, np.ndarray]:
     """The index fields and the current samples of profile ``profile_id`` of a job."""
     rng = profile_rng(config.seed, profile_id)
-    kinds = [k for k, w in config.profiles.kinds.items() if w > 0]
-    weights = np.array([config.profiles.kinds[k] for k in kinds], dtype=float)
-    kind = str(rng.choice(kinds, p=weights / weights.sum()))
+    kind = choose_kind(rng, config.profiles)
     draw = lambda r: float(rng.uniform(r.low, r.high))  # noqa: E731
     conditions = config.conditions
     meta = dict(
@@ -105,14 +104,10 @@ _worker_backend = None
 
 
 def _make_backend(config: DataConfig):
-    from cellax.data.pybamm_backend import PybammBackend
+    from cellax.data.backend import make_backend
 
     try:
-        if config.backend == "jax":
-            from cellax.data.jax_backend import JaxBackend
-
-            return JaxBackend(config.simulation, config.cell)
-        return PybammBackend(config.simulation, config.cell)
+        return make_backend(config)
     except ValueError as err:
         raise GenerateError(str(err)) from None
 
@@ -301,7 +296,7 @@ def generate(
         bar.close()
     wall_s = time.perf_counter() - started
 
-    from cellax.data.pybamm_backend import pybamm_version
+    from cellax.pybamm_import import pybamm_version
 
     files, ids = _completed_parts(parts)
     expected = set(shard.profile_ids(config.n_profiles))

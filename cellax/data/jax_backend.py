@@ -6,8 +6,8 @@ same mesh and two-node thermal model), integrated by
 :func:`cellax.physics.simulate.simulate` and ``vmap`` over a batch of profiles.
 Profiles are padded to a common length (rounded up to ``LENGTH_BUCKET_S``
 seconds, so one compile serves many lengths) by holding the last current sample;
-signals beyond a profile's own length are dropped. Statuses follow the PyBaMM
-backend's wording, so datasets from both backends read alike.
+signals beyond a profile's own length are dropped. Statuses are :mod:`cellax.status`'s
+vocabulary, as the PyBaMM backend's, so datasets from both backends read alike.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cellax.config import SimulationConfig
+from cellax.data.config import SimulationConfig
 from cellax.data.datasheet import Datasheet
-from cellax.data.pybamm_backend import KELVIN, VARIABLES, SimulationResult, enforce_temperature_limits
+from cellax.data.backend import SimulationResult, enforce_temperature_limits
+from cellax.signals import KELVIN, SIGNALS
+from cellax.status import OK, STATUS, group_of, stopped
 
 LENGTH_BUCKET_S = 600.0
-SIGNALS = [name for name in VARIABLES if not name.startswith("_")] + ["soc", "ambient_temp_degc"]
 
 
 class JaxBackend:
@@ -60,8 +61,6 @@ class JaxBackend:
 
     def simulate_batch(self, currents, dt_s, ambient_temp_degc, heat_transfer_coeff, initial_soc) -> list[SimulationResult]:
         """Profiles of possibly different lengths in one vmapped solve; never raises for a failing solve."""
-        from cellax.physics.simulate import STATUS
-
         lengths = [len(c) for c in currents]
         bucket = max(2, int(round(LENGTH_BUCKET_S / dt_s)))
         padded = bucket * math.ceil(max(lengths) / bucket)
@@ -81,11 +80,10 @@ class JaxBackend:
             ended = code != 0 and last < n - 1
             keep = last + 1 if ended else n
             profile = {name: np.asarray(signals[name][k, :keep], dtype=np.float64) for name in SIGNALS}
-            text = "ok"
+            text = OK
             if ended:
                 reason = STATUS[code]
-                kind = "voltage_limit" if reason.startswith("voltage") else "solver_failed" if reason == "solver_failed" else "model_limit"
-                text = f"{kind}: {reason} at t={float(event_time[k]):.0f} s"
+                text = stopped(group_of(reason), reason, float(event_time[k]))
             profile, text = enforce_temperature_limits(profile, text, self.datasheet)
             results.append(SimulationResult(profile, text))
         return results

@@ -59,8 +59,9 @@ import math
 import pathlib
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from cellax.config import Strict
 from cellax.data.datasheet import Datasheet
 from cellax.data.vehicle import (
     VehicleConfig,
@@ -87,10 +88,9 @@ _SOC_EPS = 1e-7  # SOC slack when deciding the critical band (rounding of the co
 _FORCE_AFTER = 0.4  # fraction of the profile after which a missing direction is forced
 
 
-class ProfileConfig(BaseModel):
+class ProfileConfig(Strict):
     """What profiles to generate: kind weights, length, step, SOC window, drive cycle, vehicle."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kinds: dict[str, float] = Field(default_factory=lambda: {kind: 1.0 for kind in PROFILE_KINDS})
     duration_s: float = Field(3600.0, gt=0)
@@ -153,10 +153,10 @@ def profile_rng(seed: int, profile_id: int) -> np.random.Generator:
 
 
 def choose_kind(rng: np.random.Generator, config: ProfileConfig) -> str:
-    """Draw a profile kind with the weights of ``config.kinds``."""
-    names = list(config.kinds)
-    weights = np.array([config.kinds[name] for name in names])
-    return names[rng.choice(len(names), p=weights / weights.sum())]
+    """Draw a profile kind with the weights of ``config.kinds`` (one draw from ``rng``)."""
+    kinds = [k for k, w in config.kinds.items() if w > 0]
+    weights = np.array([config.kinds[k] for k in kinds], dtype=float)
+    return str(rng.choice(kinds, p=weights / weights.sum()))
 
 
 def coulomb_soc(current_a: np.ndarray, dt_s: float, capacity_ah: float, initial_soc: float) -> np.ndarray:

@@ -21,16 +21,15 @@ PyBaMM is imported lazily, in the worker that simulates: importing it switches o
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import numpy as np
 
-from cellax.config import SimulationConfig
+from cellax.data.backend import SimulationResult, enforce_temperature_limits
+from cellax.data.config import SimulationConfig
 from cellax.data.datasheet import Datasheet
 from cellax.physics.parameters import PYBAMM_MODEL_OPTIONS as MODEL_OPTIONS
-
-KELVIN = 273.15
+from cellax.pybamm_import import import_pybamm
+from cellax.signals import KELVIN
+from cellax.status import OK, stopped
 
 VARIABLES = {  # canonical signal (or helper) -> PyBaMM variable
     "time_s": "Time [s]",
@@ -44,48 +43,11 @@ VARIABLES = {  # canonical signal (or helper) -> PyBaMM variable
 }
 
 
-def _pybamm():
-    os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
-    import pybamm
-
-    return pybamm
-
-
-def pybamm_version() -> str:
-    from importlib.metadata import version
-
-    return version("pybamm")
-
-
-@dataclass
-class SimulationResult:
-    """Signals on the sample grid up to where the run stopped, and ``"ok"`` or the reason it stopped."""
-
-    signals: dict[str, np.ndarray]
-    status: str
-
-
-def enforce_temperature_limits(signals: dict[str, np.ndarray], status: str, datasheet: Datasheet):
-    """Cut the signals after the first sample whose surface temperature leaves the datasheet's window
-    (every backend applies the same rule)."""
-    hot = np.flatnonzero(
-        (signals["surface_temp_degc"] > datasheet.temp_max_degc) | (signals["surface_temp_degc"] < datasheet.temp_min_degc)
-    )
-    if not hot.size:
-        return signals, status
-    first = int(hot[0])
-    status = (
-        f"temperature_limit: surface {signals['surface_temp_degc'][first]:.1f} degC outside "
-        f"[{datasheet.temp_min_degc}, {datasheet.temp_max_degc}] at t={signals['time_s'][first]:.0f} s"
-    )
-    return {k: v[: first + 1] for k, v in signals.items()}, status
-
-
 class PybammBackend:
     """Simulates current profiles of one cell; build once per worker, call per profile."""
 
     def __init__(self, config: SimulationConfig, datasheet: Datasheet):
-        pybamm = _pybamm()
+        pybamm = import_pybamm()
         self.pybamm = pybamm
         self.config = config
         self.datasheet = datasheet
@@ -148,7 +110,7 @@ class PybammBackend:
             termination = str(solution.termination)
         except Exception as err:  # noqa: BLE001 - any solver failure becomes a status, never an abort
             reason = " ".join(str(err).split())[:300] or type(err).__name__
-            return SimulationResult({}, f"solver_failed: {reason}")
+            return SimulationResult({}, stopped("solver_failed", reason))
         return self._to_signals(raw, termination, ambient_temp_degc, dt_s)
 
     def _to_signals(
@@ -162,14 +124,13 @@ class PybammBackend:
         signals["surface_temp_degc"] = raw["surface_temp_degc"] - KELVIN
         signals["core_temp_degc"] = raw["core_temp_degc"] - KELVIN
         signals["ambient_temp_degc"] = np.full_like(x_neg, ambient_temp_degc)
-        status = "ok"
+        status = OK
         if termination.startswith("event"):
-            event = termination.removeprefix("event:").strip()
-            status = f"voltage_limit: {event} at t={signals['time_s'][-1]:.0f} s"
+            status = stopped("voltage_limit", termination.removeprefix("event:").strip(), signals["time_s"][-1])
         finite = np.all([np.isfinite(v) for v in signals.values()], axis=0)
         if not finite.all():
             bad = int(np.argmin(finite))
-            status = f"solver_failed: non-finite output at t={signals['time_s'][bad]:.0f} s"
+            status = stopped("solver_failed", "non-finite output", signals["time_s"][bad])
             signals = {k: v[:bad] for k, v in signals.items()}
         signals, status = enforce_temperature_limits(signals, status, self.datasheet)
         return SimulationResult(signals, status)

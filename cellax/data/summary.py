@@ -20,15 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cellax.data.store import SIGNALS, Dataset, opened
+from cellax.data.store import Dataset, opened
+from cellax.signals import SIGNALS
+from cellax.status import status_group
 
 DEFAULT_BLOCK_ROWS = 1 << 19
 """Rows read per signal and block (a multiple of the store's HDF5 chunk of 16384 rows)."""
-
-
-def status_group(status: str) -> str:
-    """The failure class of a status: the text before the first ``':'`` (``"ok"`` stays ``"ok"``)."""
-    return str(status).split(":", 1)[0].strip() or "(empty)"
 
 
 def iter_ok_blocks(

@@ -22,6 +22,7 @@ deviations are its square-rooted diagonal.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -34,49 +35,34 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Float
 
+from cellax.physics.config import FitParameter
 from cellax.physics.parameters import ParameterSet
 from cellax.physics.simulate import simulate
+from cellax.signals import error_units
 
-TRANSFORMS = ("log", "linear")
 END_TIME_SIGMA_S = 10.0  # weight of a cut-off time mismatch: 10 s counts like one sigma of one sample
 MEASURED = {"voltage_v": "sigma_v", "surface_temp_degc": "sigma_temp_k", "core_temp_degc": "sigma_temp_k"}
 
 
-@dataclass(frozen=True)
-class FitParameter:
-    """A scalar of the :class:`ParameterSet` to identify, with bounds, a start value and a transform."""
+def to_value(parameter: FitParameter, z):
+    """``θ`` from the unconstrained ``z``: ``l + (u - l) σ(z)``, or the same on ``log θ``."""
+    lo, hi = _ends(parameter)
+    u = lo + (hi - lo) * jax.nn.sigmoid(z)
+    return jnp.exp(u) if parameter.transform == "log" else u
 
-    name: str
-    lower: float
-    upper: float
-    initial: float
-    transform: str = "log"
 
-    def __post_init__(self):
-        if self.transform not in TRANSFORMS:
-            raise ValueError(f"{self.name}: transform must be one of {TRANSFORMS}, got {self.transform!r}")
-        if not (math.isfinite(self.lower) and math.isfinite(self.upper) and self.lower < self.upper):
-            raise ValueError(f"{self.name}: bounds must be finite with lower < upper, got [{self.lower}, {self.upper}]")
-        if self.transform == "log" and self.lower <= 0:
-            raise ValueError(f"{self.name}: a log transform needs a positive lower bound, got {self.lower}")
-        if not self.lower < self.initial < self.upper:
-            raise ValueError(f"{self.name}: initial value {self.initial} must lie strictly inside [{self.lower}, {self.upper}]")
+def to_unconstrained(parameter: FitParameter, value: float) -> float:
+    """The ``z`` with ``to_value(parameter, z) == value``."""
+    lo, hi = _ends(parameter)
+    u = math.log(value) if parameter.transform == "log" else value
+    p = (u - lo) / (hi - lo)
+    return math.log(p / (1 - p))
 
-    def _ends(self):
-        if self.transform == "log":
-            return math.log(self.lower), math.log(self.upper)
-        return self.lower, self.upper
 
-    def to_value(self, z):
-        lo, hi = self._ends()
-        u = lo + (hi - lo) * jax.nn.sigmoid(z)
-        return jnp.exp(u) if self.transform == "log" else u
-
-    def to_unconstrained(self, value: float) -> float:
-        lo, hi = self._ends()
-        u = math.log(value) if self.transform == "log" else value
-        p = (u - lo) / (hi - lo)
-        return math.log(p / (1 - p))
+def _ends(parameter: FitParameter):
+    if parameter.transform == "log":
+        return math.log(parameter.lower), math.log(parameter.upper)
+    return parameter.lower, parameter.upper
 
 
 @dataclass(frozen=True)
@@ -129,8 +115,7 @@ class FitResult:
     def summary(self) -> str:
         lines = [f"{'parameter':32s} {'value':>12s} {'± std':>12s}"]
         lines += [f"{k:32s} {v:12.5g} {self.std[k]:12.3g}" for k, v in self.values.items()]
-        units = {"voltage_v": ("mV", 1e3), "surface_temp_degc": ("K", 1.0), "core_temp_degc": ("K", 1.0)}
-        lines += [f"RMSE {k}: {v * units[k][1]:.3f} {units[k][0]}" for k, v in self.rmse.items()]
+        lines += [f"RMSE {k}: {v * error_units(k)[0]:.3f} {error_units(k)[1]}" for k, v in self.rmse.items()]
         lines.append(f"{self.steps} Levenberg–Marquardt steps, {'converged' if self.converged else 'NOT converged'}, "
                      f"{self.seconds:.1f} s (of which compile {self.compile_seconds:.1f} s)")
         return "\n".join(lines)
@@ -160,7 +145,7 @@ def fit(
     batches = [_Batch.of(m, sigmas) for m in data]
 
     def values_of(z):
-        return {p.name: p.to_value(z[i]) for i, p in enumerate(parameters)}
+        return {p.name: to_value(p, z[i]) for i, p in enumerate(parameters)}
 
     def residuals(z, args):
         cell, batches = args
@@ -177,7 +162,7 @@ def fit(
         predictions = [b.solve(model, cell.with_values({**b.overrides, **values})).signals for b in batches]
         return z, solution.result, solution.stats["num_steps"], jax.jacfwd(residuals)(z, args), predictions
 
-    z0 = jnp.asarray([p.to_unconstrained(p.initial) for p in parameters], dtype=jnp.float64)
+    z0 = jnp.asarray([to_unconstrained(p, p.initial) for p in parameters], dtype=jnp.float64)
     args = (params, batches)
     started = time.perf_counter()
     compiled = jax.jit(solve).lower(z0, args).compile()
@@ -186,7 +171,7 @@ def fit(
     seconds = time.perf_counter() - started
 
     covariance_z = jnp.linalg.pinv(jacobian.T @ jacobian)
-    derivative = jnp.asarray([jax.grad(p.to_value)(z[i]) for i, p in enumerate(parameters)])
+    derivative = jnp.asarray([jax.grad(functools.partial(to_value, p))(z[i]) for i, p in enumerate(parameters)])
     std = jnp.sqrt(jnp.diag(covariance_z)) * jnp.abs(derivative)
     predictions = [{k: np.asarray(v) for k, v in pred.items()} for pred in predictions]
     rmse = {}
@@ -244,90 +229,3 @@ class _Batch(eqx.Module):
         if self.end_time_s is not None:
             parts.append(jnp.reshape((solution.event_time_s - self.end_time_s) / END_TIME_SIGMA_S, (1,)))
         return jnp.concatenate(parts)
-
-
-def measurements_from_dataset(path, rows: Sequence[int], signals: Sequence[str]) -> tuple[list[Measurement], dict]:
-    """Measurements from rows of a cellax HDF5 dataset, and the dataset's ``simulation`` config.
-
-    Each profile's ambient temperature, initial SOC and heat-transfer coefficient
-    become its measurement's conditions (the coefficient as a per-profile override).
-    """
-    from cellax.data.store import open_dataset
-
-    out = []
-    with open_dataset(path) as dataset:
-        simulation = dataset.config.get("simulation", {})
-        for row in rows:
-            if not 0 <= row < len(dataset):
-                raise ValueError(f"profiles: row {row} is outside the dataset's {len(dataset)} profiles")
-            record = dataset.record(row)
-            if record.meta.get("status", "ok") != "ok":
-                raise ValueError(f"profiles: row {row} failed to simulate ({record.meta['status']}); pick another")
-            missing = sorted(set(signals) - set(record.signals))
-            if missing:
-                raise ValueError(f"signals: the dataset lacks {missing}")
-            time_s = record.signals["time_s"]
-            steps = np.diff(time_s)
-            if not np.allclose(steps, steps[0]):
-                raise ValueError(f"profiles: row {row} is not uniformly sampled")
-            out.append(
-                Measurement(
-                    current_a=record.signals["current_a"],
-                    dt_s=float(steps[0]),
-                    initial_soc=float(record.meta["initial_soc"]),
-                    ambient_temp_k=float(record.meta["ambient_temp_degc"]) + 273.15,
-                    signals={k: record.signals[k] for k in signals},
-                    overrides={"heat_transfer_coeff_w_m2k": float(record.meta["heat_transfer_coeff"])},
-                )
-            )
-    return out, simulation
-
-
-def write_report(result: FitResult, data: Sequence[Measurement], out_dir, truth: dict[str, float] | None = None):
-    """``fit_report.json`` (values, standard deviations, RMSE, timing) and ``fit_residuals.png`` in ``out_dir``."""
-    import json
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = {
-        "values": result.values,
-        "std": result.std,
-        "rmse": result.rmse,
-        "steps": result.steps,
-        "converged": result.converged,
-        "seconds": result.seconds,
-        "compile_seconds": result.compile_seconds,
-    }
-    if truth:
-        report["relative_error_pct"] = {k: 100 * (result.values[k] / v - 1) for k, v in truth.items() if k in result.values}
-    (out_dir / "fit_report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-    names = [k for k in MEASURED if any(k in m.signals for m in data)]
-    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 6), sharex="col", squeeze=False)
-    scale = {"voltage_v": (1.0, "V", 1e3, "mV"), "surface_temp_degc": (1.0, "°C", 1.0, "K"),
-             "core_temp_degc": (1.0, "°C", 1.0, "K")}
-    for col, name in enumerate(names):
-        _, unit, r_scale, r_unit = scale[name]
-        for k, (m, pred) in enumerate(zip(data, result.predictions)):
-            if name not in m.signals:
-                continue
-            t_h = np.arange(len(m.current_a)) * m.dt_s / 3600
-            axes[0, col].plot(t_h, m.signals[name], ".", ms=1.5, color="0.6", label="measured" if k == 0 else None)
-            axes[0, col].plot(t_h, pred[name], lw=1.2, label="fitted model" if k == 0 else None)
-            axes[1, col].plot(t_h, r_scale * (pred[name] - m.signals[name]), lw=0.6)
-        axes[0, col].set_ylabel(f"{name} [{unit}]")
-        axes[1, col].set_ylabel(f"model − measured [{r_unit}]")
-        axes[1, col].set_xlabel("time [h]")
-        axes[0, col].legend(loc="best", fontsize=8)
-    fig.suptitle("cellax fit: " + ", ".join(f"{k}={v:.4g}±{result.std[k]:.2g}" for k, v in result.values.items()),
-                 fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "fit_residuals.png", dpi=120)
-    plt.close(fig)
-    return out_dir / "fit_report.json", out_dir / "fit_residuals.png"

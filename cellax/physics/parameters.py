@@ -123,7 +123,7 @@ term; reload with ``overrides`` for that. Only ``c_max`` is a live argument
 of ``j0``, as in PyBaMM's signature.
 
 Missing thermal parameters. No bundled set defines the two parameters of the
-surface node; they come from ``thermal`` (a :class:`cellax.config.ThermalConfig`
+surface node; they come from ``thermal`` (a :class:`cellax.physics.config.ThermalConfig`
 or a dict of its fields, its defaults otherwise). Sets without a thermal
 parametrisation (Prada2013, Ramadass2004) get documented defaults, listed in
 ``params.defaulted``:
@@ -151,19 +151,18 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import entry_points
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cellax.config import ThermalConfig
+from cellax.physics.config import ThermalConfig, bundled_parameter_sets
 from cellax.physics.functions import ParameterFunction, compile_expression
+from cellax.pybamm_import import import_pybamm
 
 PYBAMM_MODEL_OPTIONS = {"thermal": "lumped", "surface temperature": "lumped"}
 VALIDATED_PARAMETER_SETS = ("Chen2020", "Marquis2019", "Prada2013", "Ecker2015", "OKane2022")
@@ -392,11 +391,6 @@ def initial_stoichiometries(params: ParameterSet, soc) -> tuple[jax.Array, jax.A
     return s["x_0"] + soc * (s["x_100"] - s["x_0"]), s["y_0"] - soc * (s["y_0"] - s["y_100"])
 
 
-def bundled_parameter_sets() -> list[str]:
-    """Names of every parameter set PyBaMM has installed (read without importing PyBaMM)."""
-    return sorted(ep.name for ep in entry_points(group="pybamm_parameter_sets"))
-
-
 def supported_parameter_sets() -> list[str]:
     """The bundled sets :func:`load_parameter_set` accepts (a quick structural check, no conversion)."""
     return list(_supported())
@@ -420,7 +414,7 @@ def load_parameter_set(
     or unsupported set, an unknown override name, or a value outside its
     physical range (the message names the parameter).
     """
-    pybamm = _pybamm()
+    pybamm = import_pybamm()
     jax.config.update("jax_enable_x64", True)
     values, defaulted = _parameter_values(pybamm, name, overrides, thermal)
     inputs = _model_parameters()
@@ -449,30 +443,23 @@ def pybamm_parameter_values(
 
     Run PyBaMM with these to compare like with like.
     """
-    return _parameter_values(_pybamm(), name, overrides, thermal)[0]
+    return _parameter_values(import_pybamm(), name, overrides, thermal)[0]
 
 
 # --- building ---------------------------------------------------------------------------------------------------
 
 
-def _pybamm():
-    os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
-    import pybamm
-
-    return pybamm
-
-
 @lru_cache(maxsize=1)
 def _model_parameters() -> dict[str, tuple[str, ...]]:
     """Every parameter of PyBaMM's SPMe with the generator's thermal options -> its input names."""
-    pybamm = _pybamm()
+    pybamm = import_pybamm()
     model = pybamm.lithium_ion.SPMe(PYBAMM_MODEL_OPTIONS)
     return {p.name: tuple(getattr(p, "input_names", ())) for p in model.parameters if p.name != "Current function [A]"}
 
 
 def _unsupported_reason(name: str, supplied: frozenset[str] = frozenset()) -> str | None:
     """Why cellax.physics cannot use a bundled set (``supplied``: parameters the caller overrides), else None."""
-    pybamm = _pybamm()
+    pybamm = import_pybamm()
     raw = pybamm.parameter_sets[name]
     chemistry = raw.get("chemistry", "lithium_ion")
     if chemistry != "lithium_ion":

@@ -35,21 +35,9 @@ from jaxtyping import Array, Float
 
 from cellax.physics.parameters import ParameterSet
 from cellax.physics.particle import surface_value
-from cellax.physics.spm import SPM
-from cellax.physics.spme import SPMe
+from cellax.physics.model import AbstractCellModel
 from cellax.physics.stepping import ros2_step
-
-STATUS = (
-    "completed",
-    "voltage_min",
-    "voltage_max",
-    "soc_min",
-    "soc_max",
-    "electrolyte_depleted",
-    "stoichiometry_out_of_range",
-    "solver_failed",
-)
-"""``Solution.status`` codes: the index into this tuple."""
+from cellax.status import STATUS
 
 SOLVERS = ("ros2", "kvaerno5")
 
@@ -57,7 +45,7 @@ SOLVERS = ("ros2", "kvaerno5")
 class Solution(eqx.Module):
     """Signals on the sample grid; samples after ``stop_index`` repeat the last valid one (no NaN).
 
-    ``status`` indexes :data:`STATUS` (0: ran to the end). When an event ends the
+    ``status`` indexes :data:`cellax.status.STATUS` (0: ran to the end). When an event ends the
     run, ``stop_index`` is the last sample before it and ``event_time_s`` the event
     time, interpolated between samples; otherwise ``event_time_s`` is the last
     sample time. ``final_state`` is the model state at ``stop_index`` (continue from it).
@@ -70,13 +58,8 @@ class Solution(eqx.Module):
     final_state: eqx.Module
 
 
-def status_name(status) -> str:
-    """The :data:`STATUS` name of a status code."""
-    return STATUS[int(status)]
-
-
 def simulate(
-    model: SPM | SPMe,
+    model: AbstractCellModel,
     params: ParameterSet,
     current_a: Float[Array, " n"] | Callable,
     dt_s: float,
@@ -126,7 +109,7 @@ def simulate(
                      max_steps)
 
 
-def advance(model: SPM | SPMe, params: ParameterSet, operators, state, current_a, dt_s, ambient_temp_k, substeps: int = 1):
+def advance(model: AbstractCellModel, params: ParameterSet, operators, state, current_a, dt_s, ambient_temp_k, substeps: int = 1):
     """Hold ``current_a`` for ``dt_s`` seconds from ``state``: ``(new_state, signals at the end)``.
 
     ``operators`` is ``model.stiff_operators(params)``, computed once per parameter set.
@@ -138,8 +121,9 @@ def advance(model: SPM | SPMe, params: ParameterSet, operators, state, current_a
     return state, model.outputs(params, state, current_a, ambient_temp_k)
 
 
-def check_state(params: ParameterSet, state, signals: dict, soc_limits=(0.0, 1.0)) -> Array:
-    """The :data:`STATUS` code a state and its signals raise (0 when within every limit), first match wins."""
+def check_state(model: AbstractCellModel, params: ParameterSet, state, signals: dict, soc_limits=(0.0, 1.0)) -> dict[str, Array]:
+    """One flag per :data:`~cellax.status.STATUS` name (all but ``"completed"``): which limits and invalid
+    states ``state`` and its ``signals`` raise. ``solver_failed`` flags a non-finite state or voltage."""
     s = params.scalars
     sto = jnp.stack(
         [
@@ -153,19 +137,23 @@ def check_state(params: ParameterSet, state, signals: dict, soc_limits=(0.0, 1.0
     )
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(state)]))
     finite &= jnp.isfinite(signals["voltage_v"])
-    depleted = jnp.min(state.c_e) <= 0 if hasattr(state, "c_e") else jnp.array(False)
     voltage, soc = signals["voltage_v"], signals["soc"]
-    conditions = [
-        voltage < s["voltage_min_v"],
-        voltage > s["voltage_max_v"],
-        soc < soc_limits[0],
-        soc > soc_limits[1],
-        depleted,
-        jnp.any((sto <= 0) | (sto >= 1)),
-        ~finite,
-    ]
-    hits = jnp.stack(conditions)
-    return jnp.where(jnp.any(hits), 1 + jnp.argmax(hits), 0)
+    return {
+        "voltage_min": voltage < s["voltage_min_v"],
+        "voltage_max": voltage > s["voltage_max_v"],
+        "soc_min": soc < soc_limits[0],
+        "soc_max": soc > soc_limits[1],
+        "electrolyte_depleted": model.electrolyte_depleted(state),
+        "stoichiometry_out_of_range": jnp.any((sto <= 0) | (sto >= 1)),
+        "solver_failed": ~finite,
+    }
+
+
+def status_code(flags: dict[str, Array], names=STATUS[1:]) -> Array:
+    """The :data:`~cellax.status.STATUS` code of the first of ``names`` whose flag is raised (0 if none)."""
+    hits = jnp.stack([flags[name] for name in names])
+    codes = jnp.asarray([STATUS.index(name) for name in names])
+    return jnp.where(jnp.any(hits), codes[jnp.argmax(hits)], 0)
 
 
 def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits, limits) -> Solution:
@@ -185,7 +173,7 @@ def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_
             a, b = i_start + (i_end - i_start) * m / substeps, i_start + (i_end - i_start) * (m + 1) / substeps
             stepped, out_m = ros2_step(model, params, operators, stepped, a, b, h, ambient_temp_k)
             out = out_m if out is None else out
-        code = check_state(params, state, out, soc_limits)
+        code = status_code(check_state(model, params, state, out, soc_limits))
         status = jnp.where((status == 0) & ~halted, code, status)
         halts = (code != 0) if limits else ~jnp.isfinite(out["voltage_v"])
         event = ~halted & halts

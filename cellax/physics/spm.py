@@ -28,6 +28,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from cellax.physics.model import AbstractCellModel
 from cellax.physics.parameters import ParameterSet, initial_stoichiometries
 from cellax.physics.particle import (
     FARADAY,
@@ -39,6 +40,7 @@ from cellax.physics.particle import (
 )
 from cellax.physics.stepping import SpectralOperator
 from cellax.physics.thermal import collector_heat_w, two_node_rates, two_node_solve
+from cellax.signals import KELVIN
 
 GAS_CONSTANT = 8.314462618
 
@@ -72,7 +74,7 @@ def particle_stiffness(params: ParameterSet, c_neg, c_pos, temp_k):
     )
 
 
-class SPM(eqx.Module):
+class SPM(AbstractCellModel):
     """The SPM on a particle mesh of ``n_shells`` shells per electrode."""
 
     mesh: SphericalMesh
@@ -156,8 +158,8 @@ class SPM(eqx.Module):
             "voltage_v": u_p - u_n + eta_p - eta_n,
             "ocv_v": params.pos_ocp(y, temp) - params.neg_ocp(x, temp),
             "soc": (x - s["x_0"]) / (s["x_100"] - s["x_0"]),
-            "core_temp_degc": temp - 273.15,
-            "surface_temp_degc": state.surface_temp_k - 273.15,
-            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - 273.15,
+            "core_temp_degc": temp - KELVIN,
+            "surface_temp_degc": state.surface_temp_k - KELVIN,
+            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - KELVIN,
             "anode_potential_v": u_n + eta_n,
         }

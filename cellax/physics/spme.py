@@ -47,11 +47,13 @@ from cellax.physics.electrolyte import (
     region_average,
     right_boundary_value,
 )
+from cellax.physics.model import AbstractCellModel
 from cellax.physics.parameters import ParameterSet, initial_stoichiometries
 from cellax.physics.particle import FARADAY, SphericalMesh, shell_stiffness, surface_value, volume_average
 from cellax.physics.spm import GAS_CONSTANT, particle_rates, particle_stiffness
 from cellax.physics.stepping import SpectralOperator
 from cellax.physics.thermal import collector_heat_w, two_node_rates, two_node_solve
+from cellax.signals import KELVIN
 
 MACINNES_FLOOR = 1e-6  # PyBaMM's tolerance "macinnes__c_e": c_e / mean(c_e) is floored here inside the log
 
@@ -66,7 +68,7 @@ class SPMeState(eqx.Module):
     surface_temp_k: Float[Array, ""]
 
 
-class SPMe(eqx.Module):
+class SPMe(AbstractCellModel):
     """The SPMe on ``n_shells`` particle shells and ``x_counts`` cells per region."""
 
     particle: SphericalMesh
@@ -215,6 +217,10 @@ class SPMe(eqx.Module):
             surface,
         )
 
+    def electrolyte_depleted(self, state: SPMeState) -> Array:
+        """Whether any electrolyte node reached zero concentration."""
+        return jnp.min(state.c_e) <= 0
+
     def _rates(self, params: ParameterSet, state: SPMeState, f: dict, ambient_temp_k) -> SPMeState:
         s = params.scalars
         mesh, i, temp = f["mesh"], f["i"], f["temp"]
@@ -262,9 +268,9 @@ class SPMe(eqx.Module):
             "voltage_v": f["voltage"],
             "ocv_v": params.pos_ocp(y, temp) - params.neg_ocp(x, temp),
             "soc": (x - s["x_0"]) / (s["x_100"] - s["x_0"]),
-            "core_temp_degc": temp - 273.15,
-            "surface_temp_degc": state.surface_temp_k - 273.15,
-            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - 273.15,
+            "core_temp_degc": temp - KELVIN,
+            "surface_temp_degc": state.surface_temp_k - KELVIN,
+            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - KELVIN,
             "anode_potential_v": f["anode_potential"],
             "min_electrolyte_conc_mol_m3": jnp.min(state.c_e),
         }

@@ -55,10 +55,11 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from cellax.physics import load_parameter_set
-from cellax.physics.simulate import STATUS, advance, check_state
+from cellax.physics.simulate import advance, check_state, status_code
 from cellax.physics.spme import SPMe, SPMeState
+from cellax.signals import KELVIN
+from cellax.status import INVALID, STATUS
 
-KELVIN = 273.15
 OBS_SIZE = 7
 VOLTAGE_SCALE_V = 0.1
 TEMP_SCALE_K = 10.0
@@ -66,8 +67,7 @@ ANODE_SCALE_V = 0.1
 VOLTAGE_EXCESS_V = 0.01  # penalty scales: one penalty weight per this much excess
 TEMP_EXCESS_K = 1.0
 PLATING_EXCESS_V = 0.01
-FIRST_INVALID = STATUS.index("electrolyte_depleted")  # codes from here on: the model is invalid
-SOLVER_FAILED = STATUS.index("solver_failed")
+FIRST_INVALID = STATUS.index(INVALID[0])  # codes from here on: the model is invalid
 
 
 @struct.dataclass
@@ -180,10 +180,8 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         core = keep(signals["core_temp_degc"], state.core_temp_degc)
         anode = keep(signals["anode_potential_v"], state.anode_potential_v)
 
-        valid = ~invalid  # a discarded step checks no limits (the kept state's were counted already)
-        voltage_excess = jnp.where(valid, voltage - params.voltage_max_v, 0.0)
-        temp_excess = jnp.where(valid, surface - params.surface_temp_max_degc, 0.0)
-        plating_excess = jnp.where(valid, params.anode_potential_min_v - anode, 0.0)
+        # a discarded step checks no limits (the kept state's were counted already)
+        voltage_excess, temp_excess, plating_excess = limit_excess(voltage, surface, anode, params, valid=~invalid)
         over_voltage, over_temp, plating = voltage_excess > 0, temp_excess > 0, plating_excess > 0
         progress = jnp.minimum(soc, params.target_soc) - jnp.minimum(state.soc, params.target_soc)
         reward = (
@@ -268,18 +266,7 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
 
     def get_obs(self, state: EnvState, params: EnvParams | None = None, key=None) -> jax.Array:
         """The normalised observation of the module docstring (float32, shape (7,))."""
-        params = self.default_params if params is None else params
-        return jnp.stack(
-            [
-                state.soc,
-                (state.voltage_v - params.voltage_max_v) / VOLTAGE_SCALE_V,
-                (state.surface_temp_degc - params.surface_temp_max_degc) / TEMP_SCALE_K,
-                (state.core_temp_degc - params.surface_temp_max_degc) / TEMP_SCALE_K,
-                (state.anode_potential_v - params.anode_potential_min_v) / ANODE_SCALE_V,
-                -state.current_a / (self.capacity_ah * params.max_c_rate),
-                state.time / params.max_steps_in_episode,
-            ]
-        ).astype(jnp.float32)
+        return observation(state, self.default_params if params is None else params, self.capacity_ah)
 
     def is_terminated(self, state: EnvState, params: EnvParams) -> jax.Array:
         """Target reached or the last step was invalid."""
@@ -290,7 +277,7 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         new_cell, signals = advance(
             self.model, self.parameter_set, self.operators, cell, current_a, dt_s, ambient_k, self.substeps
         )
-        return new_cell, signals, invalid_code(self.parameter_set, new_cell, signals)
+        return new_cell, signals, invalid_code(self.model, self.parameter_set, new_cell, signals)
 
     @property
     def name(self) -> str:
@@ -312,6 +299,45 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         return spaces.Box(low, high, shape=self.obs_shape, dtype=jnp.float32)
 
 
+def observation(state: EnvState, params: EnvParams, capacity_ah) -> jax.Array:
+    """The normalised observation (float32, shape (7,)): SOC; voltage, surface and core temperature and anode
+    potential relative to their limits, over ``VOLTAGE_SCALE_V``, ``TEMP_SCALE_K``, ``ANODE_SCALE_V``; the
+    charging current as a fraction of ``max_c_rate``; the elapsed fraction of the episode."""
+    return jnp.stack(
+        [
+            state.soc,
+            (state.voltage_v - params.voltage_max_v) / VOLTAGE_SCALE_V,
+            (state.surface_temp_degc - params.surface_temp_max_degc) / TEMP_SCALE_K,
+            (state.core_temp_degc - params.surface_temp_max_degc) / TEMP_SCALE_K,
+            (state.anode_potential_v - params.anode_potential_min_v) / ANODE_SCALE_V,
+            -state.current_a / (capacity_ah * params.max_c_rate),
+            state.time / params.max_steps_in_episode,
+        ]
+    ).astype(jnp.float32)
+
+
+def decode_observation(obs: jax.Array, params: EnvParams) -> dict[str, jax.Array]:
+    """The physical values an :func:`observation` carries (the policies' view of the cell)."""
+    return {
+        "soc": obs[0],
+        "voltage_v": params.voltage_max_v + VOLTAGE_SCALE_V * obs[1],
+        "surface_temp_degc": params.surface_temp_max_degc + TEMP_SCALE_K * obs[2],
+        "core_temp_degc": params.surface_temp_max_degc + TEMP_SCALE_K * obs[3],
+        "anode_potential_v": params.anode_potential_min_v + ANODE_SCALE_V * obs[4],
+        "c_rate": obs[5] * params.max_c_rate,
+        "time_fraction": obs[6],
+    }
+
+
+def limit_excess(voltage_v, surface_temp_degc, anode_potential_v, params: EnvParams, valid=True):
+    """``(voltage, temperature, plating)`` excess over the limits (positive: violated); 0 where not ``valid``."""
+    return (
+        jnp.where(valid, voltage_v - params.voltage_max_v, 0.0),
+        jnp.where(valid, surface_temp_degc - params.surface_temp_max_degc, 0.0),
+        jnp.where(valid, params.anode_potential_min_v - anode_potential_v, 0.0),
+    )
+
+
 def action_to_c_rate(action, params: EnvParams) -> jax.Array:
     """The C-rate an action applies: a size-1 action clipped to ``[0, max_c_rate]``; NaN/inf -> 0."""
     action = jnp.reshape(jnp.asarray(action), ())
@@ -321,19 +347,10 @@ def action_to_c_rate(action, params: EnvParams) -> jax.Array:
     return jnp.clip(jnp.where(finite, action, 0.0), 0.0, params.max_c_rate)
 
 
-def invalid_code(parameter_set, cell, signals) -> jax.Array:
-    """:data:`STATUS` code of the model-validity checks only (0, or >= ``FIRST_INVALID``).
-
-    :func:`check_state` reports the *first* condition that holds, so voltage and SOC
-    events would mask an invalid state; we pass it neutral voltage and SOC values.
-    """
-    s = parameter_set.scalars
-    voltage = signals["voltage_v"]
-    neutral = {
-        "voltage_v": jnp.where(jnp.isfinite(voltage), 0.5 * (s["voltage_min_v"] + s["voltage_max_v"]), voltage),
-        "soc": jnp.asarray(0.5, voltage.dtype),
-    }
-    code = check_state(parameter_set, cell, neutral)
+def invalid_code(model, parameter_set, cell, signals) -> jax.Array:
+    """:data:`~cellax.status.STATUS` code of the model-validity checks only (0, or >= ``FIRST_INVALID``):
+    the first raised :data:`~cellax.status.INVALID` flag of :func:`check_state`, with any non-finite signal
+    counting as ``solver_failed``."""
+    flags = check_state(model, parameter_set, cell, signals)
     finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in signals.values()]))
-    return jnp.where((code == 0) & ~finite, SOLVER_FAILED, code)
-
+    return status_code({**flags, "solver_failed": flags["solver_failed"] | ~finite}, INVALID)

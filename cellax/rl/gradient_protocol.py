@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float
 
-from cellax.rl.fast_charge import TEMP_SCALE_K, EnvParams
+from cellax.rl.fast_charge import EnvParams, decode_observation
 
 
 class ProtocolTable(eqx.Module):
@@ -54,8 +54,8 @@ class ProtocolTable(eqx.Module):
         return max_c_rate * jax.nn.sigmoid(jnp.interp(soc, jnp.asarray(self.soc_knots), by_temp))
 
     def __call__(self, obs, params: EnvParams) -> jax.Array:
-        surface = params.surface_temp_max_degc + TEMP_SCALE_K * obs[2]
-        return jnp.reshape(self.c_rate(obs[0], surface, params.max_c_rate), (1,)).astype(jnp.float32)
+        seen = decode_observation(obs, params)
+        return jnp.reshape(self.c_rate(seen["soc"], seen["surface_temp_degc"], params.max_c_rate), (1,)).astype(jnp.float32)
 
 
 def episode_return(protocol: ProtocolTable, env, env_params: EnvParams, key, n_steps: int, gamma: float):

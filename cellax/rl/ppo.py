@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import equinox as eqx
@@ -34,39 +33,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-
-@dataclass(frozen=True)
-class PPOConfig:
-    num_envs: int = 64
-    num_steps: int = 32
-    total_updates: int = 200
-    updates_per_segment: int = 10
-    update_epochs: int = 4
-    num_minibatches: int = 8
-    learning_rate: float = 3e-4
-    anneal_lr: bool = True
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    hidden: int = 64
-    init_log_std: float = -0.5
-    num_seeds: int = 1
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("num_envs", "num_steps", "total_updates", "updates_per_segment", "update_epochs", "num_minibatches",
-                     "hidden", "num_seeds"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if (self.num_envs * self.num_steps) % self.num_minibatches:
-            raise ValueError(f"num_minibatches ({self.num_minibatches}) must divide num_envs x num_steps "
-                             f"({self.num_envs * self.num_steps})")
-        if self.total_updates % self.updates_per_segment:
-            raise ValueError(f"updates_per_segment ({self.updates_per_segment}) must divide total_updates "
-                             f"({self.total_updates})")
+from cellax.rl.config import PPOConfig
 
 
 class ActorCritic(eqx.Module):
@@ -208,15 +175,12 @@ def train(config: PPOConfig, env, env_params, out: Path | None = None, progress:
     curve = []
     manager = None
     if out is not None:
-        import orbax.checkpoint as ocp
+        from cellax.checkpoint import TreeCheckpoint
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "ppo_config.json").write_text(json.dumps(asdict(config), indent=2))
-        manager = ocp.CheckpointManager(
-            out.absolute() / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False),
-        )
+        (out / "ppo_config.json").write_text(config.model_dump_json(indent=2))
+        manager = TreeCheckpoint(out / "checkpoints")
     bar = tqdm(total=config.total_updates, disable=not progress, unit="update", desc="PPO")
     started = time.perf_counter()
     segments = config.total_updates // config.updates_per_segment
@@ -233,14 +197,11 @@ def train(config: PPOConfig, env, env_params, out: Path | None = None, progress:
         if recent:
             bar.set_postfix(episode_return=f"{recent[-1]:.2f}")
         if manager is not None:
-            import orbax.checkpoint as ocp
-
-            manager.save((s + 1) * config.updates_per_segment, args=ocp.args.StandardSave(runner[0]))
+            manager.save((s + 1) * config.updates_per_segment, runner[0])
             with (out / "learning_curve.jsonl").open("a") as f:
                 for row in curve[-config.updates_per_segment:]:
                     f.write(json.dumps(row) + "\n")
     bar.close()
     if manager is not None:
-        manager.wait_until_finished()
         manager.close()
     return eqx.combine(runner[0], static), curve

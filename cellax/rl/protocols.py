@@ -24,23 +24,16 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from cellax.rl.fast_charge import VOLTAGE_SCALE_V, EnvParams
+from cellax.rl.fast_charge import EnvParams, decode_observation
 
 Policy = Callable[[jax.Array, EnvParams], jax.Array]
 
 
-def _voltage(obs, params: EnvParams):
-    return params.voltage_max_v + VOLTAGE_SCALE_V * obs[1]
-
-
-def _previous_c_rate(obs, params: EnvParams):
-    return obs[5] * params.max_c_rate
-
-
 def _held(c_wanted, obs, params: EnvParams, margin_v: float, resistance_v_per_c: float) -> jax.Array:
     """``c_wanted`` limited by the CV controller of the module docstring, as a ``(1,)`` action."""
-    headroom_v = params.voltage_max_v - margin_v - _voltage(obs, params)
-    c_rate = jnp.minimum(c_wanted, _previous_c_rate(obs, params) + headroom_v / resistance_v_per_c)
+    seen = decode_observation(obs, params)
+    headroom_v = params.voltage_max_v - margin_v - seen["voltage_v"]
+    c_rate = jnp.minimum(c_wanted, seen["c_rate"] + headroom_v / resistance_v_per_c)
     return jnp.reshape(jnp.clip(c_rate, 0.0, params.max_c_rate), (1,)).astype(jnp.float32)
 
 

@@ -31,6 +31,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from cellax.config import UserError
 from cellax.data.loader import (
     NormStats,
     WindowLoader,
@@ -48,7 +49,10 @@ from cellax.train.metrics import evaluate_profiles
 from cellax.train.task import Task, rollout
 
 
-class TrainError(RuntimeError):
+SYNC_EVERY = 16  # training steps between fetches of their metrics to the host
+
+
+class TrainError(RuntimeError, UserError):
     """A run that cannot start or continue; the message says why and what was kept."""
 
 
@@ -92,6 +96,16 @@ def make_step(task: Task, config: TrainConfig, tx: optax.GradientTransformation)
     return step
 
 
+def _dt_s(dataset) -> float:
+    return float(dataset.config.get("profiles", {}).get("dt_s", 1.0))
+
+
+def dataset_dt_s(path: Path) -> float:
+    """The sample interval (s) of the dataset at ``path``."""
+    with open_dataset(path) as ds:
+        return _dt_s(ds)
+
+
 def prepare(config: TrainConfig):
     """Check the data against the config; splits and train statistics (written to the run folder)."""
     names = [*config.input_signals, *config.output_signals]
@@ -108,7 +122,7 @@ def prepare(config: TrainConfig):
                 if value and not values.any():
                     raise TrainError(f"conditions: no profile of {config.data} has {name} "
                                      f"(it has {sorted(set(ds.profiles[column]))})")
-            dt_s = float(ds.config.get("profiles", {}).get("dt_s", 1.0))
+            dt_s = _dt_s(ds)
     except OSError as err:
         raise TrainError(f"data: cannot open {config.data}: {err}") from None
     splits = split_profiles(config.data, config.split_fractions, config.split_seed)
@@ -197,39 +211,47 @@ def train(
     bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step", desc=f"training {config.name}")
     started = time.perf_counter()
     step = start
-    try:
-        for batch in loader:
-            model_next, opt_next, loss, per_output, grad_norm = step_fn(model, opt_state, batch)
-            loss = float(loss)
-            if not math.isfinite(loss):
+    pending = []  # per-step metrics still on the device: fetched every SYNC_EVERY steps, not every step
+
+    def drain() -> list[dict]:
+        records = []
+        for k, loss, grad_norm, per_output, time_s in jax.device_get(pending):
+            if not math.isfinite(loss := float(loss)):
                 raise TrainError(
-                    f"loss became {loss} at step {step + 1}; stopped. The last good checkpoint "
+                    f"loss became {loss} at step {k}; stopped. The last good checkpoint "
                     f"(step {checkpoints.latest_step()}) is kept in {run_dir / 'checkpoints'}; lower the "
                     "learning rate or check the data"
                 )
-            model, opt_state, step = model_next, opt_next, step + 1
+            records.append({"step": k, "loss": loss, "grad_norm": float(grad_norm),
+                            "per_output": dict(zip(task.outputs, map(float, per_output))), "time_s": time_s})
+        pending.clear()
+        if records:
+            bar.set_postfix(loss=f"{records[-1]['loss']:.4f}")
+        return records
+
+    try:
+        for batch in loader:
+            model, opt_state, loss, per_output, grad_norm = step_fn(model, opt_state, batch)
+            step += 1
             bar.update()
-            bar.set_postfix(loss=f"{loss:.4f}")
-            record = {"step": step, "loss": loss, "grad_norm": float(grad_norm),
-                      "per_output": dict(zip(task.outputs, map(float, per_output))), "time_s": time.perf_counter() - started}
-            if step % config.eval_every == 0 or step == config.steps:
+            pending.append((step, loss, grad_norm, per_output, time.perf_counter() - started))
+            out_of_time = time_budget_s is not None and time.perf_counter() - started > time_budget_s
+            validate = step % config.eval_every == 0 or step == config.steps or out_of_time
+            save = step % config.checkpoint_every == 0 or step == last or out_of_time
+            if not (validate or save or len(pending) >= SYNC_EVERY):
+                continue
+            records = drain()  # before any checkpoint: a non-finite loss stops the run without saving it
+            if validate:
                 report, _ = evaluate_profiles(model, task, stats, val_profiles, config.loss.kind, weights,
                                               config.loss.smooth_l1_beta)
-                record["val"] = report
+                records[-1]["val"] = report
                 if report["loss"] < best:
                     best = report["loss"]
                     checkpoints.save("best", step, model, opt_state, best)
-                bar.set_postfix(loss=f"{loss:.4f}", val=f"{report['loss']:.4f}")
-            out_of_time = time_budget_s is not None and time.perf_counter() - started > time_budget_s
-            if out_of_time and "val" not in record:
-                record["val"] = report = evaluate_profiles(model, task, stats, val_profiles, config.loss.kind,
-                                                           weights, config.loss.smooth_l1_beta)[0]
-                if report["loss"] < best:
-                    best = report["loss"]
-                    checkpoints.save("best", step, model, opt_state, best)
-            metrics.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{records[-1]['loss']:.4f}", val=f"{report['loss']:.4f}")
+            metrics.writelines(json.dumps(record) + "\n" for record in records)
             metrics.flush()
-            if step % config.checkpoint_every == 0 or step == last or out_of_time:
+            if save:
                 checkpoints.save("latest", step, model, opt_state, best)
             if out_of_time:
                 log(f"time budget of {time_budget_s:.0f} s reached at step {step}")

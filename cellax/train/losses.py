@@ -13,18 +13,18 @@ the bar a mean over batch and time. Training and evaluation call the same functi
 from __future__ import annotations
 
 import jax.numpy as jnp
+import optax
 from jaxtyping import Array, Float
 
 
 def elementwise(error: Array, kind: str, beta: float = 1.0) -> Array:
+    """``ℓ(error)`` from optax's losses (smooth L1 is Huber over ``β``)."""
     if kind == "mse":
-        return error**2
+        return optax.squared_error(error)
     if kind == "smooth_l1":
-        a = jnp.abs(error)
-        return jnp.where(a < beta, 0.5 * a**2 / beta, a - 0.5 * beta)
+        return optax.huber_loss(error, delta=beta) / beta
     if kind == "log_cosh":
-        a = jnp.abs(error)
-        return a + jnp.log1p(jnp.exp(-2 * a)) - jnp.log(2.0)  # log cosh, overflow-free
+        return optax.log_cosh(error)
     raise ValueError(f"unknown loss kind {kind!r}")
 
 

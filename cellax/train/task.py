@@ -100,11 +100,3 @@ def rollout(model, task: Task, x: Float[Array, "T n_in"], initial: Float[Array, 
 
     _, y = jax.lax.scan(chunk, initial, (chunks, flags))
     return y.reshape(-1, y.shape[-1])
-
-
-def rollout_profile(model, task: Task, x: Float[Array, "T n_in"], initial) -> Float[Array, "T n_out"]:
-    """:func:`rollout` over a profile of any length: padded (holding the last input) to whole chunks, then cut."""
-    length = x.shape[0]
-    padded = -(-length // task.chunk_len) * task.chunk_len
-    x = jnp.concatenate([x, jnp.broadcast_to(x[-1:], (padded - length, x.shape[-1]))])
-    return rollout(model, task, x, initial)[:length]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from cellax.data.store import SIGNALS, open_dataset, write_dataset
-from cellax.data.summary import format_summary, iter_ok_blocks, status_group, summarize
+from cellax.data.summary import format_summary, iter_ok_blocks, summarize
+from cellax.status import status_group
 
 
 def _reference(path):

@@ -7,12 +7,15 @@ import pytest
 import yaml
 
 from cellax.cli import main
-from cellax.config import DataConfig, validate_config
+from cellax.config import validate_config
+from cellax.data.config import DataConfig
 from cellax.data.datasheet import LG_M50
 from cellax.data.generate import generate
 from cellax.data.profiles import ProfileConfig, make_profile, profile_rng
 from cellax.physics import load_parameter_set
-from cellax.physics.fit import FitParameter, Measurement, fit, write_report
+from cellax.physics.config import FitParameter
+from cellax.physics.fit import Measurement, fit
+from cellax.workflows.fit import write_report
 from cellax.physics.simulate import simulate
 from cellax.physics.spme import SPMe
 
@@ -47,7 +50,7 @@ def noisy_profile(params):
 def test_four_parameters_are_recovered_within_5_percent_and_4_sigma(params, noisy_profile, tmp_path):
     model, data = noisy_profile
     start = [2.0, 0.5, 1.5, 6.0]
-    parameters = [FitParameter(k, TRUTH[k] / 10, TRUTH[k] * 10, s) for k, s in zip(TRUTH, start)]
+    parameters = [FitParameter(name=k, lower=TRUTH[k] / 10, upper=TRUTH[k] * 10, initial=s) for k, s in zip(TRUTH, start)]
     result = fit(model, params, parameters, [data])
     assert result.converged
     for name, true in TRUTH.items():
@@ -84,7 +87,7 @@ def test_unknown_parameters_and_bad_measurements_are_refused(params):
         Measurement(current, 1.0, 0.5, 298.15, {"ocv": np.ones(10)})
     data = Measurement(current, 1.0, 0.5, 298.15, {"voltage_v": np.ones(10)})
     with pytest.raises(ValueError, match="unknown parameter"):
-        fit(SPMe(), params, [FitParameter("neg_diffusivity", 0.1, 10, 1.0)], [data])
+        fit(SPMe(), params, [FitParameter(name="neg_diffusivity", lower=0.1, upper=10, initial=1.0)], [data])
 
 
 def test_cellax_fit_identifies_parameters_from_a_dataset(tmp_path, capsys):

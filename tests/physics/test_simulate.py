@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cellax.physics import load_parameter_set
-from cellax.physics.simulate import advance, simulate, status_name
+from cellax.physics.simulate import advance, simulate
+from cellax.status import STATUS
 from cellax.physics.spm import SPM
 from cellax.physics.spme import SPMe
 
@@ -106,7 +107,7 @@ def test_advance_is_the_per_step_form_of_simulate(params):
 )
 def test_voltage_limits_stop_the_run_and_say_which(params, current_a, initial_soc, expected):
     solution = simulate(SPM(10), params, jnp.full(900, current_a), 1.0, initial_soc, 298.15)
-    assert status_name(solution.status) == expected
+    assert STATUS[int(solution.status)] == expected
     stop = int(solution.stop_index)
     assert 0 < stop < 899
     assert float(solution.signals["time_s"][stop]) <= float(solution.event_time_s) <= float(solution.signals["time_s"][stop + 1])
@@ -116,7 +117,7 @@ def test_voltage_limits_stop_the_run_and_say_which(params, current_a, initial_so
 
 def test_soc_limits_are_events_too(params):
     solution = simulate(SPM(10), params, jnp.full(600, -5.0), 1.0, 0.5, 298.15, soc_limits=(0.0, 0.6))
-    assert status_name(solution.status) == "soc_max"
+    assert STATUS[int(solution.status)] == "soc_max"
     soc = np.asarray(solution.signals["soc"])
     assert soc[int(solution.stop_index)] <= 0.6 and np.all(np.isfinite(soc))
 
@@ -125,7 +126,7 @@ def test_electrolyte_depletion_is_reported_not_returned_as_numbers(params):
     """Chen2020's SPMe drives c_e below zero within minutes of a 3C charge: the run stops and says so."""
     model = SPMe(10, (6, 4, 6))
     solution = simulate(model, params, jnp.full(900, -15.0), 1.0, 0.1, 298.15, soc_limits=(0.0, 1.0))
-    assert status_name(solution.status) == "electrolyte_depleted"
+    assert STATUS[int(solution.status)] == "electrolyte_depleted"
     assert float(solution.signals["min_electrolyte_conc_mol_m3"][int(solution.stop_index)]) > 0
     for values in solution.signals.values():
         assert np.all(np.isfinite(np.asarray(values)))

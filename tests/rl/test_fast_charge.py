@@ -11,7 +11,7 @@ from gymnax.environments import environment
 from gymnax.wrappers.purerl import FlattenObservationWrapper, LogWrapper
 
 import cellax.rl
-from cellax.physics.simulate import STATUS
+from cellax.status import STATUS
 from cellax.rl import EnvParams, EnvState, FastCharge, make
 from tests.rl.conftest import COARSE_MESH
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from gymnax.wrappers.purerl import LogWrapper
 
-from cellax.rl.ppo import PPOConfig, train
+from cellax.rl.config import PPOConfig
+from cellax.rl.ppo import train
 
 
 def test_ppo_improves_the_return_on_pendulum_over_two_seeds(tmp_path):

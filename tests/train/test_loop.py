@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from cellax.config import DataConfig, validate_config
+from cellax.config import validate_config
+from cellax.data.config import DataConfig
 from cellax.data.generate import generate
 from cellax.data.store import write_dataset
 from cellax.train.checkpoint import Checkpoints
 from cellax.train.config import TrainConfig
-from cellax.train.evaluate import evaluate, load_run
+from cellax.workflows.evaluate import evaluate, load_run
 from cellax.train.loop import TrainError, optimizer, train
 from tests.conftest import synthetic_records
 

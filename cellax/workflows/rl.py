@@ -23,7 +23,7 @@ import numpy as np
 from cellax.rl.config import RLConfig
 from cellax.rl.fast_charge import FastCharge
 from cellax.rl.gradient_protocol import ProtocolTable, optimise_protocol
-from cellax.rl.ppo import PPOConfig, make_train
+from cellax.rl.ppo import make_train
 from cellax.rl.ppo import train as train_ppo
 from cellax.rl.protocols import cccv, rollout
 
@@ -48,7 +48,7 @@ def train_run(config: RLConfig, progress: bool = True, log=print) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     env, params, fixed = build(config)
-    ppo_config = PPOConfig(**config.ppo)
+    ppo_config = config.ppo
     log(f"PPO: {ppo_config.num_seeds} seed(s) x {ppo_config.num_envs} environments x "
         f"{ppo_config.total_updates * ppo_config.num_steps} steps")
     started = time.perf_counter()
@@ -78,18 +78,19 @@ def train_run(config: RLConfig, progress: bool = True, log=print) -> Path:
 
 def load_ppo_policies(config: RLConfig, env, params):
     """The trained actor-critics (one per seed) from the run's orbax checkpoint."""
-    import orbax.checkpoint as ocp
     from gymnax.wrappers.purerl import LogWrapper
 
-    ppo_config = PPOConfig(**config.ppo)
+    from cellax.checkpoint import TreeCheckpoint
+
+    ppo_config = config.ppo
     init, _, static = make_train(ppo_config, LogWrapper(env), params)
     keys = jax.random.split(jax.random.key(0), ppo_config.num_seeds)
     abstract = jax.eval_shape(lambda k: jax.vmap(init)(k)[0], keys)
-    manager = ocp.CheckpointManager((config.run_dir / "ppo" / "checkpoints").absolute())
+    checkpoint = TreeCheckpoint(config.run_dir / "ppo" / "checkpoints")
     try:
-        nets = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+        nets, _ = checkpoint.restore(abstract)
     finally:
-        manager.close()
+        checkpoint.close()
     policies = {}
     for s in range(ppo_config.num_seeds):
         net = eqx.combine(jax.tree_util.tree_map(lambda x: x[s], nets), static)
@@ -124,13 +125,7 @@ def charge_metrics(trace: dict, target_soc: float) -> dict:
 
 def _trace(env, params, policy, n_steps):
     traces = jax.jit(lambda k: rollout(env, params, policy, k, n_steps))(jax.random.key(0))
-    traces = {k: np.asarray(v) for k, v in traces.items()}
-    limits = {
-        "voltage_violation": traces["voltage_v"] > params.voltage_max_v,
-        "temperature_violation": traces["surface_temp_degc"] > params.surface_temp_max_degc,
-        "plating_violation": traces["anode_potential_v"] < params.anode_potential_min_v,
-    }
-    return {**traces, **limits}
+    return {k: np.asarray(v) for k, v in traces.items()}
 
 
 def safe(metrics: dict) -> bool:

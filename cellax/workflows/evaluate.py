@@ -18,11 +18,12 @@ import numpy as np
 
 from cellax.data.loader import NormStats, iterate_profiles, split_profiles
 from cellax.models import make_model
+from cellax.signals import error_units
 from cellax.train.checkpoint import Checkpoints
 from cellax.train.config import TrainConfig
-from cellax.train.loop import TrainError, optimizer, prepare
+from cellax.train.loop import TrainError, dataset_dt_s, optimizer
 from cellax.train.losses import loss_weights
-from cellax.train.metrics import UNITS, error_growth, evaluate_profiles
+from cellax.train.metrics import error_growth, evaluate_profiles
 from cellax.train.task import Task
 
 
@@ -51,7 +52,7 @@ def evaluate(run_dir: Path, split: str = "test", max_profiles: int | None = None
     """Evaluate a run on its ``split`` profiles; writes ``eval/report.json`` and PNGs, returns the report."""
     run_dir = Path(run_dir)
     config, task, stats, model, step = load_run(run_dir)
-    _, _, dt_s = prepare(config)
+    dt_s = dataset_dt_s(config.data)
     rows = split_profiles(config.data, config.split_fractions, config.split_seed)[split]
     if len(rows) == 0:
         raise TrainError(f"{config.data} has no {split} profiles")
@@ -109,7 +110,7 @@ def _plots(task: Task, predictions, profiles, report, dt_s, out: Path, count: in
     minutes = np.asarray(growth["time_s"]) / 60
     for j, name in enumerate(task.outputs):
         axes[0, j].plot(minutes, growth[name], marker="o", ms=3)
-        axes[0, j].set_title(f"{name} RMSE [{UNITS.get(name, (1, ''))[1]}]", fontsize=8)
+        axes[0, j].set_title(f"{name} RMSE [{error_units(name)[1]}]", fontsize=8)
         axes[0, j].set_xlabel("elapsed [min]", fontsize=8)
     fig.suptitle("error growth over the free-running horizon", fontsize=9)
     fig.tight_layout()
