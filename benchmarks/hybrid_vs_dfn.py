@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from cellax.config import load_config, validate_config  # noqa: E402
+from cellax.data.config import DataConfig  # noqa: E402
 from cellax.hybrid.config import HybridConfig  # noqa: E402
 from cellax.hybrid.data import load_profiles, split  # noqa: E402
 from cellax.hybrid.evaluate import evaluate_run, run_model  # noqa: E402
@@ -46,7 +47,6 @@ def throughput(model, params, profiles, repeats: int = 3) -> float:
 
 def dfn_throughput(data_config: dict, profiles, n: int = 2) -> float:
     """Cell-seconds per wall second of PyBaMM's DFN (IDAKLU) on ``n`` of the held-out profiles."""
-    from cellax.config import DataConfig
     from cellax.data.pybamm_backend import PybammBackend
 
     config = DataConfig.model_validate(data_config)
@@ -75,7 +75,7 @@ def main() -> None:
         from cellax.data.generate import generate
 
         args.data.parent.mkdir(parents=True, exist_ok=True)
-        generate(load_config(ROOT / "configs" / "data" / "dfn.yaml"), args.data, workers=1)
+        generate(load_config(ROOT / "configs" / "data" / "dfn.yaml", DataConfig), args.data, workers=1)
     raw = yaml.safe_load(args.config.read_text())
     raw["data"] = str(args.data)
     raw.setdefault("train", {})["steps"] = args.steps

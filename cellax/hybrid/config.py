@@ -7,17 +7,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cellax.config import Range, _Strict
+from cellax.config import Strict
+from cellax.data.config import Range
 
 
-class HybridSplitConfig(_Strict):
+class HybridSplitConfig(Strict):
     """Held-out profiles: a hashed fraction of the other seeds, and an ambient band kept out of training."""
 
     test_fraction: float = Field(0.25, gt=0, lt=1)
     holdout_ambient_degc: Range | None = Range(low=0.0, high=10.0)
 
 
-class HybridModelConfig(_Strict):
+class HybridModelConfig(Strict):
     """The SPMe mesh and the correction networks."""
 
     n_shells: int = Field(20, ge=3)
@@ -34,7 +35,7 @@ class HybridModelConfig(_Strict):
         return counts
 
 
-class HybridTrainConfig(_Strict):
+class HybridTrainConfig(Strict):
     """Truncated backpropagation through the ROS2 solver on chunks of the model's own trajectories."""
 
     steps: int = Field(300, ge=1)
@@ -54,7 +55,7 @@ class HybridTrainConfig(_Strict):
         return self
 
 
-class HybridConfig(_Strict):
+class HybridConfig(Strict):
     """A hybrid training run on a DFN dataset."""
 
     name: str

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from cellax.physics.model import AbstractCellModel
 from cellax.physics.parameters import ParameterSet
 from cellax.physics.particle import surface_value, volume_average
 from cellax.physics.spme import SPMe, SPMeState
@@ -75,7 +76,7 @@ class Correction(eqx.Module):
         return self.mlp(z.astype(weight_dtype)).astype(dtype)
 
 
-class HybridSPMe(eqx.Module):
+class HybridSPMe(AbstractCellModel):
     """SPMe + heat closure in the vector field + voltage / anode-potential output correction."""
 
     spme: SPMe
@@ -139,3 +140,7 @@ class HybridSPMe(eqx.Module):
     def solve_stiff(self, params: ParameterSet, operators, state: SPMeState, scale_s, rhs: SPMeState) -> SPMeState:
         """The SPMe's block-diagonal stage solve (the closures are non-stiff)."""
         return self.spme.solve_stiff(params, operators, state, scale_s, rhs)
+
+    def electrolyte_depleted(self, state: SPMeState) -> Array:
+        """The SPMe's check."""
+        return self.spme.electrolyte_depleted(state)

@@ -31,11 +31,11 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from cellax.config import DataConfig
+from cellax.data.config import DataConfig
 from cellax.hybrid.config import HybridConfig
 from cellax.hybrid.data import TARGETS, Profiles, load_profiles, split
 from cellax.hybrid.model import HybridSPMe
-from cellax.physics.simulate import check_state
+from cellax.physics.simulate import check_state, status_code
 from cellax.physics.spme import SPMe
 from cellax.physics.stepping import ros2_step
 from cellax.train.loop import TrainError
@@ -73,7 +73,7 @@ def rollout(model, params, operators, state, current_a, dt_s, ambient_temp_k):
 
     def sample(state, currents):
         new_state, out = ros2_step(model, params, operators, state, currents[0], currents[1], dt_s, ambient_temp_k)
-        return new_state, (out, state, check_state(params, state, out))
+        return new_state, (out, state, status_code(check_state(model, params, state, out)))
 
     _, (outputs, states, codes) = jax.lax.scan(sample, state, (current_a, following))
     return outputs, states, codes

@@ -11,10 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def dfn_small(tmp_path_factory) -> Path:
     """Six ten-minute DFN profiles (a few seconds of PyBaMM)."""
     from cellax.config import load_config
+    from cellax.data.config import DataConfig
     from cellax.data.generate import generate
 
     out = tmp_path_factory.mktemp("dfn") / "dfn_small.h5"
-    generate(load_config(ROOT / "configs/data/dfn_small.yaml"), out, progress=False, log=lambda *a: None)
+    generate(load_config(ROOT / "configs/data/dfn_small.yaml", DataConfig), out, progress=False, log=lambda *a: None)
     return out
 
 

@@ -9,7 +9,7 @@ import pytest
 from cellax.hybrid import HybridSPMe
 from cellax.hybrid.data import load_profiles
 from cellax.hybrid.train import KELVIN, cell_parameters, corrections, masked_loss, rollout, with_corrections
-from cellax.physics.simulate import advance, check_state, simulate
+from cellax.physics.simulate import advance, check_state, simulate, status_code
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_advance_vmap_and_float32(setup):
     new, signals = step(states, jnp.asarray([5.0, -3.0, 10.0]))
     assert signals["voltage_v"].shape == (3,)
     assert np.all(np.diff(np.asarray(signals["voltage_v"])) != 0)
-    codes = jax.vmap(lambda st, sig: check_state(params, st, sig))(new, signals)
+    codes = jax.vmap(lambda st, sig: status_code(check_state(model, params, st, sig)))(new, signals)
     assert np.all(np.asarray(codes) == 0)
     # float32 parameters: the networks' outputs follow the parameter set's dtype
     p32 = params.astype(jnp.float32)
