@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cellax.hybrid.data import TARGETS, Profiles
+from cellax.signals import KELVIN
 
-KELVIN = 273.15
 UNITS = {"voltage_v": 1e3, "anode_potential_v": 1e3, "core_temp_degc": 1.0, "surface_temp_degc": 1.0}
 SHORT = {"voltage_v": "voltage_mv", "anode_potential_v": "anode_potential_mv", "core_temp_degc": "core_temp_k",
          "surface_temp_degc": "surface_temp_k"}

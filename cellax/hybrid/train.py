@@ -38,9 +38,9 @@ from cellax.hybrid.model import HybridSPMe
 from cellax.physics.simulate import check_state, status_code
 from cellax.physics.spme import SPMe
 from cellax.physics.stepping import ros2_step
+from cellax.signals import KELVIN
 from cellax.train.loop import TrainError
 
-KELVIN = 273.15
 SCALES = {"voltage_v": 1e-3, "anode_potential_v": 1e-3, "core_temp_degc": 0.1, "surface_temp_degc": 0.1}
 
 
