@@ -279,6 +279,9 @@ def load_run(run_dir: str | Path, which: str = "latest"):
     checkpoints = Checkpoints(run_dir / "checkpoints")
     try:
         restored = checkpoints.restore_best(model, opt_state) if which == "best" else checkpoints.restore_latest(model, opt_state)
+    except ValueError as err:
+        raise HybridError(f"{run_dir}: its checkpoint does not fit this model and optimiser "
+                          f"({' '.join(str(err).split())[:200]})") from None
     finally:
         checkpoints.close()
     if restored is None:
