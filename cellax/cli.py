@@ -169,6 +169,22 @@ def _cmd_hpo(args) -> None:
         print(f"best: trial {best['number']}, {summary['objective']} {best['value']:.4g} {best['unit']}; "
               f"train it with: cellax train {summary['best_config']}")
     print(f"report: {config.out_dir / 'summary.md'} ({len(summary['plots'])} PNGs)")
+def _cmd_hybrid(args) -> None:
+    from cellax.hybrid.evaluate import evaluate_run, format_report
+
+    if args.hybrid_command == "train":
+        from cellax.config import load_config
+        from cellax.hybrid.config import HybridConfig
+        from cellax.hybrid.train import train
+
+        config = load_config(args.config, HybridConfig)
+        run_dir = args.out or Path("runs") / config.name
+        summary = train(config, run_dir, progress=not args.no_progress)
+        print(f"run: {run_dir} ({summary['steps']} steps, {summary['train_wall_s']:.0f} s); evaluating ...", flush=True)
+    else:
+        run_dir = args.run_dir
+    print(format_report(evaluate_run(run_dir)))
+    print(f"report: {run_dir / 'report.json'}; plots: {run_dir / 'error_vs_band.png'}, {run_dir / 'overlay.png'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     hpo.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     hpo.add_argument("--out", type=Path, help="report folder and trial runs (default: the config's out)")
     hpo.set_defaults(run=_cmd_hpo)
+    hybrid = commands.add_parser("hybrid", help="hybrid SPMe trained on DFN data")
+    hybrid_commands = hybrid.add_subparsers(dest="hybrid_command", required=True, metavar="SUBCOMMAND")
+    hybrid_train = hybrid_commands.add_parser("train", help="train (or resume) a hybrid, then evaluate it")
+    hybrid_train.add_argument("config", type=Path, help="YAML hybrid config (see configs/hybrid/)")
+    hybrid_train.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
+    hybrid_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    hybrid_train.set_defaults(run=_cmd_hybrid)
+    hybrid_eval = hybrid_commands.add_parser("evaluate", help="SPMe and hybrid against the DFN on held-out profiles")
+    hybrid_eval.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (from cellax hybrid train)")
+    hybrid_eval.set_defaults(run=_cmd_hybrid)
 
     data = commands.add_parser("data", help="inspect, picture and merge datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

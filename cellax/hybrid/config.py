@@ -1,0 +1,73 @@
+"""``cellax hybrid train`` configs (``configs/hybrid/*.yaml``), validated like the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from cellax.config import Strict
+from cellax.data.config import Range
+
+
+class HybridSplitConfig(Strict):
+    """Held-out profiles: a hashed fraction of the other seeds, and an ambient band kept out of training."""
+
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    holdout_ambient_degc: Range | None = Range(low=0.0, high=10.0)
+
+
+class HybridModelConfig(Strict):
+    """The SPMe mesh and the correction networks."""
+
+    n_shells: int = Field(20, ge=3)
+    x_counts: tuple[int, int, int] = (20, 20, 20)
+    width: int = Field(32, ge=1)
+    depth: int = Field(2, ge=1)
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("x_counts")
+    @classmethod
+    def _positive(cls, counts):
+        if min(counts) < 2:
+            raise ValueError(f"every region needs at least 2 cells, got {list(counts)}")
+        return counts
+
+
+class HybridTrainConfig(Strict):
+    """Truncated backpropagation through the ROS2 solver on chunks of the model's own trajectories."""
+
+    steps: int = Field(300, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch: int = Field(16, ge=1)
+    chunk_s: float = Field(300.0, gt=0)
+    refresh_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "HybridTrainConfig":
+        if self.checkpoint_every % self.refresh_every:
+            raise ValueError(
+                f"checkpoint_every ({self.checkpoint_every}) must be a multiple of refresh_every "
+                f"({self.refresh_every}) so that a resumed run continues exactly"
+            )
+        return self
+
+
+class HybridConfig(Strict):
+    """A hybrid training run on a DFN dataset."""
+
+    name: str
+    data: Path
+    seed: int = Field(0, ge=0)
+    split: HybridSplitConfig = HybridSplitConfig()
+    model: HybridModelConfig = HybridModelConfig()
+    train: HybridTrainConfig = HybridTrainConfig()
+
+    @field_validator("data")
+    @classmethod
+    def _exists(cls, path: Path) -> Path:
+        if not Path(path).is_file():
+            raise ValueError(f"dataset {path} not found")
+        return path

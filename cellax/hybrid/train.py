@@ -1,0 +1,289 @@
+"""Training the hybrid by gradients through the ROS2 solver on DFN profiles (truncated BPTT).
+
+The model runs forward over every training profile (from the DFN's initial SOC and temperatures,
+with its ambient and heat-transfer coefficient) and its states are kept at the start of each chunk of
+``chunk_s`` seconds; these are refreshed with the current weights every ``refresh_every`` steps. A
+step draws ``batch`` chunks, integrates each from its stored state with
+:func:`cellax.physics.stepping.ros2_step` and backpropagates through the scan:
+
+.. math::
+
+    \\mathcal L(\\theta, \\phi) = \\frac{1}{|\\Omega|} \\sum_{(p,k) \\in \\Omega} \\sum_{s}
+        \\left(\\frac{\\hat s_{p,k} - s^\\text{DFN}_{p,k}}{\\sigma_s}\\right)^2,
+    \\qquad s \\in \\{V, U_a, T_\\text{core}, T_\\text{surf}\\},\\ \\sigma = (1\\,\\text{mV}, 1\\,\\text{mV}, 0.1\\,\\text{K}, 0.1\\,\\text{K}),
+
+over the valid samples ``Ω``: DFN data present and the model's state within its validity
+(:func:`cellax.physics.simulate.check_state`: voltage window, electrolyte, stoichiometries,
+finite). Invalid samples are masked and counted; a non-finite loss or gradient stops training
+with the last good checkpoint kept. The physics parameters are fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from cellax.data.config import DataConfig
+from cellax.hybrid.config import HybridConfig
+from cellax.hybrid.data import TARGETS, Profiles, load_profiles, split
+from cellax.hybrid.model import HybridSPMe
+from cellax.physics.simulate import check_state, status_code
+from cellax.physics.spme import SPMe
+from cellax.physics.stepping import ros2_step
+from cellax.signals import KELVIN
+from cellax.train.loop import TrainError
+
+SCALES = {"voltage_v": 1e-3, "anode_potential_v": 1e-3, "core_temp_degc": 0.1, "surface_temp_degc": 0.1}
+
+
+class HybridError(TrainError):
+    """A hybrid run that cannot start or continue; the message says why and what was kept (exit 2)."""
+
+
+def cell_parameters(data_config: dict):
+    """The dataset's cell as a float64 :class:`~cellax.physics.ParameterSet` (datasheet cut-offs, thermal)."""
+    from cellax.physics import load_parameter_set
+
+    config = DataConfig.model_validate(data_config)
+    overrides = {
+        **config.simulation.parameter_overrides,
+        "Lower voltage cut-off [V]": config.cell.voltage_min_v,
+        "Upper voltage cut-off [V]": config.cell.voltage_max_v,
+    }
+    return load_parameter_set(config.simulation.parameter_set, overrides=overrides, thermal=config.simulation.thermal)
+
+
+def build_model(config: HybridConfig) -> HybridSPMe:
+    m = config.model
+    return HybridSPMe(SPMe(m.n_shells, m.x_counts), m.width, m.depth, key=jax.random.PRNGKey(config.seed),
+                      dtype=jnp.dtype(m.dtype))
+
+
+def rollout(model, params, operators, state, current_a, dt_s, ambient_temp_k):
+    """Integrate from ``state`` over the samples of ``current_a``: (outputs, states, check codes) at each sample."""
+    following = jnp.concatenate([current_a[1:], current_a[-1:]])
+
+    def sample(state, currents):
+        new_state, out = ros2_step(model, params, operators, state, currents[0], currents[1], dt_s, ambient_temp_k)
+        return new_state, (out, state, status_code(check_state(model, params, state, out)))
+
+    _, (outputs, states, codes) = jax.lax.scan(sample, state, (current_a, following))
+    return outputs, states, codes
+
+
+def masked_loss(outputs: dict, targets: dict, mask, codes):
+    """``(loss, n_invalid)``: scaled squared errors over the valid samples; invalid ones contribute nothing."""
+    valid = mask & (codes == 0)
+    for name in TARGETS:
+        valid &= jnp.isfinite(outputs[name])
+    total = 0.0
+    for name in TARGETS:
+        safe = jnp.where(valid, outputs[name], targets[name])
+        total += jnp.sum(((safe - targets[name]) / SCALES[name]) ** 2)
+    return total / jnp.maximum(jnp.sum(valid), 1), jnp.sum(mask & ~valid)
+
+
+def corrections(model: HybridSPMe):
+    """The trained part of the hybrid (the physics parameters and mesh stay fixed)."""
+    return model.heat, model.output
+
+
+def with_corrections(model: HybridSPMe, nets) -> HybridSPMe:
+    return eqx.tree_at(corrections, model, nets)
+
+
+def _chunk_loss(nets, model, params, operators, dt_s, batch):
+    model = with_corrections(model, nets)
+
+    def one(state, current, targets, mask, ambient_k, h):
+        p = params.with_values({"heat_transfer_coeff_w_m2k": h})
+        outputs, _, codes = rollout(model, p, operators, state, current, dt_s, ambient_k)
+        return masked_loss(outputs, targets, mask, codes)
+
+    losses, invalid = jax.vmap(one)(*batch)
+    return jnp.mean(losses), jnp.sum(invalid)
+
+
+def _initial_states(model, params, profiles: Profiles):
+    soc = jnp.asarray(profiles.initial_soc)
+    temp = jnp.asarray(profiles.ambient_temp_degc) + KELVIN
+    return jax.vmap(lambda s, t: model.initial_state(params, s, t))(soc, temp)
+
+
+@eqx.filter_jit
+def chunk_states(model, params, operators, dt_s, chunk: int, y0, current, ambient_k, h):
+    """The model's states at every ``chunk``-th sample of each profile (from ``y0``)."""
+    def one(state, c, a, hh):
+        p = params.with_values({"heat_transfer_coeff_w_m2k": hh})
+        _, states, _ = rollout(model, p, operators, state, c, dt_s, a)
+        return jax.tree_util.tree_map(lambda leaf: leaf[::chunk], states)
+
+    return jax.vmap(one)(y0, current, ambient_k, h)
+
+
+def _train_step_fn(optimiser):
+    @eqx.filter_jit
+    def step(model, opt_state, params, operators, dt_s, batch):
+        nets = corrections(model)
+        (loss, invalid), grads = eqx.filter_value_and_grad(_chunk_loss, has_aux=True)(
+            nets, model, params, operators, dt_s, batch)
+        finite = jnp.isfinite(loss) & jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_array))])
+        )
+        updates, new_opt_state = optimiser.update(grads, opt_state, eqx.filter(nets, eqx.is_array))
+        return with_corrections(model, eqx.apply_updates(nets, updates)), new_opt_state, loss, invalid, finite
+
+    return step
+
+
+def run_meta(config: HybridConfig, data_config: dict) -> dict:
+    """What a checkpoint depends on besides its arrays: the cell and the mesh."""
+    return {
+        "parameter_set": data_config["simulation"]["parameter_set"],
+        "parameter_overrides": data_config["simulation"].get("parameter_overrides", {}),
+        "thermal": data_config["simulation"]["thermal"],
+        "n_shells": config.model.n_shells,
+        "x_counts": list(config.model.x_counts),
+        "width": config.model.width,
+        "depth": config.model.depth,
+        "dtype": config.model.dtype,
+    }
+
+
+def check_meta(run_dir: Path, meta: dict) -> None:
+    """Refuse a run folder whose checkpoint was trained for another cell or mesh."""
+    path = run_dir / "meta.json"
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text())
+    differ = sorted(k for k in meta if stored.get(k) != meta[k])
+    if differ:
+        raise HybridError(
+            f"{run_dir}: its checkpoint was trained with a different {', '.join(differ)} "
+            f"({', '.join(f'{k}={stored.get(k)!r}' for k in differ)}); use another run folder"
+        )
+
+
+def train(config: HybridConfig, run_dir: str | Path, progress: bool = True, log=print) -> dict:
+    """Train (or resume) the hybrid of ``config`` into ``run_dir``; returns the training summary."""
+    from cellax.train.checkpoint import Checkpoints
+
+    run_dir = Path(run_dir)
+    profiles, data_config = load_profiles(config.data)
+    rows = split(profiles, config.split.test_fraction, config.seed,
+                 None if config.split.holdout_ambient_degc is None else
+                 (config.split.holdout_ambient_degc.low, config.split.holdout_ambient_degc.high))
+    if not rows["train"].size:
+        raise HybridError(f"{config.data}: no training profiles after the split")
+    meta = run_meta(config, data_config)
+    check_meta(run_dir, meta)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=1))
+
+    params = cell_parameters(data_config)
+    model = build_model(config)
+    operators = model.stiff_operators(params)
+    optimiser = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(config.train.learning_rate))
+    opt_state = optimiser.init(eqx.filter(corrections(model), eqx.is_array))
+    checkpoints = Checkpoints(run_dir / "checkpoints")
+    start, best = 0, float("inf")
+    restored = checkpoints.restore_latest(model, opt_state)
+    if restored is not None:
+        model, opt_state, start, best = restored
+        log(f"resuming {config.name} from step {start}")
+
+    data = profiles.take(rows["train"])
+    dt = data.dt_s
+    chunk = max(2, int(round(config.train.chunk_s / dt)))
+    n_chunks = data.current_a.shape[1] // chunk
+    if n_chunks < 1:
+        raise HybridError(f"train.chunk_s {config.train.chunk_s} is longer than the profiles ({data.current_a.shape[1] * dt:.0f} s)")
+    usable = np.argwhere(data.mask[:, : n_chunks * chunk : chunk])  # (profile, chunk) pairs that start on DFN data
+    current = jnp.asarray(data.current_a)
+    ambient_k = jnp.asarray(data.ambient_temp_degc + KELVIN)
+    h = jnp.asarray(data.heat_transfer_coeff)
+    y0 = _initial_states(model, params, data)
+    targets = {k: jnp.asarray(v) for k, v in data.targets.items()}
+    mask = jnp.asarray(data.mask)
+    step_fn = _train_step_fn(optimiser)
+    history, starts, last_saved = [], None, start
+    t0 = time.perf_counter()
+    bar = tqdm(total=config.train.steps, initial=start, disable=not progress, unit="step", desc=f"hybrid {config.name}")
+    try:
+        for step in range(start, config.train.steps):
+            if starts is None or step % config.train.refresh_every == 0:
+                starts = chunk_states(model, params, operators, dt, chunk, y0, current, ambient_k, h)
+            pick = jax.random.choice(jax.random.fold_in(jax.random.PRNGKey(config.seed), step), len(usable),
+                                     (config.train.batch,), replace=len(usable) < config.train.batch)
+            p, c = usable[np.asarray(pick)].T
+            index = (p[:, None], c[:, None] * chunk + np.arange(chunk)[None, :])
+            batch = (
+                jax.tree_util.tree_map(lambda leaf: leaf[p, c], starts),
+                current[index],
+                {k: v[index] for k, v in targets.items()},
+                mask[index],
+                ambient_k[p],
+                h[p],
+            )
+            new_model, new_opt_state, loss, invalid, finite = step_fn(model, opt_state, params, operators, dt, batch)
+            if not bool(finite):
+                raise HybridError(
+                    f"non-finite loss or gradient at step {step}; stopped, the checkpoint of step {last_saved} is kept"
+                )
+            model, opt_state = new_model, new_opt_state
+            history.append({"step": step + 1, "loss": float(loss), "invalid_samples": int(invalid)})
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3g}")
+            done = step + 1
+            if done % config.train.checkpoint_every == 0 or done == config.train.steps:
+                recent = float(np.mean([h_["loss"] for h_ in history[-config.train.refresh_every:]]))
+                checkpoints.save("latest", done, model, opt_state, min(best, recent))
+                if recent < best:
+                    best = recent
+                    checkpoints.save("best", done, model, opt_state, best)
+                last_saved = done
+    finally:
+        bar.close()
+        checkpoints.close()
+    summary = {"steps": config.train.steps, "resumed_from": start, "train_wall_s": time.perf_counter() - t0,
+               "n_train_profiles": int(rows["train"].size), "history": history}
+    with open(run_dir / "train_history.jsonl", "a") as stream:
+        for row in history:
+            stream.write(json.dumps(row) + "\n")
+    return summary
+
+
+def load_run(run_dir: str | Path, which: str = "latest"):
+    """``(config, model, params, data_config)`` of a trained run folder."""
+    from cellax.train.checkpoint import Checkpoints
+
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise HybridError(f"{run_dir} is not a hybrid run folder (no config.json)")
+    config = HybridConfig.model_validate_json(path.read_text())
+    _, data_config = load_profiles(config.data)
+    check_meta(run_dir, run_meta(config, data_config))
+    model = build_model(config)
+    optimiser = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(config.train.learning_rate))
+    opt_state = optimiser.init(eqx.filter(corrections(model), eqx.is_array))
+    checkpoints = Checkpoints(run_dir / "checkpoints")
+    try:
+        restored = checkpoints.restore_best(model, opt_state) if which == "best" else checkpoints.restore_latest(model, opt_state)
+    except ValueError as err:
+        raise HybridError(f"{run_dir}: its checkpoint does not fit this model and optimiser "
+                          f"({' '.join(str(err).split())[:200]})") from None
+    finally:
+        checkpoints.close()
+    if restored is None:
+        raise HybridError(f"{run_dir}: no checkpoint yet")
+    return config, restored[0], cell_parameters(data_config), data_config

@@ -1,0 +1,109 @@
+"""The hybrid is a state-space cell model: simulate, advance, vmap, grad, float32; it starts as the SPMe."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cellax.hybrid import HybridSPMe
+from cellax.hybrid.data import load_profiles
+from cellax.hybrid.train import KELVIN, cell_parameters, corrections, masked_loss, rollout, with_corrections
+from cellax.physics.simulate import advance, check_state, simulate, status_code
+
+
+@pytest.fixture(scope="module")
+def setup(dfn_small):
+    profiles, data_config = load_profiles(dfn_small)
+    params = cell_parameters(data_config)
+    return profiles, params
+
+
+def _trained_like(model, scale=0.3, seed=1):
+    """The model with random (nonzero) correction weights, so every correction acts."""
+    leaves, tree = jax.tree_util.tree_flatten(corrections(model))
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    noisy = [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) if eqx.is_inexact_array(leaf) else leaf
+             for leaf, k in zip(leaves, keys)]
+    return with_corrections(model, jax.tree_util.tree_unflatten(tree, noisy))
+
+
+def test_untrained_hybrid_is_the_spme(setup):
+    profiles, params = setup
+    model = HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0))
+    args = (params, jnp.asarray(profiles.current_a[0, :200]), 1.0, profiles.initial_soc[0],
+            profiles.ambient_temp_degc[0] + KELVIN)
+    hybrid, spme = simulate(model, *args), simulate(model.spme, *args)
+    for name in ("voltage_v", "anode_potential_v", "core_temp_degc"):
+        np.testing.assert_array_equal(np.asarray(hybrid.signals[name]), np.asarray(spme.signals[name]))
+
+
+def test_advance_vmap_and_float32(setup):
+    profiles, params = setup
+    model = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0)))
+    ops = model.stiff_operators(params)
+    socs = jnp.asarray([0.3, 0.6, 0.9])
+    states = jax.vmap(lambda s: model.initial_state(params, s, 298.15))(socs)
+    step = jax.jit(jax.vmap(lambda st, i: advance(model, params, ops, st, i, 10.0, 298.15)))
+    new, signals = step(states, jnp.asarray([5.0, -3.0, 10.0]))
+    assert signals["voltage_v"].shape == (3,)
+    assert np.all(np.diff(np.asarray(signals["voltage_v"])) != 0)
+    codes = jax.vmap(lambda st, sig: status_code(check_state(model, params, st, sig)))(new, signals)
+    assert np.all(np.asarray(codes) == 0)
+    # float32 parameters: the networks' outputs follow the parameter set's dtype
+    p32 = params.astype(jnp.float32)
+    solution = eqx.filter_jit(lambda m: simulate(m, p32, jnp.full(300, 5.0, jnp.float32), 1.0, 0.8, 298.15))(model)
+    assert solution.signals["voltage_v"].dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(solution.signals["voltage_v"])))
+    assert int(solution.status) == 0
+    spme = simulate(model, params, jnp.full(300, 5.0), 1.0, 0.8, 298.15)
+    np.testing.assert_allclose(np.asarray(solution.signals["voltage_v"]), np.asarray(spme.signals["voltage_v"]), atol=2e-3)
+
+
+def test_statuses_are_the_spmes(setup):
+    _, params = setup
+    model = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0)))
+    hybrid = simulate(model, params, jnp.full(2000, 15.0), 1.0, 0.2, 298.15)
+    spme = simulate(model.spme, params, jnp.full(2000, 15.0), 1.0, 0.2, 298.15)
+    assert int(hybrid.status) == int(spme.status) != 0
+    assert int(hybrid.stop_index) < 1999
+
+
+def test_gradient_matches_finite_differences(setup):
+    profiles, params = setup
+    model = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0), dtype=jnp.float64), scale=0.1)
+    ops = model.stiff_operators(params)
+    n = 120
+    y0 = model.initial_state(params, profiles.initial_soc[0], profiles.ambient_temp_degc[0] + KELVIN)
+    targets = {k: jnp.asarray(v[0, :n]) for k, v in profiles.targets.items()}
+    mask = jnp.asarray(profiles.mask[0, :n])
+
+    def loss(nets):
+        out, _, codes = rollout(with_corrections(model, nets), params, ops, y0, jnp.asarray(profiles.current_a[0, :n]) * 3,
+                                1.0, profiles.ambient_temp_degc[0] + KELVIN)
+        return masked_loss(out, targets, mask, codes)[0]
+
+    weights, static = eqx.partition(corrections(model), eqx.is_inexact_array)
+    direction = jax.tree_util.tree_map(lambda x: jax.random.normal(jax.random.PRNGKey(x.size), x.shape, x.dtype), weights)
+    grads = jax.grad(lambda w: loss(eqx.combine(w, static)))(weights)
+    analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
+    eps = 1e-5
+
+    def shifted(sign):
+        moved = jax.tree_util.tree_map(lambda x, d: x + sign * eps * d, weights, direction)
+        return float(loss(eqx.combine(moved, static)))
+
+    numeric = (shifted(1) - shifted(-1)) / (2 * eps)
+    assert abs(analytic) > 1e-3
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-4)
+
+
+def test_invalid_samples_are_masked_not_nan():
+    outputs = {k: jnp.asarray([1.0, jnp.nan, 2.0]) for k in ("voltage_v", "anode_potential_v", "core_temp_degc", "surface_temp_degc")}
+    targets = {k: jnp.asarray([1.001, 1.0, 2.0]) for k in outputs}
+    loss, invalid = masked_loss(outputs, targets, jnp.asarray([True, True, True]), jnp.asarray([0, 0, 5]))
+    assert np.isfinite(float(loss)) and int(invalid) == 2
+    grad = jax.grad(lambda o: masked_loss(o, targets, jnp.ones(3, bool), jnp.asarray([0, 0, 5]))[0])(outputs)
+    for g in jax.tree_util.tree_leaves(grad):
+        assert np.all(np.isfinite(np.asarray(g)))
+        assert float(g[0]) != 0.0 and float(g[1]) == 0.0 and float(g[2]) == 0.0

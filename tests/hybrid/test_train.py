@@ -1,0 +1,76 @@
+"""Training through the solver on real DFN data: held-out error drops, resume, NaN stop, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from cellax.cli import main
+from cellax.hybrid.train import HybridError, load_run, train
+
+
+def test_training_lowers_held_out_error(trained_run):
+    run_dir, report = trained_run
+    spme, hybrid = report["test"]["spme"]["all"], report["test"]["hybrid"]["all"]
+    assert spme["profiles"] >= 1 and report["holdout"]["spme"]["all"]["profiles"] >= 1
+    assert hybrid["rmse_voltage_mv"] < 0.7 * spme["rmse_voltage_mv"]
+    for picture in ("error_vs_band.png", "overlay.png"):
+        assert (run_dir / picture).stat().st_size > 0
+    assert json.loads((run_dir / "report.json").read_text())["test"]["hybrid"]["all"] == hybrid
+
+
+def test_nan_stops_with_last_good_checkpoint(trained_run, hybrid_config, monkeypatch, tmp_path):
+    import shutil
+
+    import cellax.hybrid.train as module
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    longer = hybrid_config.model_copy(update={"train": hybrid_config.train.model_copy(update={"steps": 60})})
+    real = module._chunk_loss
+    monkeypatch.setattr(module, "_chunk_loss", lambda *a: (lambda r: (r[0] * np.nan, r[1]))(real(*a)))
+    with pytest.raises(HybridError, match="non-finite loss or gradient at step 40.*step 40 is kept"):
+        train(longer, run_dir, progress=False)
+    _, model, _, _ = load_run(run_dir)
+    _, trained, _, _ = load_run(trained_run[0])
+    assert np.array_equal(np.asarray(model.output.mlp.layers[-1].weight), np.asarray(trained.output.mlp.layers[-1].weight))
+
+
+def test_checkpoint_of_another_cell_is_refused(trained_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["x_counts"] = [10, 10, 10]
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(HybridError, match="different x_counts"):
+        load_run(run_dir)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"train": {"steps": 0}}, "train.steps"), ({"data": "missing.h5"}, "data"),
+     ({"train": {"refresh_every": 3, "checkpoint_every": 10}}, "train"), ({"modle": {}}, "modle")],
+)
+def test_bad_config_exits_2_naming_the_field(dfn_small, tmp_path, capsys, change, field):
+    config = {"name": "bad", "data": str(dfn_small), **change}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["hybrid", "train", str(path), "--out", str(out), "--no-progress"]) == 2
+    assert f"{field}:" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_shipped_config_is_valid(dfn_small):
+    from pathlib import Path
+
+    from cellax.config import validate_config
+    from cellax.hybrid.config import HybridConfig
+
+    path = Path(__file__).resolve().parents[2] / "configs/hybrid/dfn.yaml"
+    raw = {**yaml.safe_load(path.read_text()), "data": str(dfn_small)}
+    config = validate_config(HybridConfig, raw, str(path))
+    assert config.split.holdout_ambient_degc.high == 10.0
