@@ -166,3 +166,17 @@ def spherical_terms(nodes, field: str = "c") -> Library:
         return 2 * r / volume * (c[..., 2:] - c[..., :-2]) / (2 * h)
 
     return Library([Term(f"d2{field}/dr2", second), Term(f"(2/r)d{field}/dr", radial)])
+
+
+def spherical_laplacian(nodes, field: str = "c", power: int = 1) -> Term:
+    """``lap(c^k)``: the finite-volume spherical Laplacian of ``c**power`` on the interior nodes. With
+    :math:`\\nabla\\cdot(D(c)\\nabla c) = \\nabla^2 G(c)`, :math:`G' = D`, a polynomial :math:`D(c)` is a
+    short sum of these terms."""
+    parts = spherical_terms(nodes, "_g")
+    label = field if power == 1 else f"{field}^{power}"
+    return Term(f"lap({label})", lambda s: jnp.sum(parts({"_g": s[field] ** power}), axis=-1))
+
+
+def interior(field: str, power: int = 1) -> Term:
+    """``c^k`` on the interior nodes (a non-derivative distractor for field libraries)."""
+    return Term(field if power == 1 else f"{field}^{power}", lambda s: s[field][..., 1:-1] ** power)

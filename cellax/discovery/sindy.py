@@ -104,22 +104,25 @@ def discover(signals: dict, states: Sequence[str], library: Library, time_s, con
              ensemble: bool = True) -> list[Equation]:
     """One :class:`Equation` per state (see the module docstring)."""
     b, g = regression_system(signals, states, library, time_s, config)
-    equations = []
     key = jax.random.PRNGKey(config.seed)
-    for m, name in enumerate(states):
-        gm, ym = np.asarray(g), np.asarray(b[:, m])
-        front = pareto(gm, ym, library.names, config.thresholds, config.method, config.criterion, config.max_terms,
-                       config.min_r2, target=name)
-        summary = None
-        if ensemble:
-            member_key = jax.random.fold_in(key, m)
-            front = prune(gm, ym, front, member_key, config, overlap(len(signals[states[0]]), config))
-            threshold = chosen_threshold(g, b[:, m], front)
-            coefs = ensemble_coefficients(g, b[:, m], threshold, member_key, config.n_members, config.drop_terms,
-                                          config.method)
-            summary = summarize(coefs)
-        equations.append(Equation(name, library.names, front, summary))
-    return equations
+    rows_per_sample = overlap(len(signals[states[0]]), config)
+    return [fit_equation(g, b[:, m], library.names, name, config, jax.random.fold_in(key, m), rows_per_sample, ensemble)
+            for m, name in enumerate(states)]
+
+
+def fit_equation(g, y, names, target: str, config: SindyConfig, key, rows_per_sample: float = 1.0,
+                 ensemble: bool = True) -> Equation:
+    """Pareto scan, choice, pruning and ensemble for one target ``y ≈ G ξ``."""
+    gm, ym = np.asarray(g), np.asarray(y)
+    front = pareto(gm, ym, names, config.thresholds, config.method, config.criterion, config.max_terms,
+                   config.min_r2, target=target)
+    summary = None
+    if ensemble:
+        front = prune(gm, ym, front, key, config, rows_per_sample)
+        coefs = ensemble_coefficients(jnp.asarray(g), jnp.asarray(y), chosen_threshold(gm, ym, front), key,
+                                      config.n_members, config.drop_terms, config.method)
+        summary = summarize(coefs)
+    return Equation(target, tuple(names), front, summary)
 
 
 def overlap(n_samples: int, config: SindyConfig) -> float:
