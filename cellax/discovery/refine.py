@@ -79,6 +79,7 @@ def simulate_library(library: Library, states: Sequence[str], coefficients, y0, 
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(field), diffrax.Tsit5(), t0=time_s[0], t1=time_s[-1], dt0=None, y0=jnp.asarray(y0),
         args=coefficients, saveat=diffrax.SaveAt(ts=time_s),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=time_s), max_steps=200_000,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=time_s), max_steps=20_000,
+        adjoint=diffrax.ForwardMode(),
     )
     return solution.ys
