@@ -11,5 +11,5 @@ def add_noise(signals: dict, names, level: float, seed: int = 0) -> dict:
     out = dict(signals)
     for name in names:
         x = np.asarray(signals[name], dtype=np.float64)
-        out[name] = x + level * np.std(x) * rng.standard_normal(x.shape)
+        out[name] = x + level * np.nanstd(x) * rng.standard_normal(x.shape)
     return out

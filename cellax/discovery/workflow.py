@@ -16,6 +16,7 @@ import numpy as np
 
 from cellax.discovery import library as lib
 from cellax.discovery.cases import circuit, particle, thermal
+from cellax.discovery.checks import check_finite
 from cellax.discovery.config import CASE_SIGNALS, DiscoverConfig
 from cellax.discovery.noise import add_noise
 from cellax.discovery.refine import simulate_library
@@ -73,6 +74,7 @@ def thermal_signals(config: DiscoverConfig, held_out: bool):
 
 def run_thermal(config: DiscoverConfig, out_dir: Path) -> dict:
     signals, truth = thermal_signals(config, held_out=False)
+    check_finite(signals)
     noisy = add_noise(signals, config.signals or CASE_SIGNALS["thermal"], config.noise, config.noise_seed)
     library = thermal.thermal_library() + lib.Library([EXTRA_TERMS[k]() for k in config.library])
     start = time.perf_counter()
