@@ -106,7 +106,9 @@ def run_circuit(config: DiscoverConfig, out_dir: Path) -> dict:
     text = f"V = U(soc) - ({ref['r0_ohm']:.5g} ± {ref['r0_std_ohm']:.2g}) Ω·I" + "".join(
         f" - v{j + 1}, dv{j + 1}/dt = -v{j + 1}/({t:.4g} ± {ts:.2g} s) + ({r:.4g} ± {rs:.2g} Ω)/τ·I"
         for j, (r, rs, t, ts) in enumerate(zip(ref["r_ohm"], ref["r_std_ohm"], ref["tau_s"], ref["tau_std_s"])))
-    report = {"equations": [{"text": text, **equation_report(result["equation"])}], "circuit": ref,
+    sparse = {**equation_report(result["equation"]), "text": text,
+              "sparse_text": str(result["equation"]).replace("dU-V/dt", "U - V")}
+    report = {"equations": [sparse], "circuit": ref,
               "pair_front": result["front"], "n_pairs": result["n_pairs"], "score": circuit.score(result),
               "truth": circuit.TRUTH, "discover_seconds": seconds}
     held = circuit.simulate_circuit(src.n_samples, seed=src.held_out_seed)
@@ -151,7 +153,7 @@ def run(config: DiscoverConfig, out_dir: Path | None = None) -> dict:
     report["config"] = json.loads(config.model_dump_json())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=_plain) + "\n")
-    plot(equations, curves, ylabel, out_dir)
+    plot(equations, curves, ylabel, out_dir, "\n".join(e["text"] for e in report["equations"]))
     return report
 
 
@@ -161,7 +163,7 @@ def _plain(value):
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def plot(equations, curves, ylabel, out_dir: Path) -> None:
+def plot(equations, curves, ylabel, out_dir: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,7 +188,7 @@ def plot(equations, curves, ylabel, out_dir: Path) -> None:
         ax.set_xlabel("time [min]")
         ax.set_ylabel(f"{name} {ylabel}")
         ax.legend(fontsize=8)
-    fig.suptitle("\n".join(str(e) for e in equations)[:300], fontsize=7)
+    fig.suptitle(title, fontsize=6)
     fig.tight_layout()
     fig.savefig(out_dir / "held_out.png", dpi=110)
     plt.close(fig)
