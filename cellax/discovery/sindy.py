@@ -69,8 +69,8 @@ class SindyConfig:
     thresholds: Sequence[float] | None = None
     max_terms: int | None = None
     min_r2: float = 0.9
-    n_test: int = 200
-    half_width: int = 30
+    n_test: int = 150
+    half_width: int = 60
     window: int = 21
     order: int = 3
     n_members: int = 200

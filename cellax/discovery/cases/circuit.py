@@ -32,6 +32,8 @@ from cellax.discovery.sindy import SindyConfig, fit_equation
 
 TRUTH = {"r0_ohm": 0.015, "r_ohm": (0.010, 0.020), "tau_s": (15.0, 300.0)}
 CONFIG = SindyConfig(form="savgol", min_r2=0.5)
+FLOOR = 1e-5
+"""Error floor of the pair-count BIC, a share of the voltage's variance (as in :mod:`cellax.discovery.pareto`)."""
 
 
 def filtered(current_a, tau_s, dt_s: float):
@@ -130,7 +132,7 @@ def discover_circuit(signals: dict, config: SindyConfig = CONFIG, max_pairs: int
             return circuit_voltage(theta[0], theta[1:1 + k], theta[1 + k:], current, ocv, dt_s)
 
         refined = refine(predict, start, measured, max_steps=refine_steps)
-        bic = n * np.log(refined.rmse**2) + (1 + 2 * k) * np.log(n)
+        bic = n * np.log(refined.rmse**2 + FLOOR * np.var(signals["V"])) + (1 + 2 * k) * np.log(n)
         order = np.argsort(refined.values[1 + k:])
         row = {
             "n_pairs": k, "bic": float(bic), "rmse_v": refined.rmse, "converged": refined.converged,
