@@ -220,7 +220,8 @@ def main():
     print("d done", flush=True)
     report["machine"]["loadavg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)) + "\n")
+    plain = lambda v: v.tolist() if hasattr(v, "tolist") else str(v)  # noqa: E731
+    args.out.write_text(json.dumps(report, indent=2, default=plain) + "\n")
     print(f"wrote {args.out}: ensemble speed-up median {report['ensemble_speedup_median']:.1f}x")
 
 

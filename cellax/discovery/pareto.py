@@ -90,7 +90,8 @@ def pareto(g, y, names, thresholds=None, method: str = "stlsq", criterion: str =
         )
     chosen = int(np.argmin(np.where(allowed, scores, np.inf)))
     order = np.argsort(k, kind="stable")
-    return Front(supports[order], coefficients[order], mse[order], r2[order], scores[order], int(np.argsort(order)[chosen]))
+    return Front(supports[order], coefficients[order], mse[order], r2[order], scores[order],
+                 int(np.argsort(order)[chosen]))
 
 
 def with_choice(front: Front, g, y, support) -> Front:
@@ -102,6 +103,7 @@ def with_choice(front: Front, g, y, support) -> Front:
     xi = refit(g, y, support)
     g64, y64 = np.asarray(g, np.float64), np.asarray(y, np.float64)
     mse = np.mean((g64 @ xi - y64) ** 2)
-    return replace(front, supports=np.vstack([front.supports, support]), coefficients=np.vstack([front.coefficients, xi]),
+    return replace(front, supports=np.vstack([front.supports, support]),
+                   coefficients=np.vstack([front.coefficients, xi]),
                    mse=np.append(front.mse, mse), r2=np.append(front.r2, 1 - mse / max(np.var(y64), 1e-300)),
                    score=np.append(front.score, np.nan), chosen=len(front.mse))

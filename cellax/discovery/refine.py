@@ -39,7 +39,8 @@ class Refined:
     converged: bool
 
 
-def refine(predict: Callable, theta0, measured, max_steps: int = 50, rtol: float = 1e-8, atol: float = 1e-10) -> Refined:
+def refine(predict: Callable, theta0, measured, max_steps: int = 50, rtol: float = 1e-8,
+           atol: float = 1e-10) -> Refined:
     """Refine ``θ`` (1-D, no zero entries) so that ``predict(θ)`` matches ``measured`` (same shape)."""
     theta0 = jnp.asarray(theta0)
     measured = jnp.asarray(measured)

@@ -43,7 +43,8 @@ def equation_report(eq: Equation) -> dict:
     keep = eq.support
     out = {
         "text": str(eq),
-        "terms": {n: {"coefficient": float(c), "std": float(s)} for n, c, s, k in zip(eq.names, eq.coefficients, std, keep) if k},
+        "terms": {n: {"coefficient": float(c), "std": float(s)}
+                  for n, c, s, k in zip(eq.names, eq.coefficients, std, keep) if k},
         "pareto": [{"n_terms": int(k), "mse": float(m), "r2": float(r),
                     "terms": [n for n, s in zip(eq.names, sup) if s]}
                    for k, m, r, sup in zip(eq.front.n_terms, eq.front.mse, eq.front.r2, eq.front.supports)],
@@ -127,7 +128,8 @@ def run_particle(config: DiscoverConfig, out_dir: Path) -> dict:
     seconds = time.perf_counter() - start
     truth = float(diffusivity(jnp.asarray(0.5)))
     report = {"equations": [equation_report(result["equation"])], "spherical": result["spherical"],
-              "diffusivity_m2_s": result["diffusivity_m2_s"], "diffusivity_std_m2_s": result.get("diffusivity_std_m2_s"),
+              "diffusivity_m2_s": result["diffusivity_m2_s"],
+              "diffusivity_std_m2_s": result.get("diffusivity_std_m2_s"),
               "truth_diffusivity_m2_s": truth, "discover_seconds": seconds}
     if result["diffusivity_m2_s"]:
         report["diffusivity_error_pct"] = 100 * abs(result["diffusivity_m2_s"] / truth - 1)

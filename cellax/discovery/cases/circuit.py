@@ -108,7 +108,8 @@ def candidates(taus, coefficients) -> list[tuple[float, float]]:
 def discover_circuit(signals: dict, config: SindyConfig = CONFIG, max_pairs: int = 3, refine_steps: int = 50) -> dict:
     """Number of RC pairs and their values (see the module docstring): the sparse fit proposes time
     constants; circuits of ``1..max_pairs`` pairs started from them are refined on the voltage
-    trajectory and the pair count is the one with the lowest BIC, ``n ln(mse) + (1 + 2k) ln n``."""
+    trajectory and the pair count is the one with the lowest BIC, ``n ln(mse + floor) + (1 + 2k) ln n``
+    (``floor``: :data:`FLOOR` times the voltage's variance)."""
     check_finite({k: signals[k] for k in ("I", "V", "U")})
     dt_s = check_time(signals["time_s"])
     n = len(signals["I"])

@@ -95,7 +95,8 @@ def discover_correction(train, held_out, max_terms: int = 5) -> dict:
         xi = np.zeros(g.shape[1])
         xi[support] = refit(g, e, support)[support]
         mse = float(np.mean((g @ xi - e) ** 2))
-        front.append({"n_terms": int(support.sum()), "mse": mse, "score": float(score(mse, support.sum(), len(e), "bic")),
+        front.append({"n_terms": int(support.sum()), "mse": mse,
+                      "score": float(score(mse, support.sum(), len(e), "bic")),
                       "xi": xi})
     chosen = min(front, key=lambda row: row["score"])
     xi = chosen["xi"]

@@ -45,7 +45,8 @@ def simulate_particle(diffusivity=None, n_samples: int = 721, dt_s: float = 10.0
     mesh = SphericalMesh(n_shells)
     capacity_ah = 5.0
     current = c_rate * capacity_ah / 10.0 * pulse_profile(n_samples, seed, hold=18, low_a=-10.0, high_a=10.0)
-    area = 3 * s["neg_active_frac"] / radius * s["neg_thickness_m"] * s["n_electrodes_parallel"] * s["electrode_area_m2"]
+    area = (3 * s["neg_active_frac"] / radius * s["neg_thickness_m"]
+            * s["n_electrodes_parallel"] * s["electrode_area_m2"])
     ts = jnp.arange(n_samples) * dt_s
 
     def field(t, c, _):

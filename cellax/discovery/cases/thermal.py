@@ -36,7 +36,8 @@ def simulate_thermal(n_samples: int = 2400, dt_s: float = 1.0, seed: int = 0, di
 
     params = load_parameter_set("Chen2020")
     s = params.scalars
-    params = params.with_values({k: s[k] * diffusivity_scale for k in ("neg_diffusivity_scale", "pos_diffusivity_scale")})
+    scales = ("neg_diffusivity_scale", "pos_diffusivity_scale")
+    params = params.with_values({k: s[k] * diffusivity_scale for k in scales})
     current = pulse_profile(n_samples, seed)
     sol = simulate(SPM(n_shells), params, jnp.asarray(current), dt_s, 0.9, ambient_k, limits=False)
     out = {k: np.asarray(v) for k, v in sol.signals.items()}
