@@ -106,6 +106,23 @@ def _cmd_fit(args) -> None:
     print(f"\nreport: {report}\nplot:   {picture}")
 
 
+def _cmd_discover(args) -> None:
+    from cellax.config import ConfigError, load_config
+    from cellax.discovery.checks import DiscoveryError
+    from cellax.discovery.config import DiscoverConfig
+    from cellax.discovery.workflow import run
+
+    config = load_config(args.config, DiscoverConfig)
+    out_dir = args.out or config.out
+    try:
+        report = run(config, out_dir)
+    except (DiscoveryError, ValueError, OSError) as err:
+        raise ConfigError(f"{args.config}: {err}") from None
+    for eq in report["equations"]:
+        print(eq["text"])
+    print(f"\nreport: {out_dir}/report.json\nplots:  {out_dir}/pareto.png, {out_dir}/held_out.png")
+
+
 def _cmd_rl_train(args) -> None:
     from cellax.config import load_config
     from cellax.rl.config import RLConfig
@@ -248,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     fitp.add_argument("config", type=Path, help="YAML fit config (see configs/fit/)")
     fitp.add_argument("--out", type=Path, help="report folder (default: the config's out)")
     fitp.set_defaults(run=_cmd_fit)
+
+    discp = commands.add_parser("discover", help="equation discovery: sparse regression, equations ± uncertainty, Pareto")
+    discp.add_argument("config", type=Path, help="YAML discovery config (see configs/discovery/)")
+    discp.add_argument("--out", type=Path, help="report folder (default: the config's out)")
+    discp.set_defaults(run=_cmd_discover)
 
     rl = commands.add_parser("rl", help="charging agents: PPO and a gradient-optimised protocol against CC-CV")
     rl_commands = rl.add_subparsers(dest="rl_command", required=True, metavar="SUBCOMMAND")
