@@ -61,12 +61,11 @@ def _cmd_merge(args) -> None:
 
     merge_datasets(args.inputs, args.out, overwrite=args.overwrite)
     with open_dataset(args.out) as ds:
-        ids = set(ds.profiles["profile_id"].tolist())
-        expected = int(ds.config.get("n_profiles", len(ids)))
-    missing = sorted(set(range(expected)) - ids)
-    print(f"wrote {args.out}: {len(ids)} profiles from {len(args.inputs)} file(s)")
+        n_profiles, missing = len(ds), ds.missing_profile_ids
+    print(f"wrote {args.out}: {n_profiles} profiles from {len(args.inputs)} file(s)")
     if missing:
-        print(f"note: the job has {expected} profiles; {len(missing)} are not in the inputs (first: {missing[:5]})")
+        print(f"note: {len(missing)} profile(s) of the job are not in the inputs (first: {missing[:5]}); "
+              "recorded as missing_profile_ids in the file")
 
 
 def _cmd_quickstart(args) -> None:
@@ -265,12 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     from cellax.config import ConfigError
     from cellax.data.generate import GenerateError
     from cellax.data.store import StoreError
+    from cellax.rl.config import RLError
+    from cellax.train.checkpoint import CheckpointError
     from cellax.train.loop import TrainError
 
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ConfigError, GenerateError, StoreError, TrainError) as err:
+    except (ConfigError, GenerateError, StoreError, TrainError, RLError, CheckpointError) as err:
         print(f"cellax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,6 +17,10 @@ def _known_fields(dataclass, values: dict, what: str) -> dict:
     return values
 
 
+class RLError(RuntimeError):
+    """An rl run that cannot start; the message says why."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

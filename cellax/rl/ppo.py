@@ -34,6 +34,9 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from cellax.events import EventLog
+from cellax.train.checkpoint import write_checksums
+
 
 @dataclass(frozen=True)
 class PPOConfig:
@@ -206,7 +209,7 @@ def train(config: PPOConfig, env, env_params, out: Path | None = None, progress:
     runner = jax.jit(jax.vmap(init))(keys)
     run_segment = jax.jit(jax.vmap(segment))
     curve = []
-    manager = None
+    manager = events = None
     if out is not None:
         import orbax.checkpoint as ocp
 
@@ -217,6 +220,7 @@ def train(config: PPOConfig, env, env_params, out: Path | None = None, progress:
             out.absolute() / "checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False),
         )
+        events = EventLog(out / "events")
     bar = tqdm(total=config.total_updates, disable=not progress, unit="update", desc="PPO")
     started = time.perf_counter()
     segments = config.total_updates // config.updates_per_segment
@@ -235,12 +239,16 @@ def train(config: PPOConfig, env, env_params, out: Path | None = None, progress:
         if manager is not None:
             import orbax.checkpoint as ocp
 
-            manager.save((s + 1) * config.updates_per_segment, args=ocp.args.StandardSave(runner[0]))
+            step = (s + 1) * config.updates_per_segment
+            manager.save(step, args=ocp.args.StandardSave(runner[0]))
+            manager.wait_until_finished()
+            write_checksums(Path(manager.directory) / str(step))
             with (out / "learning_curve.jsonl").open("a") as f:
                 for row in curve[-config.updates_per_segment:]:
                     f.write(json.dumps(row) + "\n")
+                    events.write(row["update"], row, skip=("update",))
     bar.close()
     if manager is not None:
-        manager.wait_until_finished()
         manager.close()
+        events.close()
     return eqx.combine(runner[0], static), curve

@@ -12,6 +12,7 @@ of current, voltage, temperatures, SOC and anode potential over the charge.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,12 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cellax.rl.config import RLConfig
+from cellax.rl.config import RLConfig, RLError
 from cellax.rl.fast_charge import FastCharge
 from cellax.rl.gradient_protocol import ProtocolTable, optimise_protocol
 from cellax.rl.ppo import PPOConfig, make_train
 from cellax.rl.ppo import train as train_ppo
 from cellax.rl.protocols import cccv, rollout
+from cellax.train.checkpoint import CheckpointError, verify_checksums
 
 
 def build(config: RLConfig):
@@ -41,13 +43,29 @@ def build(config: RLConfig):
 
 
 def train_run(config: RLConfig, progress: bool = True, log=print) -> Path:
-    """Train PPO (all seeds at once) and optimise the protocol; returns the run folder."""
+    """Train PPO (all seeds at once) and optimise the protocol; returns the run folder.
+
+    Refuses an existing run folder (a run is never mixed with another); a run that fails is removed whole.
+    """
+    run_dir = config.run_dir
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise RLError(f"{run_dir} exists; choose another name or --out (an rl run is never resumed or mixed)")
+    try:
+        env, params, fixed = build(config)
+    except (ValueError, TypeError) as err:
+        raise RLError(f"env: {err}") from None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_run(config, run_dir, env, params, fixed, progress, log)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_run(config: RLConfig, run_dir: Path, env, params, fixed, progress: bool, log) -> Path:
     from gymnax.wrappers.purerl import LogWrapper
 
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    env, params, fixed = build(config)
     ppo_config = PPOConfig(**config.ppo)
     log(f"PPO: {ppo_config.num_seeds} seed(s) x {ppo_config.num_envs} environments x "
         f"{ppo_config.total_updates * ppo_config.num_steps} steps")
@@ -87,7 +105,11 @@ def load_ppo_policies(config: RLConfig, env, params):
     abstract = jax.eval_shape(lambda k: jax.vmap(init)(k)[0], keys)
     manager = ocp.CheckpointManager((config.run_dir / "ppo" / "checkpoints").absolute())
     try:
-        nets = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+        step = manager.latest_step()
+        if step is None:
+            raise CheckpointError(f"{config.run_dir / 'ppo' / 'checkpoints'} holds no finished checkpoint")
+        verify_checksums(Path(manager.directory) / str(step))
+        nets = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     finally:
         manager.close()
     policies = {}
