@@ -146,7 +146,18 @@ def charge_metrics(trace: dict, target_soc: float) -> dict:
 
 def _trace(env, params, policy, n_steps):
     traces = jax.jit(lambda k: rollout(env, params, policy, k, n_steps))(jax.random.key(0))
-    traces = {k: np.asarray(v) for k, v in traces.items()}
+    return _with_limits({k: np.asarray(v) for k, v in traces.items()}, params)
+
+
+def _cccv_traces(env, params, c_rates, n_steps) -> dict[str, dict]:
+    """CC-CV at every C-rate in one compiled, ``vmap``-ed rollout (the rate is traced, not baked in)."""
+    many = jax.jit(jax.vmap(lambda c: rollout(env, params, cccv(c), jax.random.key(0), n_steps)))(
+        jnp.asarray(c_rates, jnp.float32))
+    return {f"cccv_{c:g}C": _with_limits({k: np.asarray(v[i]) for k, v in many.items()}, params)
+            for i, c in enumerate(c_rates)}
+
+
+def _with_limits(traces: dict, params) -> dict:
     limits = {
         "voltage_violation": traces["voltage_v"] > params.voltage_max_v,
         "temperature_violation": traces["surface_temp_degc"] > params.surface_temp_max_degc,
@@ -167,10 +178,10 @@ def evaluate_run(run_dir: Path, plot: bool = True) -> dict:
     config = RLConfig.model_validate_json((run_dir / "config.json").read_text())
     env, params, fixed = build(config)
     n_steps = int(fixed.max_steps_in_episode)
-    policies = {f"cccv_{c:g}C": cccv(c) for c in config.evaluation.cccv_c_rates}
-    policies.update(load_ppo_policies(config, env, params))
+    policies = load_ppo_policies(config, env, params)
     policies["gradient_protocol"] = load_protocol(run_dir)
-    traces = {name: _trace(env, fixed, policy, n_steps) for name, policy in policies.items()}
+    traces = _cccv_traces(env, fixed, config.evaluation.cccv_c_rates, n_steps)
+    traces.update({name: _trace(env, fixed, policy, n_steps) for name, policy in policies.items()})
     metrics = {name: charge_metrics(t, float(fixed.target_soc)) for name, t in traces.items()}
     cccv_safe = [n for n in metrics if n.startswith("cccv") and safe(metrics[n])]
     best_cccv = min(cccv_safe, key=lambda n: metrics[n]["charge_time_s"]) if cccv_safe else None

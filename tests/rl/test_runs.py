@@ -20,16 +20,37 @@ TINY = {
 }
 
 
-def test_rl_train_writes_agents_and_a_comparison_with_cccv(tmp_path, capsys):
-    (tmp_path / "rl.yaml").write_text(yaml.safe_dump({**TINY, "out": str(tmp_path / "run")}))
+def test_rl_train_writes_agents_a_comparison_with_cccv_and_refuses_to_mix_runs(tmp_path, capsys):
+    run = tmp_path / "run"
+    (tmp_path / "rl.yaml").write_text(yaml.safe_dump({**TINY, "out": str(run)}))
     assert main(["rl", "train", str(tmp_path / "rl.yaml"), "--no-progress"]) == 0
-    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    report = json.loads((run / "eval" / "report.json").read_text())
     assert {"cccv_1C", "cccv_1.5C", "ppo_seed0", "gradient_protocol"} <= set(report["metrics"])
     cccv = report["metrics"]["cccv_1C"]
     assert cccv["charge_time_s"] is not None and 2400 < cccv["charge_time_s"] < 3300  # 10 -> 80 % at 1C
-    assert (tmp_path / "run" / "eval" / "charging.png").stat().st_size > 20_000
+    assert report["metrics"]["cccv_1.5C"]["charge_time_s"] < cccv["charge_time_s"]
+    assert (run / "eval" / "charging.png").stat().st_size > 20_000
+    assert list((run / "ppo" / "events").glob("events.out.tfevents.*"))
     assert "best CC-CV within all limits" in capsys.readouterr().out
-    assert main(["rl", "evaluate", str(tmp_path / "run")]) == 0
+
+    # a second run into the same folder: refused in one line, nothing of the first run touched
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**TINY, "out": str(run), "protocol": {"iterations": 4}}))
+    assert main(["rl", "train", str(tmp_path / "other.yaml"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run} exists" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+
+    # flipped bytes in the networks' checkpoint are named, not restored as weights
+    step_dir = max((run / "ppo" / "checkpoints").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
+    array_file = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != "sha256.json"),
+                     key=lambda p: p.stat().st_size)
+    data = bytearray(array_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    array_file.write_bytes(bytes(data))
+    assert main(["rl", "evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "damaged" in err and array_file.name in err
 
 
 def test_gradient_steps_raise_the_protocols_return():
