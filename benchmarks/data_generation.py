@@ -33,7 +33,8 @@ os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
 
 import numpy as np  # noqa: E402
 
-from cellax.config import DataConfig, validate_config  # noqa: E402
+from cellax.config import validate_config  # noqa: E402
+from cellax.data.config import DataConfig  # noqa: E402
 from cellax.data.generate import generate, plan_profile  # noqa: E402
 from cellax.data.pybamm_backend import KELVIN, MODEL_OPTIONS, VARIABLES  # noqa: E402
 

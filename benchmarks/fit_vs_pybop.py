@@ -50,7 +50,7 @@ def make_problem(path: Path, seed: int) -> dict:
     """The truth from PyBaMM, noisy voltage, and everything both fitters need (npz, no pickle)."""
     import pybamm
 
-    from cellax.config import ThermalConfig
+    from cellax.physics.config import ThermalConfig
     from cellax.physics import pybamm_parameter_values
     from cellax.physics.parameters import PYBAMM_MODEL_OPTIONS
     from cellax.physics.spme import SPMe

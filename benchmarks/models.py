@@ -42,7 +42,8 @@ KINDS = ("transformer", "mamba", "gru")
 
 
 def make_dataset(path: Path, n_profiles: int) -> None:
-    from cellax.config import DataConfig, validate_config
+    from cellax.config import validate_config
+    from cellax.data.config import DataConfig
     from cellax.data.generate import generate
 
     if path.exists():

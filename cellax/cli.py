@@ -18,9 +18,10 @@ QUICKSTART_TRAIN = Path("configs/train/quickstart.yaml")
 
 def _cmd_generate(args) -> None:
     from cellax.config import load_config
+    from cellax.data.config import DataConfig
     from cellax.data.generate import Shard, generate
 
-    config = load_config(args.config)
+    config = load_config(args.config, DataConfig)
     if args.backend and args.backend != config.backend:
         config = config.model_copy(update={"backend": args.backend})
     report = generate(
@@ -72,6 +73,7 @@ def _cmd_quickstart(args) -> None:
     import time
 
     from cellax.config import load_config
+    from cellax.data.config import DataConfig
     from cellax.data.generate import generate
     from cellax.data.plots import plot_dataset
     from cellax.data.store import open_dataset
@@ -84,7 +86,7 @@ def _cmd_quickstart(args) -> None:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = out_dir / "data.h5"
-    config = load_config(args.config)
+    config = load_config(args.config, DataConfig)
     print(f"[1/3] simulating {config.n_profiles} one-hour profiles ({config.backend} backend) -> {dataset}", flush=True)
     report = generate(config, dataset, workers=args.workers, resume=dataset.exists() or dataset.with_name("data.h5.parts").exists())
     with open_dataset(dataset) as ds:
@@ -133,29 +135,11 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_fit(args) -> None:
-    from cellax.config import ConfigError, FitConfig, load_config
-    from cellax.physics import load_parameter_set
-    from cellax.physics.fit import FitParameter, fit, measurements_from_dataset, write_report
-    from cellax.physics.spm import SPM
-    from cellax.physics.spme import SPMe
+    from cellax.config import load_config
+    from cellax.physics.config import FitConfig
+    from cellax.workflows.fit import run_fit
 
-    config = load_config(args.config, FitConfig)
-    out_dir = args.out or config.out
-    try:
-        data, simulation = measurements_from_dataset(config.data, config.profiles, config.signals)
-        params = load_parameter_set(
-            simulation.get("parameter_set", "Chen2020"),
-            overrides=simulation.get("parameter_overrides"),
-            thermal=simulation.get("thermal"),
-        )
-        parameters = [FitParameter(name, **p.model_dump()) for name, p in config.parameters.items()]
-        model = SPMe() if config.model == "SPMe" else SPM()
-        print(f"fitting {', '.join(config.parameters)} to {len(data)} profile(s) of {config.data} ...", flush=True)
-        result = fit(model, params, parameters, data, sigma_v=config.sigma_v, sigma_temp_k=config.sigma_temp_k,
-                     max_steps=config.max_steps)
-    except (ValueError, OSError) as err:
-        raise ConfigError(f"{args.config}: {err}") from None
-    report, picture = write_report(result, data, out_dir)
+    result, report, picture = run_fit(load_config(args.config, FitConfig), args.out, source=str(args.config))
     print(result.summary())
     print(f"\nreport: {report}\nplot:   {picture}")
 

@@ -50,7 +50,8 @@ def synthetic_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def generated_dataset(tmp_path_factory):
     """Path of a small dataset simulated with real PyBaMM (4 profiles of 10 minutes)."""
-    from cellax.config import DataConfig, validate_config
+    from cellax.config import validate_config
+    from cellax.data.config import DataConfig
     from cellax.data.generate import generate
 
     config = validate_config(

@@ -5,19 +5,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cellax.config import ConfigError, DataConfig, load_config, pybamm_parameter_sets
+from cellax.config import ConfigError, load_config
+from cellax.data.config import DataConfig
+from cellax.physics.config import bundled_parameter_sets
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_data_configs_load(path):
-    config = load_config(path)
+    config = load_config(path, DataConfig)
     assert isinstance(config, DataConfig) and config.n_profiles > 0
 
 
 def test_pybamm_parameter_sets_are_listed_without_importing_pybamm():
-    assert {"Chen2020", "Marquis2019", "Prada2013"} <= set(pybamm_parameter_sets())
+    assert {"Chen2020", "Marquis2019", "Prada2013"} <= set(bundled_parameter_sets())
 
 
 def _write(tmp_path, **changes):
@@ -50,7 +52,7 @@ def _write(tmp_path, **changes):
 )
 def test_bad_values_name_the_field(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
-        load_config(_write(tmp_path, **changes))
+        load_config(_write(tmp_path, **changes), DataConfig)
 
 
 def test_voltage_window_reversed_in_an_inline_datasheet(tmp_path):
@@ -58,16 +60,16 @@ def test_voltage_window_reversed_in_an_inline_datasheet(tmp_path):
 
     sheet = {**LG_M50.model_dump(), "voltage_min_v": 4.2, "voltage_max_v": 2.5}
     with pytest.raises(ConfigError, match="datasheet: voltage_min_v .* must be below voltage_max_v"):
-        load_config(_write(tmp_path, datasheet=sheet))
+        load_config(_write(tmp_path, datasheet=sheet), DataConfig)
 
 
 def test_unreadable_and_non_mapping_files(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
-        load_config(tmp_path / "missing.yaml")
+        load_config(tmp_path / "missing.yaml", DataConfig)
     path = tmp_path / "list.yaml"
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
-        load_config(path)
+        load_config(path, DataConfig)
     path.write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(path)
+        load_config(path, DataConfig)

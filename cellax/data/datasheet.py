@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from cellax.config import Strict
 
 
-class Datasheet(BaseModel):
+class Datasheet(Strict):
     """Limits of one cell type, in SI units and degrees Celsius."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     capacity_ah: float = Field(gt=0, description="nominal capacity")

@@ -1,6 +1,6 @@
 """Run a simulator backend over seeded profiles: workers, shards, crash-safe resume.
 
-A job is a :class:`~cellax.config.DataConfig`; profile ``i`` of it is fully
+A job is a :class:`~cellax.data.config.DataConfig`; profile ``i`` of it is fully
 determined by ``(config, i)`` (its random stream is
 ``SeedSequence(config.seed, spawn_key=(i,))``), so any worker, shard or resumed run
 produces the same profile.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cellax.config import DataConfig
+from cellax.data.config import DataConfig
 from cellax.data.profiles import make_profile, profile_rng
 from cellax.data.store import ProfileRecord, StoreError, merge_datasets, open_dataset, write_dataset
 

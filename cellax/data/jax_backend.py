@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cellax.config import SimulationConfig
+from cellax.data.config import SimulationConfig
 from cellax.data.datasheet import Datasheet
 from cellax.data.pybamm_backend import KELVIN, VARIABLES, SimulationResult, enforce_temperature_limits
 

@@ -59,8 +59,9 @@ import math
 import pathlib
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from cellax.config import Strict
 from cellax.data.datasheet import Datasheet
 from cellax.data.vehicle import (
     VehicleConfig,
@@ -87,10 +88,9 @@ _SOC_EPS = 1e-7  # SOC slack when deciding the critical band (rounding of the co
 _FORCE_AFTER = 0.4  # fraction of the profile after which a missing direction is forced
 
 
-class ProfileConfig(BaseModel):
+class ProfileConfig(Strict):
     """What profiles to generate: kind weights, length, step, SOC window, drive cycle, vehicle."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kinds: dict[str, float] = Field(default_factory=lambda: {kind: 1.0 for kind in PROFILE_KINDS})
     duration_s: float = Field(3600.0, gt=0)

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cellax.config import SimulationConfig
+from cellax.data.config import SimulationConfig
 from cellax.data.datasheet import Datasheet
 from cellax.physics.parameters import PYBAMM_MODEL_OPTIONS as MODEL_OPTIONS
 
-KELVIN = 273.15
+from cellax.signals import KELVIN
 
 VARIABLES = {  # canonical signal (or helper) -> PyBaMM variable
     "time_s": "Time [s]",

@@ -31,21 +31,9 @@ import h5py
 import numpy as np
 
 from cellax import __version__
+from cellax.signals import SIGNALS
 
 SCHEMA_VERSION = 1
-
-SIGNALS: dict[str, tuple[str, str]] = {
-    "time_s": ("s", "time since profile start"),
-    "current_a": ("A", "cell current, positive = discharge"),
-    "voltage_v": ("V", "terminal voltage"),
-    "ocv_v": ("V", "open-circuit voltage at the bulk particle stoichiometries"),
-    "soc": ("1", "state of charge 0..1 from the negative-electrode stoichiometry window"),
-    "surface_temp_degc": ("degC", "cell surface (casing) temperature"),
-    "core_temp_degc": ("degC", "cell core (volume-averaged) temperature"),
-    "ambient_temp_degc": ("degC", "ambient temperature"),
-    "anode_potential_v": ("V", "negative-electrode surface potential vs Li/Li+ at the separator"),
-}
-"""Canonical signals: name -> (units, description)."""
 
 PROFILE_FIELDS: dict[str, str] = {
     "profile_id": "int64",

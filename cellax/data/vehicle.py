@@ -13,8 +13,9 @@ import math
 import pathlib
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from cellax.config import Strict
 from cellax.data.datasheet import Datasheet
 
 GRAVITY_M_S2 = 9.81
@@ -25,14 +26,13 @@ def nominal_voltage_v(datasheet: Datasheet) -> float:
     return 0.5 * (datasheet.voltage_min_v + datasheet.voltage_max_v)
 
 
-class VehicleConfig(BaseModel):
+class VehicleConfig(Strict):
     """A small EV, used to turn a speed trace into one cell's current.
 
     ``cells_in_pack`` cells share the pack power equally; when left ``None`` it is sized from
     ``pack_energy_kwh`` and the cell's nominal energy, so every cell sees the same C-rates.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mass_kg: float = Field(1500.0, gt=0)
     frontal_area_m2: float = Field(2.2, gt=0)

@@ -36,6 +36,7 @@ from jaxtyping import Array, Float
 
 from cellax.physics.parameters import ParameterSet
 from cellax.physics.simulate import simulate
+from cellax.signals import error_units
 
 TRANSFORMS = ("log", "linear")
 END_TIME_SIGMA_S = 10.0  # weight of a cut-off time mismatch: 10 s counts like one sigma of one sample
@@ -129,8 +130,7 @@ class FitResult:
     def summary(self) -> str:
         lines = [f"{'parameter':32s} {'value':>12s} {'± std':>12s}"]
         lines += [f"{k:32s} {v:12.5g} {self.std[k]:12.3g}" for k, v in self.values.items()]
-        units = {"voltage_v": ("mV", 1e3), "surface_temp_degc": ("K", 1.0), "core_temp_degc": ("K", 1.0)}
-        lines += [f"RMSE {k}: {v * units[k][1]:.3f} {units[k][0]}" for k, v in self.rmse.items()]
+        lines += [f"RMSE {k}: {v * error_units(k)[0]:.3f} {error_units(k)[1]}" for k, v in self.rmse.items()]
         lines.append(f"{self.steps} Levenberg–Marquardt steps, {'converged' if self.converged else 'NOT converged'}, "
                      f"{self.seconds:.1f} s (of which compile {self.compile_seconds:.1f} s)")
         return "\n".join(lines)
@@ -244,90 +244,3 @@ class _Batch(eqx.Module):
         if self.end_time_s is not None:
             parts.append(jnp.reshape((solution.event_time_s - self.end_time_s) / END_TIME_SIGMA_S, (1,)))
         return jnp.concatenate(parts)
-
-
-def measurements_from_dataset(path, rows: Sequence[int], signals: Sequence[str]) -> tuple[list[Measurement], dict]:
-    """Measurements from rows of a cellax HDF5 dataset, and the dataset's ``simulation`` config.
-
-    Each profile's ambient temperature, initial SOC and heat-transfer coefficient
-    become its measurement's conditions (the coefficient as a per-profile override).
-    """
-    from cellax.data.store import open_dataset
-
-    out = []
-    with open_dataset(path) as dataset:
-        simulation = dataset.config.get("simulation", {})
-        for row in rows:
-            if not 0 <= row < len(dataset):
-                raise ValueError(f"profiles: row {row} is outside the dataset's {len(dataset)} profiles")
-            record = dataset.record(row)
-            if record.meta.get("status", "ok") != "ok":
-                raise ValueError(f"profiles: row {row} failed to simulate ({record.meta['status']}); pick another")
-            missing = sorted(set(signals) - set(record.signals))
-            if missing:
-                raise ValueError(f"signals: the dataset lacks {missing}")
-            time_s = record.signals["time_s"]
-            steps = np.diff(time_s)
-            if not np.allclose(steps, steps[0]):
-                raise ValueError(f"profiles: row {row} is not uniformly sampled")
-            out.append(
-                Measurement(
-                    current_a=record.signals["current_a"],
-                    dt_s=float(steps[0]),
-                    initial_soc=float(record.meta["initial_soc"]),
-                    ambient_temp_k=float(record.meta["ambient_temp_degc"]) + 273.15,
-                    signals={k: record.signals[k] for k in signals},
-                    overrides={"heat_transfer_coeff_w_m2k": float(record.meta["heat_transfer_coeff"])},
-                )
-            )
-    return out, simulation
-
-
-def write_report(result: FitResult, data: Sequence[Measurement], out_dir, truth: dict[str, float] | None = None):
-    """``fit_report.json`` (values, standard deviations, RMSE, timing) and ``fit_residuals.png`` in ``out_dir``."""
-    import json
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = {
-        "values": result.values,
-        "std": result.std,
-        "rmse": result.rmse,
-        "steps": result.steps,
-        "converged": result.converged,
-        "seconds": result.seconds,
-        "compile_seconds": result.compile_seconds,
-    }
-    if truth:
-        report["relative_error_pct"] = {k: 100 * (result.values[k] / v - 1) for k, v in truth.items() if k in result.values}
-    (out_dir / "fit_report.json").write_text(json.dumps(report, indent=2) + "\n")
-
-    names = [k for k in MEASURED if any(k in m.signals for m in data)]
-    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 6), sharex="col", squeeze=False)
-    scale = {"voltage_v": (1.0, "V", 1e3, "mV"), "surface_temp_degc": (1.0, "°C", 1.0, "K"),
-             "core_temp_degc": (1.0, "°C", 1.0, "K")}
-    for col, name in enumerate(names):
-        _, unit, r_scale, r_unit = scale[name]
-        for k, (m, pred) in enumerate(zip(data, result.predictions)):
-            if name not in m.signals:
-                continue
-            t_h = np.arange(len(m.current_a)) * m.dt_s / 3600
-            axes[0, col].plot(t_h, m.signals[name], ".", ms=1.5, color="0.6", label="measured" if k == 0 else None)
-            axes[0, col].plot(t_h, pred[name], lw=1.2, label="fitted model" if k == 0 else None)
-            axes[1, col].plot(t_h, r_scale * (pred[name] - m.signals[name]), lw=0.6)
-        axes[0, col].set_ylabel(f"{name} [{unit}]")
-        axes[1, col].set_ylabel(f"model − measured [{r_unit}]")
-        axes[1, col].set_xlabel("time [h]")
-        axes[0, col].legend(loc="best", fontsize=8)
-    fig.suptitle("cellax fit: " + ", ".join(f"{k}={v:.4g}±{result.std[k]:.2g}" for k, v in result.values.items()),
-                 fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "fit_residuals.png", dpi=120)
-    plt.close(fig)
-    return out_dir / "fit_report.json", out_dir / "fit_residuals.png"

@@ -123,7 +123,7 @@ term; reload with ``overrides`` for that. Only ``c_max`` is a live argument
 of ``j0``, as in PyBaMM's signature.
 
 Missing thermal parameters. No bundled set defines the two parameters of the
-surface node; they come from ``thermal`` (a :class:`cellax.config.ThermalConfig`
+surface node; they come from ``thermal`` (a :class:`cellax.physics.config.ThermalConfig`
 or a dict of its fields, its defaults otherwise). Sets without a thermal
 parametrisation (Prada2013, Ramadass2004) get documented defaults, listed in
 ``params.defaulted``:
@@ -155,14 +155,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import entry_points
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cellax.config import ThermalConfig
+from cellax.physics.config import ThermalConfig, bundled_parameter_sets
 from cellax.physics.functions import ParameterFunction, compile_expression
 
 PYBAMM_MODEL_OPTIONS = {"thermal": "lumped", "surface temperature": "lumped"}
@@ -390,11 +389,6 @@ def initial_stoichiometries(params: ParameterSet, soc) -> tuple[jax.Array, jax.A
             raise ValueError(f"soc must lie in [0, 1], got {values}")
     s = params.scalars
     return s["x_0"] + soc * (s["x_100"] - s["x_0"]), s["y_0"] - soc * (s["y_0"] - s["y_100"])
-
-
-def bundled_parameter_sets() -> list[str]:
-    """Names of every parameter set PyBaMM has installed (read without importing PyBaMM)."""
-    return sorted(ep.name for ep in entry_points(group="pybamm_parameter_sets"))
 
 
 def supported_parameter_sets() -> list[str]:

@@ -39,6 +39,7 @@ from cellax.physics.particle import (
 )
 from cellax.physics.stepping import SpectralOperator
 from cellax.physics.thermal import collector_heat_w, two_node_rates, two_node_solve
+from cellax.signals import KELVIN
 
 GAS_CONSTANT = 8.314462618
 
@@ -156,8 +157,8 @@ class SPM(eqx.Module):
             "voltage_v": u_p - u_n + eta_p - eta_n,
             "ocv_v": params.pos_ocp(y, temp) - params.neg_ocp(x, temp),
             "soc": (x - s["x_0"]) / (s["x_100"] - s["x_0"]),
-            "core_temp_degc": temp - 273.15,
-            "surface_temp_degc": state.surface_temp_k - 273.15,
-            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - 273.15,
+            "core_temp_degc": temp - KELVIN,
+            "surface_temp_degc": state.surface_temp_k - KELVIN,
+            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - KELVIN,
             "anode_potential_v": u_n + eta_n,
         }

@@ -52,6 +52,7 @@ from cellax.physics.particle import FARADAY, SphericalMesh, shell_stiffness, sur
 from cellax.physics.spm import GAS_CONSTANT, particle_rates, particle_stiffness
 from cellax.physics.stepping import SpectralOperator
 from cellax.physics.thermal import collector_heat_w, two_node_rates, two_node_solve
+from cellax.signals import KELVIN
 
 MACINNES_FLOOR = 1e-6  # PyBaMM's tolerance "macinnes__c_e": c_e / mean(c_e) is floored here inside the log
 
@@ -262,9 +263,9 @@ class SPMe(eqx.Module):
             "voltage_v": f["voltage"],
             "ocv_v": params.pos_ocp(y, temp) - params.neg_ocp(x, temp),
             "soc": (x - s["x_0"]) / (s["x_100"] - s["x_0"]),
-            "core_temp_degc": temp - 273.15,
-            "surface_temp_degc": state.surface_temp_k - 273.15,
-            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - 273.15,
+            "core_temp_degc": temp - KELVIN,
+            "surface_temp_degc": state.surface_temp_k - KELVIN,
+            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - KELVIN,
             "anode_potential_v": f["anode_potential"],
             "min_electrolyte_conc_mol_m3": jnp.min(state.c_e),
         }

@@ -6,7 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from cellax.config import Strict
 
 
 def _known_fields(dataclass, values: dict, what: str) -> dict:
@@ -21,11 +23,7 @@ class RLError(RuntimeError):
     """An rl run that cannot start; the message says why."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class EnvConfig(_Strict):
+class EnvConfig(Strict):
     parameter_set: str = "Chen2020"
     n_shells: int = Field(10, ge=3)
     x_counts: tuple[int, int, int] = (6, 4, 6)
@@ -41,7 +39,7 @@ class EnvConfig(_Strict):
         return _known_fields(EnvParams, params, "EnvParams field")
 
 
-class ProtocolConfig(_Strict):
+class ProtocolConfig(Strict):
     """Gradient-optimised protocol; it trains against limits tightened by the margins, with the penalty
     weights scaled by ``penalty_scale`` (the hinge penalties alone trade a little violation for speed)."""
 
@@ -54,13 +52,13 @@ class ProtocolConfig(_Strict):
     penalty_scale: float = Field(1.0, gt=0)
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(Strict):
     initial_soc: float = Field(0.1, ge=0, le=1)
     initial_temp_degc: float = 25.0
     cccv_c_rates: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0])
 
 
-class RLConfig(_Strict):
+class RLConfig(Strict):
     name: str
     env: EnvConfig = EnvConfig()
     ppo: dict[str, Any] = Field(default_factory=dict, description="PPOConfig fields")

@@ -57,8 +57,8 @@ from gymnax.environments import environment, spaces
 from cellax.physics import load_parameter_set
 from cellax.physics.simulate import STATUS, advance, check_state
 from cellax.physics.spme import SPMe, SPMeState
+from cellax.signals import KELVIN
 
-KELVIN = 273.15
 OBS_SIZE = 7
 VOLTAGE_SCALE_V = 0.1
 TEMP_SCALE_K = 10.0

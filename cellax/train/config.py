@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from cellax.config import Strict
+from cellax.signals import MODEL_SIGNALS
 
 TASK_SIGNALS = {
     # task -> (inputs, outputs): canonical signal names
@@ -15,17 +18,9 @@ TASK_SIGNALS = {
 CONDITION_COLUMNS = {"heat_transfer_coeff": "number", "parameter_set": "text"}
 """Profile conditions a model may be given (see :mod:`cellax.data.loader`): the cooling of the test
 and the cell's identity. Not ``initial_soc``, which would hand an estimator its answer."""
-KNOWN_SIGNALS = {
-    "current_a", "voltage_v", "ocv_v", "soc", "surface_temp_degc", "core_temp_degc", "ambient_temp_degc",
-    "anode_potential_v",
-}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class OptimizerConfig(_Strict):
+class OptimizerConfig(Strict):
     """AdamW with linear warm-up then cosine decay, global-norm clipping; no decay on vectors (norms, biases)."""
 
     learning_rate: float = Field(3e-3, gt=0)
@@ -37,7 +32,7 @@ class OptimizerConfig(_Strict):
     b2: float = Field(0.99, ge=0, lt=1)
 
 
-class LossConfig(_Strict):
+class LossConfig(Strict):
     """Per-output loss on normalised signals, weighted; the same definition in training and evaluation."""
 
     kind: Literal["mse", "smooth_l1", "log_cosh"] = "mse"
@@ -45,13 +40,13 @@ class LossConfig(_Strict):
     smooth_l1_beta: float = Field(1.0, gt=0)
 
 
-class StftConfig(_Strict):
+class StftConfig(Strict):
     """Causal short-time Fourier magnitudes of the current (``window // 2 + 1`` bins) as extra input channels."""
 
     window: int = Field(16, ge=4)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """A training run: which data, which task, which model, how long."""
 
     name: str
@@ -88,9 +83,9 @@ class TrainConfig(_Strict):
     @classmethod
     def _known_outputs(cls, outputs):
         if outputs is not None:
-            unknown = sorted(set(outputs) - KNOWN_SIGNALS)
+            unknown = sorted(set(outputs) - MODEL_SIGNALS)
             if unknown:
-                raise ValueError(f"unknown signal name(s) {unknown}; known: {sorted(KNOWN_SIGNALS)}")
+                raise ValueError(f"unknown signal name(s) {unknown}; known: {sorted(MODEL_SIGNALS)}")
             if not outputs:
                 raise ValueError("outputs must name at least one signal")
         return outputs

@@ -22,7 +22,8 @@ from cellax.train.checkpoint import Checkpoints
 from cellax.train.config import TrainConfig
 from cellax.train.loop import TrainError, optimizer, prepare
 from cellax.train.losses import loss_weights
-from cellax.train.metrics import UNITS, error_growth, evaluate_profiles
+from cellax.signals import error_units
+from cellax.train.metrics import error_growth, evaluate_profiles
 from cellax.train.task import Task
 
 
@@ -109,7 +110,7 @@ def _plots(task: Task, predictions, profiles, report, dt_s, out: Path, count: in
     minutes = np.asarray(growth["time_s"]) / 60
     for j, name in enumerate(task.outputs):
         axes[0, j].plot(minutes, growth[name], marker="o", ms=3)
-        axes[0, j].set_title(f"{name} RMSE [{UNITS.get(name, (1, ''))[1]}]", fontsize=8)
+        axes[0, j].set_title(f"{name} RMSE [{error_units(name)[1]}]", fontsize=8)
         axes[0, j].set_xlabel("elapsed [min]", fontsize=8)
     fig.suptitle("error growth over the free-running horizon", fontsize=9)
     fig.tight_layout()

@@ -8,19 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cellax.data.loader import NormStats
+from cellax.signals import error_units
 from cellax.train.losses import feature_loss
 from cellax.train.task import Task, rollout
 
-UNITS = {  # signal -> (scale from stored units, unit of the error)
-    "voltage_v": (1e3, "mV"),
-    "ocv_v": (1e3, "mV"),
-    "anode_potential_v": (1e3, "mV"),
-    "surface_temp_degc": (1.0, "K"),
-    "core_temp_degc": (1.0, "K"),
-    "soc": (100.0, "% SOC"),
-    "current_a": (1.0, "A"),
-    "ambient_temp_degc": (1.0, "K"),
-}
 
 
 def stack_profiles(task: Task, stats: NormStats, profiles: list[dict]):
@@ -63,7 +54,7 @@ def evaluate_profiles(model, task: Task, stats: NormStats, profiles: list[dict],
     true = np.asarray(y, dtype=np.float64)
     physical = []
     for j, name in enumerate(task.outputs):
-        scale, unit = UNITS.get(name, (1.0, ""))
+        scale, unit = error_units(name)
         std = stats.std[name]
         errors = np.concatenate([(pred[i, :n, j] - true[i, :n, j]) * std * scale for i, n in enumerate(lengths)])
         report["outputs"][name] = {
@@ -84,7 +75,7 @@ def error_growth(task: Task, predictions: list[np.ndarray], profiles: list[dict]
     edges = np.linspace(0, horizon, bins + 1).astype(int)
     growth = {"time_s": [float(0.5 * (a + b) * dt_s) for a, b in zip(edges[:-1], edges[1:])]}
     for j, name in enumerate(task.outputs):
-        scale = UNITS.get(name, (1.0, ""))[0]
+        scale = error_units(name)[0]
         rows = []
         for a, b in zip(edges[:-1], edges[1:]):
             err = [

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cellax.config import DataConfig, validate_config
+from cellax.config import validate_config
+from cellax.data.config import DataConfig
 from cellax.data.generate import GenerateError, Shard, generate, parts_dir, plan_profile
 from cellax.data.profiles import validate_profile
 from cellax.data.store import merge_datasets, open_dataset

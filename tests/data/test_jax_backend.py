@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from cellax.config import DataConfig, validate_config
+from cellax.config import validate_config
+from cellax.data.config import DataConfig
 from cellax.data.datasheet import LG_M50
 from cellax.data.generate import generate
 from cellax.data.jax_backend import JaxBackend

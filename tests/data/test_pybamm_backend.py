@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cellax.config import SimulationConfig
+from cellax.data.config import SimulationConfig
 from cellax.data.datasheet import LG_M50
 from cellax.data.pybamm_backend import PybammBackend
 from cellax.data.store import SIGNALS

@@ -7,12 +7,14 @@ import pytest
 import yaml
 
 from cellax.cli import main
-from cellax.config import DataConfig, validate_config
+from cellax.config import validate_config
+from cellax.data.config import DataConfig
 from cellax.data.datasheet import LG_M50
 from cellax.data.generate import generate
 from cellax.data.profiles import ProfileConfig, make_profile, profile_rng
 from cellax.physics import load_parameter_set
-from cellax.physics.fit import FitParameter, Measurement, fit, write_report
+from cellax.physics.fit import FitParameter, Measurement, fit
+from cellax.workflows.fit import write_report
 from cellax.physics.simulate import simulate
 from cellax.physics.spme import SPMe
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cellax.config import ThermalConfig
+from cellax.physics.config import ThermalConfig
 from cellax.physics import parameters as P
 
 pybamm = pytest.importorskip("pybamm")

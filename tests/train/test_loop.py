@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from cellax.config import DataConfig, validate_config
+from cellax.config import validate_config
+from cellax.data.config import DataConfig
 from cellax.data.generate import generate
 from cellax.data.store import write_dataset
 from cellax.train.checkpoint import Checkpoints
