@@ -11,9 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-QUICKSTART_CONFIG = Path("configs/data/quickstart.yaml")
 QUICKSTART_DIR = Path("runs/quickstart")
-QUICKSTART_TRAIN = Path("configs/train/quickstart.yaml")
 
 
 def _cmd_generate(args) -> None:
@@ -72,30 +70,32 @@ def _cmd_merge(args) -> None:
 def _cmd_quickstart(args) -> None:
     import time
 
-    from cellax.config import load_config
+    from cellax.config import load_config, validate_config
     from cellax.data.config import DataConfig
     from cellax.data.generate import generate
     from cellax.data.plots import plot_dataset
     from cellax.data.store import open_dataset
     from cellax.data.summary import format_summary, summarize
+    from cellax.defaults import QUICKSTART_DATA, QUICKSTART_TRAIN, default_config
     from cellax.train.config import TrainConfig
     from cellax.train.evaluate import evaluate, format_report
     from cellax.train.loop import changed_fields, train
 
     started = time.perf_counter()
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     dataset = out_dir / "data.h5"
-    config = load_config(args.config, DataConfig)
+    run_dir = out_dir / "model"
+    config = load_config(args.config or default_config(QUICKSTART_DATA), DataConfig)
+    train_source = args.train_config or default_config(QUICKSTART_TRAIN)
+    train_config = load_config(train_source, TrainConfig).model_dump()
+    train_config.update(data=dataset, out=run_dir, **({"steps": args.steps} if args.steps is not None else {}))
+    train_config = validate_config(TrainConfig, train_config, f"{train_source} (with --steps)")
+    out_dir.mkdir(parents=True, exist_ok=True)
     print(f"[1/3] simulating {config.n_profiles} one-hour profiles ({config.backend} backend) -> {dataset}", flush=True)
     report = generate(config, dataset, workers=args.workers, resume=dataset.exists() or dataset.with_name("data.h5.parts").exists())
     with open_dataset(dataset) as ds:
         print(format_summary(summarize(ds)))
     plots = plot_dataset(dataset, out_dir / "plots")
-    run_dir = out_dir / "model"
-    train_config = load_config(args.train_config, TrainConfig).model_copy(update={"data": dataset, "out": run_dir})
-    if args.steps:
-        train_config = train_config.model_copy(update={"steps": args.steps})
     resume = (run_dir / "config.json").exists()
     if resume and (changed := changed_fields(run_dir, train_config)):
         kept = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -127,11 +127,11 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_evaluate(args) -> None:
-    from cellax.train.evaluate import evaluate, format_report
+    from cellax.train.evaluate import evaluate, format_report, report_dir
 
     report = evaluate(args.run_dir, split=args.split, max_profiles=args.max_profiles)
     print(format_report(report))
-    print(f"report: {args.run_dir / 'eval' / 'report.json'}; plots: {', '.join(report['plots'])}")
+    print(f"report: {report_dir(args.run_dir, args.split) / 'report.json'}; plots: {', '.join(report['plots'])}")
 
 
 def _cmd_fit(args) -> None:
@@ -175,11 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellax", description="Data-driven battery modelling in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    quick = commands.add_parser("quickstart", help="generate a small dataset and draw its plots")
-    quick.add_argument("--config", type=Path, default=QUICKSTART_CONFIG, help=f"data config (default {QUICKSTART_CONFIG})")
-    quick.add_argument("--out", type=Path, default=QUICKSTART_DIR, help=f"output folder (default {QUICKSTART_DIR})")
-    quick.add_argument("--train-config", type=Path, default=QUICKSTART_TRAIN,
-                       help=f"training config (default {QUICKSTART_TRAIN})")
+    quick = commands.add_parser(
+        "quickstart", help="simulate a small dataset, train a model on it and evaluate it, from any folder",
+        description="Runs from any folder: the default configs ship inside cellax; everything is written to "
+                    f"./{QUICKSTART_DIR} of the current folder (or --out).")
+    quick.add_argument("--config", type=Path,
+                       help="data config (default: the quickstart data config shipped with cellax, "
+                            "the same as configs/data/quickstart.yaml)")
+    quick.add_argument("--out", type=Path, default=QUICKSTART_DIR,
+                       help=f"output folder (default ./{QUICKSTART_DIR} of the current folder)")
+    quick.add_argument("--train-config", type=Path,
+                       help="training config (default: the one shipped with cellax, as configs/train/quickstart.yaml)")
     quick.add_argument("--steps", type=int, help="training steps (default: the training config's)")
     quick.add_argument("--workers", type=int, default=2)
     quick.set_defaults(run=_cmd_quickstart)

@@ -35,7 +35,7 @@ def build(config: RLConfig):
     e = config.env
     env = FastCharge(e.parameter_set, mesh=(e.n_shells, e.x_counts), substeps=e.substeps,
                      dtype=jnp.float64 if e.dtype == "float64" else jnp.float32)
-    params = env.default_params.replace(**e.params)
+    params = env.default_params.replace(**e.params.changes())
     v = config.evaluation
     fixed = params.replace(initial_soc_min=v.initial_soc, initial_soc_max=v.initial_soc,
                            initial_temp_min_degc=v.initial_temp_degc, initial_temp_max_degc=v.initial_temp_degc)
@@ -66,7 +66,7 @@ def _train_run(config: RLConfig, run_dir: Path, env, params, fixed, progress: bo
     from gymnax.wrappers.purerl import LogWrapper
 
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    ppo_config = PPOConfig(**config.ppo)
+    ppo_config = PPOConfig(**config.ppo.model_dump())
     log(f"PPO: {ppo_config.num_seeds} seed(s) x {ppo_config.num_envs} environments x "
         f"{ppo_config.total_updates * ppo_config.num_steps} steps")
     started = time.perf_counter()
@@ -99,7 +99,7 @@ def load_ppo_policies(config: RLConfig, env, params):
     import orbax.checkpoint as ocp
     from gymnax.wrappers.purerl import LogWrapper
 
-    ppo_config = PPOConfig(**config.ppo)
+    ppo_config = PPOConfig(**config.ppo.model_dump())
     init, _, static = make_train(ppo_config, LogWrapper(env), params)
     keys = jax.random.split(jax.random.key(0), ppo_config.num_seeds)
     abstract = jax.eval_shape(lambda k: jax.vmap(init)(k)[0], keys)

@@ -295,10 +295,14 @@ def train(
             loader.close()
             checkpoints.close()
         return run_dir
-    except BaseException:
+    except BaseException as err:
         if not resume and not has_checkpoint(run_dir / "checkpoints" / "latest"):  # nothing worth resuming
             if fresh:
                 shutil.rmtree(run_dir, ignore_errors=True)
             else:
                 _clear_run(run_dir)
+        if isinstance(err, MemoryError) or (isinstance(err, jax.errors.JaxRuntimeError)
+                                            and "RESOURCE_EXHAUSTED" in str(err)):
+            raise TrainError(f"out of memory with batch_size {config.batch_size} x window {config.window_len} and "
+                             f"model {config.model}; lower batch_size, chunk_len or the model's width") from None
         raise
