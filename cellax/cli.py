@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (ConfigError, GenerateError, StoreError, TrainError, RLError, CheckpointError) as err:
-        print(f"cellax: error: {err}", file=sys.stderr)
+        print(f"cellax: error: {' '.join(str(err).split())}", file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("cellax: interrupted; finished profiles are kept, run again with --resume", file=sys.stderr)

@@ -170,6 +170,7 @@ def _completed_parts(parts: Path) -> tuple[list[Path], set[int]]:
     for path in files:
         try:
             with open_dataset(path) as ds:
+                ds.verify()
                 ids = set(ds.profiles["profile_id"].tolist())
         except StoreError as err:
             raise GenerateError(f"{path} is damaged ({err}); move it away and --resume again") from None

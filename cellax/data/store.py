@@ -173,10 +173,13 @@ class Dataset:
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a dataset file")
         try:
             self.file = h5py.File(self.path, "r")
         except OSError as err:
-            raise StoreError(f"{self.path}: not a readable HDF5 file (truncated or foreign): {err}") from None
+            raise StoreError(f"{self.path}: not a readable HDF5 file (truncated or foreign): "
+                             f"{str(err).split('(')[0].strip()}") from None
         try:
             self._validate()
         except Exception:
@@ -287,6 +290,13 @@ class Dataset:
 
     def __len__(self) -> int:
         return self.file["profiles/profile_id"].shape[0]
+
+    def verify(self, block_rows: int = 1 << 20) -> None:
+        """Read every signal chunk once (HDF5 checks each Fletcher32 sum); :class:`StoreError` naming a damaged one."""
+        for name, ds in self.file["signals"].items():
+            for start in range(0, ds.shape[0], block_rows):
+                with reading(self.path, f"/signals/{name} rows {start}:{start + block_rows}"):
+                    ds[start : start + block_rows]
 
     def profile(self, row: int, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All (or the named) signals of the profile in index row ``row``."""

@@ -86,7 +86,7 @@ class PPOSettings(Strict):
     updates_per_segment: StrictInt = Field(10, ge=1, le=10_000_000)
     update_epochs: StrictInt = Field(4, ge=1, le=1000)
     num_minibatches: StrictInt = Field(8, ge=1, le=65_536)
-    learning_rate: float = Field(3e-4, gt=0.0, le=10.0)
+    learning_rate: float = Field(3e-4, gt=0.0)
     anneal_lr: StrictBool = True
     gamma: float = Field(0.99, gt=0.0, le=1.0)
     gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
@@ -112,7 +112,7 @@ class ProtocolConfig(Strict):
     weights scaled by ``penalty_scale`` (the hinge penalties alone trade a little violation for speed)."""
 
     iterations: StrictInt = Field(300, ge=1, le=1_000_000)
-    learning_rate: float = Field(0.1, gt=0, le=100)
+    learning_rate: float = Field(0.1, gt=0)
     gamma: float = Field(0.98, gt=0, le=1)
     anode_margin_v: float = Field(0.003, ge=0, le=1)
     temperature_margin_k: float = Field(1.0, ge=0, le=50)

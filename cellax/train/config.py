@@ -26,7 +26,7 @@ MAX_STEPS = 100_000_000
 class OptimizerConfig(Strict):
     """AdamW with linear warm-up then cosine decay, global-norm clipping; no decay on vectors (norms, biases)."""
 
-    learning_rate: float = Field(3e-3, gt=0, le=10)
+    learning_rate: float = Field(3e-3, gt=0)
     warmup_steps: int = Field(100, ge=0, le=MAX_STEPS)
     final_lr_fraction: float = Field(0.05, ge=0, le=1)
     weight_decay: float = Field(0.01, ge=0)

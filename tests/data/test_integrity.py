@@ -113,3 +113,26 @@ def test_merge_records_the_missing_ids_and_info_shows_them(tmp_path, capsys):
     assert "missing from the job" in capsys.readouterr().out
     with open_dataset(merge_datasets([a], tmp_path / "w.h5")) as ds:
         assert ds.missing_profile_ids == [2, 3, 4, 5]
+
+
+def test_resume_names_a_damaged_part_file_before_simulating(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from cellax.config import validate_config
+    from cellax.data.config import DataConfig
+    from cellax.data.generate import Shard, _job_manifest, parts_dir
+
+    job = {"name": "p", "seed": 1, "n_profiles": 8, "profiles": {"duration_s": 600}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    out = tmp_path / "d.h5"
+    parts = parts_dir(out)
+    parts.mkdir()
+    (parts / "job.json").write_text(json.dumps(_job_manifest(validate_config(DataConfig, job), Shard())))
+    part = write(parts / "part-00000.h5", 3)
+    rot_signal(part)
+    assert main(["generate", str(tmp_path / "job.yaml"), "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(part) in err and "/signals/voltage_v" in err
+    assert sorted(parts.iterdir()) == [parts / "job.json", part] and not out.exists()

@@ -10,12 +10,13 @@ from cellax.cli import main
 from cellax.rl.fast_charge import FastCharge
 from cellax.rl.gradient_protocol import ProtocolTable, optimise_protocol
 
-TINY = {
+TINY = {  # one ROS2 step per interval and few updates: compile time dominates, and it is a third of the default's
     "name": "tiny",
-    "env": {"n_shells": 6, "x_counts": [4, 3, 4], "substeps": 2, "dtype": "float32",
+    "env": {"n_shells": 6, "x_counts": [4, 3, 4], "substeps": 1, "dtype": "float32",
             "params": {"max_steps_in_episode": 100}},
-    "ppo": {"num_envs": 32, "num_steps": 16, "total_updates": 10, "updates_per_segment": 5, "num_minibatches": 4},
-    "protocol": {"iterations": 3},
+    "ppo": {"num_envs": 16, "num_steps": 8, "total_updates": 4, "updates_per_segment": 2, "num_minibatches": 2,
+            "update_epochs": 2},
+    "protocol": {"iterations": 2},
     "evaluation": {"cccv_c_rates": [1.0, 1.5]},
 }
 
@@ -35,7 +36,7 @@ def test_rl_train_writes_agents_a_comparison_with_cccv_and_refuses_to_mix_runs(t
 
     # a second run into the same folder: refused in one line, nothing of the first run touched
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**TINY, "out": str(run), "protocol": {"iterations": 4}}))
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**TINY, "out": str(run), "protocol": {"iterations": 3}}))
     assert main(["rl", "train", str(tmp_path / "other.yaml"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{run} exists" in err
@@ -54,7 +55,7 @@ def test_rl_train_writes_agents_a_comparison_with_cccv_and_refuses_to_mix_runs(t
 
 
 def test_gradient_steps_raise_the_protocols_return():
-    env = FastCharge(mesh=(6, (4, 3, 4)), substeps=2, dtype=jax.numpy.float32)
+    env = FastCharge(mesh=(6, (4, 3, 4)), substeps=1, dtype=jax.numpy.float32)
     params = env.default_params.replace(initial_soc_min=0.1, initial_soc_max=0.1, initial_temp_min_degc=25.0,
                                         initial_temp_max_degc=25.0, max_steps_in_episode=100)
     protocol, history, _ = optimise_protocol(env, params, iterations=4, protocol=ProtocolTable(initial_c_rate=0.5))
