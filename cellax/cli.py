@@ -188,14 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training config (default: the one shipped with cellax, as configs/train/quickstart.yaml)")
     quick.add_argument("--steps", type=int, help="training steps (default: the training config's)")
     quick.add_argument("--workers", type=int, default=2)
-    quick.set_defaults(run=_cmd_quickstart)
+    quick.set_defaults(run=_cmd_quickstart, kept="finished profiles and checkpoints are kept, run it again to continue")
 
     trainp = commands.add_parser("train", help="train a sequence model of the cell from a training config")
     trainp.add_argument("config", type=Path, help="YAML training config (see configs/train/)")
     trainp.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
     trainp.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     trainp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    trainp.set_defaults(run=_cmd_train)
+    trainp.set_defaults(run=_cmd_train, kept="the last checkpoint is kept, continue with --resume")
 
     evalp = commands.add_parser("evaluate", help="free-running evaluation of a training run on held-out profiles")
     evalp.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (from cellax train)")
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--shard", default="0/1", help="run shard I of N (profile ids i with i %% N == I)")
     gen.add_argument("--flush-every", type=int, default=8, help="profiles per crash-safe part file (default 8)")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    gen.set_defaults(run=_cmd_generate)
+    gen.set_defaults(run=_cmd_generate, kept="finished profiles are kept, run again with --resume")
 
     fitp = commands.add_parser("fit", help="identify cell-model parameters from a dataset's profiles")
     fitp.add_argument("config", type=Path, help="YAML fit config (see configs/fit/)")
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cellax: error: {' '.join(str(err).split())}", file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
-        print("cellax: interrupted; finished profiles are kept, run again with --resume", file=sys.stderr)
+        print(f"cellax: interrupted; {getattr(args, 'kept', 'nothing was kept')}", file=sys.stderr)
         return 130
     return 0
 
