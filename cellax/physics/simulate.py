@@ -48,8 +48,10 @@ STATUS = (
     "electrolyte_depleted",
     "stoichiometry_out_of_range",
     "solver_failed",
+    "invalid_input",
 )
-"""``Solution.status`` codes: the index into this tuple."""
+"""``Solution.status`` codes: the index into this tuple. ``invalid_input``: a traced ``dt_s <= 0``, ambient or
+initial temperature ``<= 0 K``, initial SOC outside ``[0, 1]`` or a non-finite current (signals zero)."""
 
 SOLVERS = ("ros2", "kvaerno5")
 
@@ -115,15 +117,42 @@ def simulate(
         _check_dt(dt_s)
         current_a = jax.vmap(current_fn)(jnp.arange(n_samples, dtype=dtype) * dt_s)
     _check_profile(current_a, dt_s)
+    _check_conditions(ambient_temp_k, initial_temp_k)
     current_a = jnp.asarray(current_a, dtype=dtype)
     ambient_temp_k = jnp.asarray(ambient_temp_k, dtype=dtype)
     initial_temp_k = ambient_temp_k if initial_temp_k is None else jnp.asarray(initial_temp_k, dtype=dtype)
     y0 = model.initial_state(params, initial_soc, initial_temp_k)
     ts = jnp.arange(current_a.shape[0], dtype=dtype) * dt_s
     if solver == "ros2":
-        return _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits, limits)
-    return _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, limits, rtol, atol,
-                     max_steps)
+        solution = _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits, limits)
+    else:
+        solution = _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, limits, rtol,
+                             atol, max_steps)
+    valid = ((dt_s > 0) & (ambient_temp_k > 0) & (initial_temp_k > 0) & (initial_soc >= 0) & (initial_soc <= 1)
+             & jnp.all(jnp.isfinite(current_a)))
+    return _invalid_if(~valid, solution)
+
+
+def _invalid_if(invalid, solution: Solution) -> Solution:
+    """``solution`` with status ``invalid_input``, zero signals and stop index 0 where ``invalid`` (a traced check)."""
+    return eqx.tree_at(
+        lambda s: (s.signals, s.status, s.stop_index),
+        solution,
+        (jax.tree_util.tree_map(lambda x: jnp.where(invalid, jnp.zeros_like(x), x), solution.signals),
+         jnp.where(invalid, STATUS.index("invalid_input"), solution.status).astype(solution.status.dtype),
+         jnp.where(invalid, 0, solution.stop_index).astype(solution.stop_index.dtype)),
+    )
+
+
+def _check_conditions(ambient_temp_k, initial_temp_k) -> None:
+    """Raise on concrete (not traced) temperatures that are not positive kelvins (the model checks a concrete SOC)."""
+    checks = [("ambient_temp_k", ambient_temp_k, lambda x: np.all(np.isfinite(x) & (x > 0)), "finite and > 0 K"),
+              ("initial_temp_k", initial_temp_k, lambda x: np.all(np.isfinite(x) & (x > 0)), "finite and > 0 K")]
+    for name, value, ok, wanted in checks:
+        if value is None or isinstance(value, jax.core.Tracer):
+            continue
+        if not ok(np.asarray(value, dtype=np.float64)):
+            raise ValueError(f"{name} must be {wanted}, got {value}")
 
 
 def advance(model: SPM | SPMe, params: ParameterSet, operators, state, current_a, dt_s, ambient_temp_k, substeps: int = 1):

@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 import yaml
 
 from cellax.cli import main
@@ -21,6 +22,7 @@ TINY = {  # one ROS2 step per interval and few updates: compile time dominates, 
 }
 
 
+@pytest.mark.timeout(1800)  # a hang guard only: four compiles (~1-2 min idle), over 600 s at load 20 on 2 cores
 def test_rl_train_writes_agents_a_comparison_with_cccv_and_refuses_to_mix_runs(tmp_path, capsys):
     run = tmp_path / "run"
     (tmp_path / "rl.yaml").write_text(yaml.safe_dump({**TINY, "out": str(run)}))
