@@ -91,7 +91,8 @@ def _cmd_quickstart(args) -> None:
     train_config.update(data=dataset, out=run_dir, **({"steps": args.steps} if args.steps is not None else {}))
     train_config = validate_config(TrainConfig, train_config, f"{train_source} (with --steps)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"[1/3] simulating {config.n_profiles} one-hour profiles ({config.backend} backend) -> {dataset}", flush=True)
+    print(f"[1/3] simulating {config.n_profiles} profiles of {config.profiles.duration_s / 60:g} min "
+          f"({config.backend} backend) -> {dataset}", flush=True)
     report = generate(config, dataset, workers=args.workers, resume=dataset.exists() or dataset.with_name("data.h5.parts").exists())
     with open_dataset(dataset) as ds:
         print(format_summary(summarize(ds)))
