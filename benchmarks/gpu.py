@@ -144,7 +144,7 @@ def train(results: Results, work: Path, profiles: int, batch: int | None, window
 def ppo(results: Results, work: Path, updates: int | None, envs: int | None) -> None:
     from cellax.config import load_config
     from cellax.rl.config import RLConfig
-    from cellax.rl.runs import train_run
+    from cellax.workflows.rl import train_run
 
     config = load_config(ROOT / "configs" / "rl" / "fast_charge.yaml", RLConfig)
     overrides = {"total_updates": updates, "num_envs": envs}

@@ -10,7 +10,7 @@ In one run on one machine (``pip install -e ".[bench]"`` for PyTorch):
    run's report and two of its pictures are kept as ``models_reference_run_<name>*``.
    Targets: simulate voltage RMSE ≤ 10 mV and temperatures ≤ 0.2 K over the
    whole hour; estimate SOC RMSE ≤ 1 %. Beside them the baseline they must beat
-   (``--kinds ecm``): the equivalent circuit of ``cellax/models/ecm.py`` fitted on
+   (``--kinds ecm``): the equivalent circuit of ``cellax/physics/ecm.py`` fitted on
    training profiles, free-running (simulate) and as a Kalman filter (estimate).
 2. **Throughput.** Sample-steps per second of cellax's jitted training step (the
    Transformer of ``simulate_transformer.yaml``, one chunk per window) against the
@@ -138,16 +138,16 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
 
 
 def ecm_accuracy(data: Path, fit_steps: int = 50, fit_profiles: int = 64) -> dict:
-    """The fitted equivalent circuit (``cellax.models.ecm``) on the simulate task's splits: fit on train profiles
+    """The fitted equivalent circuit (``cellax.physics.ecm``) on the simulate task's splits: fit on train profiles
     (the first ``fit_profiles``), free-running over every test profile from its measured initial state."""
     import jax.numpy as jnp
     import numpy as np
 
     from cellax.config import load_config
     from cellax.data.loader import compute_stats, iterate_profiles, split_profiles
-    from cellax.models import ecm
+    from cellax.physics import ecm
     from cellax.train.config import TrainConfig
-    from cellax.train.metrics import UNITS
+    from cellax.signals import ERROR_UNITS as UNITS
 
     config = load_config(ROOT / "configs" / "train" / "simulate_gru.yaml", TrainConfig)
     splits = split_profiles(data, config.split_fractions, config.split_seed)
@@ -186,7 +186,7 @@ def ecm_accuracy(data: Path, fit_steps: int = 50, fit_profiles: int = 64) -> dic
         "test": estimated, **shared,
     }, "simulate_ecm": {
         "model": "R0 + 2 RC, OCV(SOC, T) from the parameter set, Arrhenius resistances, two-node thermal "
-                 "(cellax/models/ecm.py)",
+                 "(cellax/physics/ecm.py)",
         "constants": {k: float(v) for k, v in model.constants.items()}, "params": len(model.log),
         "fit": {"steps": fit_steps, "profiles": len(train_batch["h"]), "wall_s": fit_s,
                 "loss_first": history[0], "loss_last": history[-1]},

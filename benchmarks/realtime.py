@@ -117,7 +117,8 @@ def latency(samples: int) -> dict:
 
 def train_run(work: Path) -> Path:
     """A small GRU estimator, trained briefly on jax-backend data (what is served)."""
-    from cellax.config import DataConfig, validate_config
+    from cellax.config import validate_config
+    from cellax.data.config import DataConfig
     from cellax.data.generate import generate
     from cellax.train.config import TrainConfig
     from cellax.train.loop import train

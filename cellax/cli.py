@@ -11,9 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-QUICKSTART_CONFIG = Path("configs/data/quickstart.yaml")
 QUICKSTART_DIR = Path("runs/quickstart")
-QUICKSTART_TRAIN = Path("configs/train/quickstart.yaml")
 
 
 def _cmd_generate(args) -> None:
@@ -62,12 +60,11 @@ def _cmd_merge(args) -> None:
 
     merge_datasets(args.inputs, args.out, overwrite=args.overwrite)
     with open_dataset(args.out) as ds:
-        ids = set(ds.profiles["profile_id"].tolist())
-        expected = int(ds.config.get("n_profiles", len(ids)))
-    missing = sorted(set(range(expected)) - ids)
-    print(f"wrote {args.out}: {len(ids)} profiles from {len(args.inputs)} file(s)")
+        n_profiles, missing = len(ds), ds.missing_profile_ids
+    print(f"wrote {args.out}: {n_profiles} profiles from {len(args.inputs)} file(s)")
     if missing:
-        print(f"note: the job has {expected} profiles; {len(missing)} are not in the inputs (first: {missing[:5]})")
+        print(f"note: {len(missing)} profile(s) of the job are not in the inputs (first: {missing[:5]}); "
+              "recorded as missing_profile_ids in the file")
 
 
 def _cmd_quickstart(args) -> None:
@@ -89,11 +86,11 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_evaluate(args) -> None:
-    from cellax.workflows.evaluate import evaluate, format_report
+    from cellax.workflows.evaluate import evaluate, format_report, report_dir
 
     report = evaluate(args.run_dir, split=args.split, max_profiles=args.max_profiles)
     print(format_report(report))
-    print(f"report: {args.run_dir / 'eval' / 'report.json'}; plots: {', '.join(report['plots'])}")
+    print(f"report: {report_dir(args.run_dir, args.split) / 'report.json'}; plots: {', '.join(report['plots'])}")
 
 
 def _cmd_fit(args) -> None:
@@ -209,22 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     quick = commands.add_parser(
-        "quickstart", help="simulate a small dataset, picture it, train a model on it and evaluate it free-running"
-    )
-    quick.add_argument("--config", type=Path, default=QUICKSTART_CONFIG, help=f"data config (default {QUICKSTART_CONFIG})")
-    quick.add_argument("--out", type=Path, default=QUICKSTART_DIR, help=f"output folder (default {QUICKSTART_DIR})")
-    quick.add_argument("--train-config", type=Path, default=QUICKSTART_TRAIN,
-                       help=f"training config (default {QUICKSTART_TRAIN})")
+        "quickstart", help="simulate a small dataset, train a model on it and evaluate it, from any folder",
+        description="Runs from any folder: the default configs ship inside cellax; everything is written to "
+                    f"./{QUICKSTART_DIR} of the current folder (or --out).")
+    quick.add_argument("--config", type=Path,
+                       help="data config (default: the quickstart data config shipped with cellax, "
+                            "the same as configs/data/quickstart.yaml)")
+    quick.add_argument("--out", type=Path, default=QUICKSTART_DIR,
+                       help=f"output folder (default ./{QUICKSTART_DIR} of the current folder)")
+    quick.add_argument("--train-config", type=Path,
+                       help="training config (default: the one shipped with cellax, as configs/train/quickstart.yaml)")
     quick.add_argument("--steps", type=int, help="training steps (default: the training config's)")
     quick.add_argument("--workers", type=int, default=2)
-    quick.set_defaults(run=_cmd_quickstart)
+    quick.set_defaults(run=_cmd_quickstart, kept="finished profiles and checkpoints are kept, run it again to continue")
 
     trainp = commands.add_parser("train", help="train a sequence model of the cell from a training config")
     trainp.add_argument("config", type=Path, help="YAML training config (see configs/train/)")
     trainp.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
     trainp.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     trainp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    trainp.set_defaults(run=_cmd_train)
+    trainp.set_defaults(run=_cmd_train, kept="the last checkpoint is kept, continue with --resume")
 
     evalp = commands.add_parser("evaluate", help="free-running evaluation of a training run on held-out profiles")
     evalp.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (from cellax train)")
@@ -259,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--shard", default="0/1", help="run shard I of N (profile ids i with i %% N == I)")
     gen.add_argument("--flush-every", type=int, default=8, help="profiles per crash-safe part file (default 8)")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    gen.set_defaults(run=_cmd_generate)
+    gen.set_defaults(run=_cmd_generate, kept="finished profiles are kept, run again with --resume")
 
     fitp = commands.add_parser("fit", help="identify cell-model parameters from a dataset's profiles")
     fitp.add_argument("config", type=Path, help="YAML fit config (see configs/fit/)")
@@ -325,10 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except UserError as err:
-        print(f"cellax: error: {err}", file=sys.stderr)
+        print(f"cellax: error: {' '.join(str(err).split())}", file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
-        print("cellax: interrupted; finished profiles are kept, run again with --resume", file=sys.stderr)
+        print(f"cellax: interrupted; {getattr(args, 'kept', 'nothing was kept')}", file=sys.stderr)
         return 130
     return 0
 

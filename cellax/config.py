@@ -25,21 +25,42 @@ class ConfigError(ValueError, UserError):
 
 
 class Strict(BaseModel):
-    """The base of every cellax config: frozen, unknown fields refused."""
+    """The base of every cellax config: frozen, unknown fields refused, NaN and infinities refused."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+MAX_CONFIG_VALUES = 100_000
+"""A config with more values than this (after expanding YAML aliases) is refused: an alias bomb, not a config."""
+
+
+def _too_many_values(data, limit: int = MAX_CONFIG_VALUES) -> bool:
+    """Whether ``data`` holds more than ``limit`` values, counting shared (aliased) parts at every use."""
+    stack, count = [data], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
 
 
 Config = TypeVar("Config", bound=BaseModel)
 
 
 def _describe(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config {source}:"]
+    """One line: ``invalid config SOURCE: field.path: message; other.field: message``."""
+    problems = []
     for item in err.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
+        message = " ".join(item["msg"].removeprefix("Value error, ").split())
+        problems.append(f"{where}: {message}")
+    return f"invalid config {source}: " + "; ".join(problems)
 
 
 def validate_config(cls: type[Config], data: dict, source: str = "") -> Config:
@@ -57,8 +78,12 @@ def load_config(path: str | Path, cls: type[Config]) -> Config:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not a text file (not UTF-8)") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"config {path} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of fields, got {type(data).__name__}")
+    if _too_many_values(data):
+        raise ConfigError(f"config {path} expands to more than {MAX_CONFIG_VALUES} values (YAML aliases?); refused")
     return validate_config(cls, data, str(path))

@@ -18,14 +18,17 @@ STATUS = (
     "electrolyte_depleted",
     "stoichiometry_out_of_range",
     "solver_failed",
+    "invalid_input",
 )
-"""Solver status codes: the index into this tuple (0: ran to the end); later entries lose to earlier ones."""
+"""Solver status codes: the index into this tuple (0: ran to the end); later entries lose to earlier ones.
+``invalid_input``: a traced ``dt_s <= 0``, ambient or initial temperature ``<= 0 K``, initial SOC outside
+``[0, 1]`` or a non-finite current (checked outside ``jit`` these raise instead; the signals are zero)."""
 
 INVALID = ("electrolyte_depleted", "stoichiometry_out_of_range", "solver_failed")
 """Statuses where the model itself is invalid (rather than an operating limit reached)."""
 
 OK = "ok"
-GROUPS = ("ok", "voltage_limit", "temperature_limit", "model_limit", "solver_failed")
+GROUPS = ("ok", "voltage_limit", "temperature_limit", "model_limit", "solver_failed", "invalid_input")
 """Dataset status groups: the text of a stored status before its first ``':'``."""
 
 
@@ -38,7 +41,7 @@ def group_of(name: str) -> str:
     """The dataset group of a solver :data:`STATUS` name that ended a run early."""
     if name.startswith("voltage"):
         return "voltage_limit"
-    return "solver_failed" if name == "solver_failed" else "model_limit"
+    return name if name in ("solver_failed", "invalid_input") else "model_limit"
 
 
 def stopped(group: str, detail: str, time_s: float | None = None) -> str:

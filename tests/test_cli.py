@@ -52,6 +52,6 @@ def test_merge_reports_profiles_missing_from_the_job(tmp_path, capsys):
     b = write_dataset(tmp_path / "b.h5", records[2:], {"config": config})
     assert main(["data", "merge", str(tmp_path / "m.h5"), str(a), str(b)]) == 0
     out = capsys.readouterr().out
-    assert "4 profiles from 2 file(s)" in out and "2 are not in the inputs" in out
+    assert "4 profiles from 2 file(s)" in out and "2 profile(s) of the job are not in the inputs" in out
     assert main(["data", "merge", str(tmp_path / "m.h5"), str(a)]) == 2
     assert "exists" in capsys.readouterr().err

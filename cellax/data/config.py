@@ -75,12 +75,15 @@ class ConditionsConfig(Strict):
         return self
 
 
+MAX_PROFILES = 1_000_000
+
+
 class DataConfig(Strict):
     """A synthetic-data job: which cell, which profiles, which conditions, how many."""
 
     name: str
     seed: int = Field(ge=0)
-    n_profiles: int = Field(gt=0)
+    n_profiles: int = Field(gt=0, le=MAX_PROFILES)
     backend: Literal["pybamm", "jax"] = "pybamm"
     simulation: SimulationConfig = SimulationConfig()
     datasheet: Datasheet | None = None

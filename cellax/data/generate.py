@@ -32,6 +32,7 @@ from cellax.config import UserError
 from cellax.data.config import DataConfig
 from cellax.data.profiles import choose_kind, make_profile, profile_rng
 from cellax.data.store import ProfileRecord, StoreError, merge_datasets, open_dataset, write_dataset
+from cellax.signals import SIGNALS
 
 FLUSH_PROFILES = 8
 FLUSH_SECONDS = 10.0
@@ -165,6 +166,7 @@ def _completed_parts(parts: Path) -> tuple[list[Path], set[int]]:
     for path in files:
         try:
             with open_dataset(path) as ds:
+                ds.verify()
                 ids = set(ds.profiles["profile_id"].tolist())
         except StoreError as err:
             raise GenerateError(f"{path} is damaged ({err}); move it away and --resume again") from None
@@ -172,6 +174,24 @@ def _completed_parts(parts: Path) -> tuple[list[Path], set[int]]:
             raise GenerateError(f"{path} repeats profile ids {sorted(ids & done)[:5]} of another part")
         done |= ids
     return files, done
+
+
+def job_size(config: DataConfig, shard: Shard) -> tuple[int, float, int]:
+    """``(profiles, cell-hours, bytes)`` of a job: the bytes are the uncompressed float64 signals, written
+    twice at the end (part files and the merged file coexist until the merge is done)."""
+    n_profiles = len(shard.profile_ids(config.n_profiles))
+    samples = n_profiles * config.profiles.n_samples
+    return n_profiles, samples * config.profiles.dt_s / 3600, 2 * samples * len(SIGNALS) * 8
+
+
+def _check_size(out: Path, config: DataConfig, shard: Shard, log) -> None:
+    n_profiles, cell_hours, need = job_size(config, shard)
+    free = shutil.disk_usage(out.parent).free
+    log(f"job: {n_profiles} profiles, {cell_hours:.1f} cell-hours, at most {need / 1e9:.2f} GB on disk "
+        f"({free / 1e9:.1f} GB free in {out.parent})")
+    if need > free:
+        raise GenerateError(f"job needs up to {need / 1e9:.2f} GB in {out.parent} but {free / 1e9:.2f} GB are free; "
+                            "fewer n_profiles, shorter profiles or another --out")
 
 
 def _prepare_output(out: Path, config: DataConfig, shard: Shard, resume: bool, overwrite: bool, log) -> tuple[Path, set[int], int]:
@@ -187,6 +207,8 @@ def _prepare_output(out: Path, config: DataConfig, shard: Shard, resume: bool, o
         raise GenerateError(f"--out {out}: folder {out.parent} is not writable ({err.strerror})") from None
     parts = parts_dir(out)
     manifest = _job_manifest(config, shard)
+    if out.is_dir():
+        raise GenerateError(f"--out {out} is a folder; give a file name such as {out / 'data.h5'}")
     if out.exists() and not (resume or overwrite):
         raise GenerateError(f"{out} exists; pass --resume to complete it or --overwrite to replace it")
     if parts.exists() and not (resume or overwrite):
@@ -204,6 +226,7 @@ def _prepare_output(out: Path, config: DataConfig, shard: Shard, resume: bool, o
         files, done = _completed_parts(parts)
         next_part = 1 + max((int(p.stem.split("-")[1]) for p in files), default=-1)
         return parts, done, next_part
+    _check_size(out, config, shard, log)
     parts.mkdir()
     _write_json_atomic(parts / "job.json", manifest)
     return parts, set(), 0

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cellax.data.store import Dataset, open_dataset, opened
+from cellax.data.store import Dataset, open_dataset, opened, reading
 
 SPLITS = ("train", "val", "test")
 
@@ -235,7 +235,9 @@ def compute_stats(
             signal = ds.file["signals"][name]
             for start, length in zip(*runs):
                 for lo in range(int(start), int(start + length), _STATS_BLOCK):
-                    x = signal[lo : min(lo + _STATS_BLOCK, start + length)].astype(np.float64)
+                    hi = min(lo + _STATS_BLOCK, start + length)
+                    with reading(ds.path, f"/signals/{name} rows {lo}:{hi}"):
+                        x = signal[lo:hi].astype(np.float64)
                     n_b, mean_b = x.size, float(x.mean())
                     m2_b = float(np.sum((x - mean_b) ** 2))
                     n_a, mean_a, m2_a = moments[name]
@@ -272,11 +274,12 @@ def iterate_profiles(
         conditions = _conditions(ds, names)
         for row in rows:
             start, length = int(starts[row]), int(lengths[row])
-            item = {
-                name: np.full(length, conditions[name][row]) if name in conditions
-                else ds.file["signals"][name][start : start + length]
-                for name in names
-            }
+            with reading(ds.path, f"/signals (profile {int(ids[row])})"):
+                item = {
+                    name: np.full(length, conditions[name][row]) if name in conditions
+                    else ds.file["signals"][name][start : start + length]
+                    for name in names
+                }
             item["profile_id"] = int(ids[row])
             yield item
 
@@ -334,7 +337,8 @@ class _Reader:
     def _read_all(self, signal: h5py.Dataset) -> np.ndarray:
         out, at = np.empty(int(self.plan.lengths.sum()), dtype=signal.dtype), 0
         for start, length in zip(*_runs(self.plan.starts, self.plan.lengths)):
-            signal.read_direct(out, np.s_[start : start + length], np.s_[at : at + length])
+            with reading(self.plan.path, f"{signal.name} rows {start}:{start + length}"):
+                signal.read_direct(out, np.s_[start : start + length], np.s_[at : at + length])
             at += length
         return out
 
@@ -354,8 +358,9 @@ class _Reader:
             order = np.argsort(starts, kind="stable")  # file order, for the chunk cache
             for name, signal in zip(self.signal_names, self.signals):
                 block = np.empty((len(starts), length), dtype=signal.dtype)
-                for i in order:
-                    signal.read_direct(block, np.s_[starts[i] : starts[i] + length], np.s_[i])
+                with reading(plan.path, signal.name):
+                    for i in order:
+                        signal.read_direct(block, np.s_[starts[i] : starts[i] + length], np.s_[i])
                 out[name] = block
         return {name: out[name] for name in plan.names}
 

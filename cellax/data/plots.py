@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from cellax.data.store import Dataset, open_dataset, opened
+from cellax.data.store import Dataset, StoreError, open_dataset, opened
 from cellax.data.summary import DEFAULT_BLOCK_ROWS, iter_ok_blocks
 
 DPI = 120
@@ -267,11 +267,23 @@ def plot_coverage(
 def plot_dataset(dataset_path: str | Path, out_dir: str | Path, n_profiles: int = 4, seed: int = 0) -> list[Path]:
     """Open a dataset and write its example-profile PNGs and ``coverage.png`` into ``out_dir``.
 
-    Creates ``out_dir``; returns the example paths followed by the coverage path.
+    Creates ``out_dir``; returns the example paths followed by the coverage path. On any
+    failure (a damaged file found mid-way) the PNGs of this call, and a folder it made, are removed.
     """
+    if n_profiles < 0:
+        raise StoreError(f"--profiles must be at least 0, got {n_profiles}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     with open_dataset(dataset_path) as ds:
-        paths = plot_examples(ds, out_dir, n_profiles=n_profiles, seed=seed)
-        paths.append(plot_coverage(ds, out_dir))
+        made = not out_dir.exists()
+        before = set(out_dir.iterdir()) if not made else set()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            paths = plot_examples(ds, out_dir, n_profiles=n_profiles, seed=seed)
+            paths.append(plot_coverage(ds, out_dir))
+        except BaseException:
+            for path in set(out_dir.iterdir()) - before:
+                path.unlink()
+            if made:
+                out_dir.rmdir()
+            raise
     return paths

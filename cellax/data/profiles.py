@@ -88,13 +88,18 @@ _SOC_EPS = 1e-7  # SOC slack when deciding the critical band (rounding of the co
 _FORCE_AFTER = 0.4  # fraction of the profile after which a missing direction is forced
 
 
+MAX_DURATION_S = 7 * 24 * 3600.0
+MAX_SAMPLES = 10_000_000
+"""Bounds of one profile: a week, ten million samples (80 MB per signal in float64)."""
+
+
 class ProfileConfig(Strict):
     """What profiles to generate: kind weights, length, step, SOC window, drive cycle, vehicle."""
 
 
     kinds: dict[str, float] = Field(default_factory=lambda: {kind: 1.0 for kind in PROFILE_KINDS})
-    duration_s: float = Field(3600.0, gt=0)
-    dt_s: float = Field(1.0, gt=0)
+    duration_s: float = Field(3600.0, gt=0, le=MAX_DURATION_S)
+    dt_s: float = Field(1.0, ge=1e-3, le=3600.0)
     soc_window: tuple[float, float] = (0.1, 0.9)
     drive_cycle_csv: pathlib.Path | None = None
     current_csv: pathlib.Path | None = None
@@ -131,6 +136,11 @@ class ProfileConfig(Strict):
     def _one_trace(self) -> "ProfileConfig":
         if self.drive_cycle_csv is not None and self.current_csv is not None:
             raise ValueError("give drive_cycle_csv (speed) or current_csv (current), not both")
+        if self.dt_s > self.duration_s:
+            raise ValueError(f"dt_s {self.dt_s} is longer than duration_s {self.duration_s}")
+        if self.duration_s / self.dt_s > MAX_SAMPLES:
+            raise ValueError(f"duration_s / dt_s = {self.duration_s / self.dt_s:.3g} samples per profile; "
+                             f"at most {MAX_SAMPLES:.0e}")
         return self
 
     @field_validator("soc_window")

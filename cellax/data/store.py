@@ -5,6 +5,10 @@ signal, with one row per profile in ``/profiles`` giving where it starts and how
 it is. A training window is therefore one contiguous slice of ``/signals/<name>``.
 ``docs/data_format.md`` documents the layout for readers with plain h5py.
 
+Integrity: every signal chunk carries HDF5's Fletcher32 checksum (verified by HDF5 on
+each read) and ``/profiles`` carries ``index_sha256``, a SHA-256 of its columns checked
+on open; a damaged file is named with the damaged dataset, never read as numbers.
+
 Crash safety: every file is written under a temporary name, flushed, marked
 ``complete`` as its last write, fsynced and only then renamed into place, so a file
 under its final name is either complete or absent. :func:`open_dataset` refuses
@@ -13,6 +17,7 @@ anything else (foreign, truncated, incomplete or inconsistent files).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -52,6 +57,29 @@ _CHUNK_ROWS = 4096  # a 2048-step training window touches one or two chunks
 
 class StoreError(ValueError, UserError):
     """A file is not a valid cellax dataset, or a write would lose data."""
+
+
+@contextmanager
+def reading(path: str | Path, what: str) -> Iterator[None]:
+    """Turn HDF5's read failures (checksum mismatch, broken filter) into a :class:`StoreError` naming ``what``."""
+    try:
+        yield
+    except OSError as err:
+        raise StoreError(f"{path}: {what} is damaged (failed checksum or unreadable: {err}); "
+                         "regenerate it or restore a copy") from None
+
+
+def index_digest(columns: dict[str, np.ndarray]) -> str:
+    """SHA-256 of the ``/profiles`` columns in :data:`PROFILE_FIELDS` order (strings as UTF-8, NUL-separated)."""
+    digest = hashlib.sha256()
+    for name in PROFILE_FIELDS:
+        values = columns[name]
+        digest.update(name.encode() + b"\0")
+        if PROFILE_FIELDS[name] == "str":
+            digest.update(b"\0".join(str(v).encode() for v in values))
+        else:
+            digest.update(np.ascontiguousarray(values, dtype=PROFILE_FIELDS[name]).tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -103,7 +131,7 @@ def write_dataset(
             for name in signal_names:
                 ds = group.create_dataset(
                     name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK_ROWS,),
-                    compression="gzip", compression_opts=4, shuffle=True,
+                    compression="gzip", compression_opts=4, shuffle=True, fletcher32=True,
                 )
                 ds.attrs["units"], ds.attrs["description"] = SIGNALS.get(name, ("", ""))
             total = 0
@@ -127,6 +155,7 @@ def write_dataset(
             table = f.create_group("profiles")
             for name, kind in PROFILE_FIELDS.items():
                 table.create_dataset(name, data=np.asarray(columns[name], dtype=_STR if kind == "str" else kind))
+            table.attrs["index_sha256"] = index_digest(columns)
             f.flush()
             f.attrs["complete"] = True
         _fsync_path(tmp)
@@ -145,10 +174,13 @@ class Dataset:
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a dataset file")
         try:
             self.file = h5py.File(self.path, "r")
         except OSError as err:
-            raise StoreError(f"{self.path}: not a readable HDF5 file (truncated or foreign): {err}") from None
+            raise StoreError(f"{self.path}: not a readable HDF5 file (truncated or foreign): "
+                             f"{str(err).split('(')[0].strip()}") from None
         try:
             self._validate()
         except Exception:
@@ -159,24 +191,47 @@ class Dataset:
         f, where = self.file, str(self.path)
         if "schema_version" not in f.attrs or "signals" not in f or "profiles" not in f:
             raise StoreError(f"{where}: not a cellax dataset (no schema_version, /signals or /profiles)")
-        if int(f.attrs["schema_version"]) != SCHEMA_VERSION:
-            raise StoreError(f"{where}: schema version {f.attrs['schema_version']}, this cellax reads {SCHEMA_VERSION}")
+        version = f.attrs["schema_version"]
+        if not isinstance(version, (int, np.integer)) or int(version) != SCHEMA_VERSION:
+            raise StoreError(f"{where}: schema_version {version!r}, this cellax reads the integer {SCHEMA_VERSION}")
         if not bool(f.attrs.get("complete", False)):
             raise StoreError(f"{where}: marked incomplete (an interrupted write); regenerate or --resume")
+        self.config  # decodes every JSON attribute; raises naming a malformed one
+        for group in ("signals", "profiles"):
+            if not isinstance(f[group], h5py.Group):
+                raise StoreError(f"{where}: /{group} is not a group")
         missing = [n for n in PROFILE_FIELDS if n not in f["profiles"]]
         if missing:
             raise StoreError(f"{where}: /profiles lacks {missing}")
+        for name, kind in PROFILE_FIELDS.items():
+            ds = f["profiles"][name]
+            if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
+                raise StoreError(f"{where}: /profiles/{name} is not a 1-D dataset")
+            wanted = {"str": "OSU", "int64": "iu", "float64": "f"}[kind]
+            is_str = h5py.check_string_dtype(ds.dtype) is not None
+            if (kind == "str") != is_str or (not is_str and ds.dtype.kind not in wanted):
+                raise StoreError(f"{where}: /profiles/{name} has dtype {ds.dtype}, expected {kind}")
         counts = {f["profiles"][n].shape[0] for n in PROFILE_FIELDS}
         if len(counts) != 1:
             raise StoreError(f"{where}: /profiles columns have different lengths {sorted(counts)}")
-        starts, lengths = f["profiles/start"][:], f["profiles/length"][:]
+        with reading(where, "/profiles"):
+            columns = {n: f["profiles"][n].asstr()[:] if PROFILE_FIELDS[n] == "str" else f["profiles"][n][:]
+                       for n in PROFILE_FIELDS}
+        stored = f["profiles"].attrs.get("index_sha256")
+        if stored is not None and _text(stored) != index_digest(columns):
+            raise StoreError(f"{where}: /profiles is damaged (its SHA-256 differs from index_sha256); "
+                             "regenerate it or restore a copy")
+        starts, lengths, ids = columns["start"], columns["length"], columns["profile_id"]
         total = int(lengths.sum())
         if np.any(lengths < 0) or not np.array_equal(starts, np.concatenate([[0], np.cumsum(lengths)[:-1]])[: len(starts)]):
             raise StoreError(f"{where}: /profiles start/length do not tile /signals")
         for name, ds in f["signals"].items():
+            if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype.kind != "f":
+                raise StoreError(f"{where}: /signals/{name} is not a 1-D floating-point dataset")
             if ds.shape != (total,):
-                raise StoreError(f"{where}: /signals/{name} has {ds.shape[0]} rows, the index says {total}")
-        ids = f["profiles/profile_id"][:]
+                raise StoreError(f"{where}: /signals/{name} has {ds.shape[0]} rows; the index's lengths sum to {total}")
+        if np.any(ids < 0):
+            raise StoreError(f"{where}: /profiles/profile_id holds negative values")
         if len(np.unique(ids)) != len(ids):
             raise StoreError(f"{where}: duplicate profile_id values")
 
@@ -194,16 +249,32 @@ class Dataset:
         """Root attributes; JSON-valued ones (``config``) decoded."""
         out = {}
         for key, value in self.file.attrs.items():
-            if isinstance(value, bytes):
-                value = value.decode()
-            if isinstance(value, str) and value[:1] in "{[":
-                value = json.loads(value)
+            if isinstance(value, (bytes, str)):
+                value = _text(value)
+                if value[:1] in ("{", "["):
+                    try:
+                        value = json.loads(value)
+                    except ValueError as err:
+                        raise StoreError(f"{self.path}: attribute {key!r} is not valid JSON ({err})") from None
             out[key] = value.item() if isinstance(value, np.generic) else value
         return out
 
     @property
     def config(self) -> dict:
-        return self.attrs.get("config", {})
+        config = self.attrs.get("config", {})
+        if not isinstance(config, dict):
+            raise StoreError(f"{self.path}: attribute 'config' is not a JSON object")
+        return config
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the index (ids, lengths, seeds, conditions, status): which profiles this file holds."""
+        return index_digest({n: self.profiles[n] for n in PROFILE_FIELDS})
+
+    @property
+    def missing_profile_ids(self) -> list[int]:
+        """Profile ids of the job that a merge did not find in its inputs (empty when complete)."""
+        return list(self.attrs.get("missing_profile_ids", []))
 
     @property
     def signal_names(self) -> list[str]:
@@ -221,11 +292,22 @@ class Dataset:
     def __len__(self) -> int:
         return self.file["profiles/profile_id"].shape[0]
 
+    def verify(self, block_rows: int = 1 << 20) -> None:
+        """Read every signal chunk once (HDF5 checks each Fletcher32 sum); :class:`StoreError` naming a damaged one."""
+        for name, ds in self.file["signals"].items():
+            for start in range(0, ds.shape[0], block_rows):
+                with reading(self.path, f"/signals/{name} rows {start}:{start + block_rows}"):
+                    ds[start : start + block_rows]
+
     def profile(self, row: int, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All (or the named) signals of the profile in index row ``row``."""
         start, length = int(self.profiles["start"][row]), int(self.profiles["length"][row])
         names = self.signal_names if names is None else names
-        return {n: self.file["signals"][n][start : start + length] for n in names}
+        out = {}
+        for n in names:
+            with reading(self.path, f"/signals/{n} (profile {self.profiles['profile_id'][row]})"):
+                out[n] = self.file["signals"][n][start : start + length]
+        return out
 
     def record(self, row: int) -> ProfileRecord:
         """The profile in index row ``row`` as a :class:`ProfileRecord` (for copying)."""
@@ -233,6 +315,10 @@ class Dataset:
         meta = {name: table[name][row] for name in PROFILE_FIELDS if name not in ("start", "length")}
         meta = {name: value.item() if isinstance(value, np.generic) else value for name, value in meta.items()}
         return ProfileRecord(meta, self.profile(row))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def open_dataset(path: str | Path) -> Dataset:
@@ -248,6 +334,15 @@ def opened(dataset: Dataset | str | Path) -> Iterator[Dataset]:
     else:
         with open_dataset(dataset) as ds:
             yield ds
+
+
+def _missing_ids(config: dict, shard: str, present: dict) -> list[int]:
+    """Ids of the job (``config["n_profiles"]``, shard ``"I/N"``) absent from ``present``."""
+    n_profiles = config.get("n_profiles")
+    if not isinstance(n_profiles, int):
+        return []
+    index, count = (int(x) for x in shard.split("/"))
+    return [i for i in range(index, n_profiles, count) if i not in present]
 
 
 def merge_datasets(
@@ -284,9 +379,11 @@ def merge_datasets(
                 seen[pid] = Path(path)
                 order.append((pid, index, row))
     order.sort()
-    merged_attrs = {k: v for k, v in base_attrs.items() if k not in ("schema_version", "cellax_version", "created_utc", "complete", "shard")}
+    merged_attrs = {k: v for k, v in base_attrs.items()
+                    if k not in ("schema_version", "cellax_version", "created_utc", "complete", "shard", "missing_profile_ids")}
     merged_attrs["config"] = base_config
     merged_attrs.update(attrs or {})
+    merged_attrs["missing_profile_ids"] = _missing_ids(base_config, merged_attrs.get("shard", "0/1"), seen)
     datasets = [open_dataset(path) for path in inputs]
     try:
         records = (datasets[index].record(row) for _, index, row in order)

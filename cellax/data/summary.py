@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellax.data.store import Dataset, opened
+from cellax.data.store import Dataset, opened, reading
 from cellax.signals import SIGNALS
 from cellax.status import status_group
 
@@ -70,7 +70,8 @@ def iter_ok_blocks(
         everything = bool(keep.all())
         values = {}
         for name in names:
-            block = signals[name][a:b]
+            with reading(dataset.path, f"/signals/{name} rows {a}:{b}"):
+                block = signals[name][a:b]
             values[name] = block if everything else block[keep]
         yield rows, values
 
@@ -193,6 +194,7 @@ def summarize(dataset: Dataset | str | Path, block_rows: int = DEFAULT_BLOCK_ROW
             "pybamm_version": attrs.get("pybamm_version"),
             "config_name": config.get("name") if isinstance(config, dict) else None,
             "n_profiles": int(len(lengths)),
+            "missing_profile_ids": ds.missing_profile_ids,
             "n_ok": int(ok.sum()),
             "n_failed": int((~ok).sum()),
             "n_rows": int(lengths.sum()),
@@ -270,6 +272,8 @@ def format_summary(summary: dict) -> str:
         ("pybamm version", s.get("pybamm_version") or "-"),
         ("config", s.get("config_name") or "-"),
         ("profiles", f"{_num(s['n_profiles'])}  ({_num(s['n_ok'])} ok, {_num(s['n_failed'])} failed)"),
+        *([("missing from the job", f"{len(s['missing_profile_ids'])} profile(s) a merge did not find "
+            f"(first: {s['missing_profile_ids'][:5]})")] if s.get("missing_profile_ids") else []),
         ("rows", f"{_num(s['n_rows'])}  ({_num(s['n_rows_ok'])} in ok profiles)"),
         ("hours of ok data", "-" if hours is None else f"{hours:,.2f} h"),
     ]

@@ -25,7 +25,7 @@ class DeployError(TrainError):
 
 def load_step(run_dir: Path) -> tuple[DeployedStep, dict]:
     """The deployed step of a run's best checkpoint and a description of its origin."""
-    from cellax.train.evaluate import load_run
+    from cellax.workflows.evaluate import load_run
 
     config, task, stats, model, step = load_run(Path(run_dir))
     try:

@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from cellax.data.store import SIGNALS
+from cellax.signals import SIGNALS
 from cellax.deploy.step import DeployedStep
 
 FORMAT = "cellax.deploy"

@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cellax.config import _Strict
+from cellax.config import Strict
 
 CASE_SIGNALS = {"thermal": ["I", "V", "U", "T", "Ts", "Ta"], "particle": ["c"], "circuit": ["I", "V"]}
 
 
-class SourceConfig(_Strict):
+class SourceConfig(Strict):
     """A cellax simulation of a case study, or a profile of a cellax dataset (thermal case only)."""
 
     kind: Literal["simulation", "dataset"] = "simulation"
@@ -31,7 +31,7 @@ class SourceConfig(_Strict):
         return self
 
 
-class SolverConfig(_Strict):
+class SolverConfig(Strict):
     method: Literal["stlsq", "sr3"] = "stlsq"
     criterion: Literal["aicc", "bic"] = "bic"
     form: Literal["weak", "savgol"] = "weak"
@@ -42,7 +42,7 @@ class SolverConfig(_Strict):
     max_terms: int | None = Field(None, ge=1)
 
 
-class DiscoverConfig(_Strict):
+class DiscoverConfig(Strict):
     """``cellax discover CONFIG``; ``signals`` get Gaussian noise of ``noise`` × their standard deviation."""
 
     source: SourceConfig = SourceConfig()

@@ -21,6 +21,7 @@ from cellax.discovery.config import CASE_SIGNALS, DiscoverConfig
 from cellax.discovery.noise import add_noise
 from cellax.discovery.refine import simulate_library
 from cellax.discovery.sindy import Equation, SindyConfig, discover
+from cellax.signals import KELVIN
 
 CANONICAL = {"I": "current_a", "V": "voltage_v", "U": "ocv_v", "T": "core_temp_degc", "Ts": "surface_temp_degc",
              "Ta": "ambient_temp_degc"}
@@ -68,7 +69,7 @@ def thermal_signals(config: DiscoverConfig, held_out: bool):
         raw = ds.profile(row, ["time_s", *CANONICAL.values()])
     signals = {k: np.asarray(raw[v], np.float64) for k, v in CANONICAL.items()}
     for k in ("T", "Ts", "Ta"):
-        signals[k] = signals[k] + 273.15
+        signals[k] = signals[k] + KELVIN
     signals["time_s"] = np.asarray(raw["time_s"], np.float64)
     return signals, None
 
@@ -92,7 +93,7 @@ def run_thermal(config: DiscoverConfig, out_dir: Path) -> dict:
                                             jnp.array([held["T"][0], held["Ts"][0]]), held["time_s"], inputs))
     rmse = {s: float(np.sqrt(np.mean((predicted[:, m] - held[s]) ** 2))) for m, s in enumerate(thermal.STATES)}
     report["held_out_rmse_k"] = rmse
-    curves = {s: (held["time_s"], held[s] - 273.15, predicted[:, m] - 273.15) for m, s in enumerate(thermal.STATES)}
+    curves = {s: (held["time_s"], held[s] - KELVIN, predicted[:, m] - KELVIN) for m, s in enumerate(thermal.STATES)}
     return report, equations, curves, "temperature [°C]"
 
 

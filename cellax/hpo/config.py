@@ -192,7 +192,7 @@ def load_hpo_config(path: str | Path) -> tuple[HpoConfig, TrainConfig]:
     if config.objective.output not in base.output_signals:
         raise ConfigError(f"{path}: objective.output {config.objective.output!r} is not an output of the base "
                           f"config ({', '.join(base.output_signals)})")
-    kinds = config.space["model.kind"].ends if "model.kind" in config.space else [base.model["kind"]]
+    kinds = config.space["model.kind"].ends if "model.kind" in config.space else [base.model.kind]
     for name, param in config.space.items():
         why = _known(name)
         if why:

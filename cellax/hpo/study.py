@@ -106,7 +106,7 @@ def plan_study(config: HpoConfig, storage: RDBStorage) -> optuna.Study:
 def sample(trial: optuna.Trial, config: HpoConfig, base: TrainConfig, out_dir: Path) -> TrainConfig:
     """The train config of ``trial``: the base with the sampled fields (model fields the kind lacks are not sampled)."""
     data = base.model_dump(mode="json")
-    kind = suggest(trial, "model.kind", config.space["model.kind"]) if "model.kind" in config.space else base.model["kind"]
+    kind = suggest(trial, "model.kind", config.space["model.kind"]) if "model.kind" in config.space else base.model.kind
     data["model"] = model_for(data["model"], kind)
     for name, param in config.space.items():
         if name == "model.kind" or (name.startswith("model.") and name[6:] not in model_fields(kind)):

@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cellax.hybrid.data import TARGETS, Profiles
-from cellax.signals import KELVIN
+from cellax.signals import ERROR_UNITS, KELVIN
 
-UNITS = {"voltage_v": 1e3, "anode_potential_v": 1e3, "core_temp_degc": 1.0, "surface_temp_degc": 1.0}
+UNITS = {name: ERROR_UNITS[name][0] for name in ("voltage_v", "anode_potential_v", "core_temp_degc", "surface_temp_degc")}
+"""Scale of each compared signal to its error unit (mV, K)."""
 SHORT = {"voltage_v": "voltage_mv", "anode_potential_v": "anode_potential_mv", "core_temp_degc": "core_temp_k",
          "surface_temp_degc": "surface_temp_k"}
 C_RATE_BANDS = {"<0.5C": (0.0, 0.5), "0.5-1C": (0.5, 1.0), ">=1C": (1.0, np.inf)}

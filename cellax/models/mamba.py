@@ -39,11 +39,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 class MambaConfig(BaseModel):
     """Hyperparameters of :class:`Mamba`; each check names its field."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["mamba"] = "mamba"
-    width: int = Field(64, gt=0)
-    n_layers: int = Field(4, gt=0)
+    width: int = Field(64, gt=0, le=16_384)
+    n_layers: int = Field(4, gt=0, le=1024)
     state_size: int = Field(16, gt=0, description="N, the SSM state per channel")
     expand: int = Field(2, gt=0, description="inner channels D = expand * width")
     conv_kernel: int = Field(4, gt=0)

@@ -25,11 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 class GRUConfig(BaseModel):
     """Hyperparameters of :class:`GRU`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["gru"] = "gru"
-    width: int = Field(64, gt=0, description="input projection and hidden size")
-    n_layers: int = Field(1, gt=0)
+    width: int = Field(64, gt=0, le=16_384, description="input projection and hidden size")
+    n_layers: int = Field(1, gt=0, le=1024)
 
 
 class GRU(eqx.Module):

@@ -43,11 +43,11 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 class TransformerConfig(BaseModel):
     """Hyperparameters of :class:`Transformer`; each check names its field."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["transformer"] = "transformer"
-    width: int = Field(64, gt=0)
-    n_layers: int = Field(4, gt=0)
+    width: int = Field(64, gt=0, le=16_384)
+    n_layers: int = Field(4, gt=0, le=1024)
     n_heads: int = Field(4, gt=0)
     n_kv_heads: int | None = Field(None, gt=0, description="key/value heads; None: n_heads (plain multi-head)")
     mlp_hidden: int | None = Field(None, gt=0, description="SwiGLU hidden size; None: 8/3 width, rounded up to 8")

@@ -98,15 +98,42 @@ def simulate(
         _check_dt(dt_s)
         current_a = jax.vmap(current_fn)(jnp.arange(n_samples, dtype=dtype) * dt_s)
     _check_profile(current_a, dt_s)
+    _check_conditions(ambient_temp_k, initial_temp_k)
     current_a = jnp.asarray(current_a, dtype=dtype)
     ambient_temp_k = jnp.asarray(ambient_temp_k, dtype=dtype)
     initial_temp_k = ambient_temp_k if initial_temp_k is None else jnp.asarray(initial_temp_k, dtype=dtype)
     y0 = model.initial_state(params, initial_soc, initial_temp_k)
     ts = jnp.arange(current_a.shape[0], dtype=dtype) * dt_s
     if solver == "ros2":
-        return _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits, limits)
-    return _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, limits, rtol, atol,
-                     max_steps)
+        solution = _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits, limits)
+    else:
+        solution = _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, limits, rtol,
+                             atol, max_steps)
+    valid = ((dt_s > 0) & (ambient_temp_k > 0) & (initial_temp_k > 0) & (initial_soc >= 0) & (initial_soc <= 1)
+             & jnp.all(jnp.isfinite(current_a)))
+    return _invalid_if(~valid, solution)
+
+
+def _invalid_if(invalid, solution: Solution) -> Solution:
+    """``solution`` with status ``invalid_input``, zero signals and stop index 0 where ``invalid`` (a traced check)."""
+    return eqx.tree_at(
+        lambda s: (s.signals, s.status, s.stop_index),
+        solution,
+        (jax.tree_util.tree_map(lambda x: jnp.where(invalid, jnp.zeros_like(x), x), solution.signals),
+         jnp.where(invalid, STATUS.index("invalid_input"), solution.status).astype(solution.status.dtype),
+         jnp.where(invalid, 0, solution.stop_index).astype(solution.stop_index.dtype)),
+    )
+
+
+def _check_conditions(ambient_temp_k, initial_temp_k) -> None:
+    """Raise on concrete (not traced) temperatures that are not positive kelvins (the model checks a concrete SOC)."""
+    checks = [("ambient_temp_k", ambient_temp_k, lambda x: np.all(np.isfinite(x) & (x > 0)), "finite and > 0 K"),
+              ("initial_temp_k", initial_temp_k, lambda x: np.all(np.isfinite(x) & (x > 0)), "finite and > 0 K")]
+    for name, value, ok, wanted in checks:
+        if value is None or isinstance(value, jax.core.Tracer):
+            continue
+        if not ok(np.asarray(value, dtype=np.float64)):
+            raise ValueError(f"{name} must be {wanted}, got {value}")
 
 
 def advance(model: AbstractCellModel, params: ParameterSet, operators, state, current_a, dt_s, ambient_temp_k, substeps: int = 1):
@@ -149,8 +176,10 @@ def check_state(model: AbstractCellModel, params: ParameterSet, state, signals: 
     }
 
 
-def status_code(flags: dict[str, Array], names=STATUS[1:]) -> Array:
-    """The :data:`~cellax.status.STATUS` code of the first of ``names`` whose flag is raised (0 if none)."""
+def status_code(flags: dict[str, Array], names=None) -> Array:
+    """The :data:`~cellax.status.STATUS` code of the first of ``names`` (default: every flag, in
+    :data:`~cellax.status.STATUS` order) whose flag is raised (0 if none)."""
+    names = [name for name in STATUS if name in flags] if names is None else names
     hits = jnp.stack([flags[name] for name in names])
     codes = jnp.asarray([STATUS.index(name) for name in names])
     return jnp.where(jnp.any(hits), codes[jnp.argmax(hits)], 0)

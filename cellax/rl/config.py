@@ -2,59 +2,101 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, StrictInt, field_validator, model_validator
+from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
-from cellax.config import Strict
+from cellax.config import Strict, UserError
 
 
-def _known_fields(dataclass, values: dict, what: str) -> dict:
-    known = {f.name for f in dataclasses.fields(dataclass)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
-    return values
+class RLError(RuntimeError, UserError):
+    """An rl run that cannot start; the message says why."""
+
+
+Temperature = Annotated[float, Field(ge=-40.0, le=80.0)]
+Weight = Annotated[float, Field(ge=0.0, le=1e6)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class EnvParamsChanges(Strict):
+    """FastCharge ``EnvParams`` fields to change (``None``: keep the default), each typed and bounded."""
+
+    ambient_temp_degc: Temperature | None = None
+    initial_soc_min: Fraction | None = None
+    initial_soc_max: Fraction | None = None
+    initial_temp_min_degc: Temperature | None = None
+    initial_temp_max_degc: Temperature | None = None
+    target_soc: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    max_c_rate: Annotated[float, Field(gt=0.0, le=20.0)] | None = None
+    voltage_max_v: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
+    surface_temp_max_degc: Annotated[float, Field(ge=-40.0, le=150.0)] | None = None
+    anode_potential_min_v: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
+    control_interval_s: Annotated[float, Field(gt=0.0, le=3600.0)] | None = None
+    soc_reward: Weight | None = None
+    time_penalty: Weight | None = None
+    voltage_penalty: Weight | None = None
+    temperature_penalty: Weight | None = None
+    plating_penalty: Weight | None = None
+    invalid_penalty: Weight | None = None
+    max_steps_in_episode: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
+
+    def changes(self) -> dict:
+        return self.model_dump(exclude_none=True)
 
 
 class EnvConfig(Strict):
     parameter_set: str = "Chen2020"
-    n_shells: int = Field(10, ge=3)
-    x_counts: tuple[int, int, int] = (6, 4, 6)
-    substeps: int = Field(3, ge=1)
+    n_shells: StrictInt = Field(10, ge=3, le=200)
+    x_counts: tuple[Annotated[StrictInt, Field(ge=1, le=200)], Annotated[StrictInt, Field(ge=1, le=200)],
+                    Annotated[StrictInt, Field(ge=1, le=200)]] = (6, 4, 6)
+    substeps: StrictInt = Field(3, ge=1, le=100)
     dtype: Literal["float32", "float64"] = "float64"
-    params: dict[str, Any] = Field(default_factory=dict, description="FastCharge EnvParams fields to change")
+    params: EnvParamsChanges = Field(default_factory=EnvParamsChanges, description="FastCharge EnvParams fields to change")
 
-    @field_validator("params")
+    @field_validator("parameter_set")
     @classmethod
-    def _known(cls, params):
+    def _known_set(cls, name: str) -> str:
+        from cellax.physics.config import bundled_parameter_sets
+
+        known = bundled_parameter_sets()
+        if known and name not in known:
+            raise ValueError(f"unknown parameter set {name!r}; known: {', '.join(known)}")
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EnvConfig":
         from cellax.rl.fast_charge import EnvParams
 
-        return _known_fields(EnvParams, params, "EnvParams field")
+        p = EnvParams().replace(**self.params.changes())
+        if p.initial_soc_min > p.initial_soc_max:
+            raise ValueError(f"params: initial_soc_min {p.initial_soc_min} > initial_soc_max {p.initial_soc_max}")
+        if p.initial_temp_min_degc > p.initial_temp_max_degc:
+            raise ValueError(f"params: initial_temp_min_degc {p.initial_temp_min_degc} > "
+                             f"initial_temp_max_degc {p.initial_temp_max_degc}")
+        return self
 
 
 class PPOConfig(Strict):
     """PPO settings (see :mod:`cellax.rl.ppo`)."""
 
-    num_envs: StrictInt = Field(64, ge=1)
-    num_steps: StrictInt = Field(32, ge=1)
-    total_updates: StrictInt = Field(200, ge=1)
-    updates_per_segment: StrictInt = Field(10, ge=1)
-    update_epochs: StrictInt = Field(4, ge=1)
-    num_minibatches: StrictInt = Field(8, ge=1)
-    learning_rate: float = Field(3e-4, gt=0, allow_inf_nan=False)
-    anneal_lr: bool = True
-    gamma: float = Field(0.99, gt=0, le=1)
-    gae_lambda: float = Field(0.95, ge=0, le=1)
-    clip_eps: float = Field(0.2, gt=0, allow_inf_nan=False)
-    ent_coef: float = Field(0.0, ge=0, allow_inf_nan=False)
-    vf_coef: float = Field(0.5, ge=0, allow_inf_nan=False)
-    max_grad_norm: float = Field(0.5, gt=0, allow_inf_nan=False)
-    hidden: StrictInt = Field(64, ge=1)
-    init_log_std: float = Field(-0.5, allow_inf_nan=False)
-    num_seeds: StrictInt = Field(1, ge=1)
+    num_envs: StrictInt = Field(64, ge=1, le=65_536)
+    num_steps: StrictInt = Field(32, ge=1, le=100_000)
+    total_updates: StrictInt = Field(200, ge=1, le=10_000_000)
+    updates_per_segment: StrictInt = Field(10, ge=1, le=10_000_000)
+    update_epochs: StrictInt = Field(4, ge=1, le=1000)
+    num_minibatches: StrictInt = Field(8, ge=1, le=65_536)
+    learning_rate: float = Field(3e-4, gt=0.0, le=10.0)
+    anneal_lr: StrictBool = True
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    clip_eps: float = Field(0.2, gt=0.0, le=10.0)
+    ent_coef: float = Field(0.0, ge=0.0, le=1e3)
+    vf_coef: float = Field(0.5, ge=0.0, le=1e3)
+    max_grad_norm: float = Field(0.5, gt=0.0, le=1e6)
+    hidden: StrictInt = Field(64, ge=1, le=16_384)
+    init_log_std: float = Field(-0.5, ge=-20.0, le=5.0)
+    num_seeds: StrictInt = Field(1, ge=1, le=1024)
     seed: StrictInt = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -72,28 +114,39 @@ class ProtocolConfig(Strict):
     """Gradient-optimised protocol; it trains against limits tightened by the margins, with the penalty
     weights scaled by ``penalty_scale`` (the hinge penalties alone trade a little violation for speed)."""
 
-    iterations: int = Field(300, ge=1)
+    iterations: StrictInt = Field(300, ge=1, le=1_000_000)
     learning_rate: float = Field(0.1, gt=0)
     gamma: float = Field(0.98, gt=0, le=1)
-    anode_margin_v: float = Field(0.003, ge=0)
-    temperature_margin_k: float = Field(1.0, ge=0)
-    voltage_margin_v: float = Field(0.005, ge=0)
-    penalty_scale: float = Field(1.0, gt=0)
+    anode_margin_v: float = Field(0.003, ge=0, le=1)
+    temperature_margin_k: float = Field(1.0, ge=0, le=50)
+    voltage_margin_v: float = Field(0.005, ge=0, le=1)
+    penalty_scale: float = Field(1.0, gt=0, le=1e6)
 
 
 class EvaluationConfig(Strict):
     initial_soc: float = Field(0.1, ge=0, le=1)
-    initial_temp_degc: float = 25.0
-    cccv_c_rates: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0])
+    initial_temp_degc: float = Field(25.0, ge=-40.0, le=80.0)
+    cccv_c_rates: list[Annotated[float, Field(gt=0.0, le=20.0)]] = Field(
+        default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0], min_length=1, max_length=100)
 
 
 class RLConfig(Strict):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)
     env: EnvConfig = EnvConfig()
     ppo: PPOConfig = PPOConfig()
     protocol: ProtocolConfig = ProtocolConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     out: Path | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "RLConfig":
+        from cellax.rl.fast_charge import EnvParams
+
+        target = EnvParams().replace(**self.env.params.changes()).target_soc
+        if self.evaluation.initial_soc >= target:
+            raise ValueError(f"evaluation.initial_soc {self.evaluation.initial_soc} is not below "
+                             f"env.params.target_soc {target}")
+        return self
 
     @property
     def run_dir(self) -> Path:

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from cellax.events import EventLog
 from cellax.rl.config import PPOConfig
 
 
@@ -173,7 +174,7 @@ def train(config: PPOConfig, env, env_params, out: Path | None = None, progress:
     runner = jax.jit(jax.vmap(init))(keys)
     run_segment = jax.jit(jax.vmap(segment))
     curve = []
-    manager = None
+    manager = events = None
     if out is not None:
         from cellax.checkpoint import TreeCheckpoint
 
@@ -181,6 +182,7 @@ def train(config: PPOConfig, env, env_params, out: Path | None = None, progress:
         out.mkdir(parents=True, exist_ok=True)
         (out / "ppo_config.json").write_text(config.model_dump_json(indent=2))
         manager = TreeCheckpoint(out / "checkpoints")
+        events = EventLog(out / "events")
     bar = tqdm(total=config.total_updates, disable=not progress, unit="update", desc="PPO")
     started = time.perf_counter()
     segments = config.total_updates // config.updates_per_segment
@@ -201,7 +203,9 @@ def train(config: PPOConfig, env, env_params, out: Path | None = None, progress:
             with (out / "learning_curve.jsonl").open("a") as f:
                 for row in curve[-config.updates_per_segment:]:
                     f.write(json.dumps(row) + "\n")
+                    events.write(row["update"], row, skip=("update",))
     bar.close()
     if manager is not None:
         manager.close()
+        events.close()
     return eqx.combine(runner[0], static), curve

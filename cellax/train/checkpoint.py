@@ -1,8 +1,8 @@
 """Checkpoints of a training run: ``latest`` (for resuming) and ``best`` (by validation rollout loss).
 
-Each is a :class:`cellax.checkpoint.TreeCheckpoint` (one orbax step, crash-safe):
-the model's arrays, the optimiser state and the best validation loss so far. The
-model's structure comes from its config when restoring.
+Each is a :class:`cellax.checkpoint.TreeCheckpoint` (one orbax step, crash-safe, with
+SHA-256 checksums verified on restore): the model's arrays, the optimiser state and
+the best validation loss so far. The model's structure comes from its config when restoring.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import equinox as eqx
 import jax.numpy as jnp
 
-from cellax.checkpoint import TreeCheckpoint
+from cellax.checkpoint import CheckpointError, TreeCheckpoint  # noqa: F401  (CheckpointError: re-exported)
 
 
 class Checkpoints:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -22,11 +22,14 @@ CONDITION_COLUMNS = {"heat_transfer_coeff": "number", "parameter_set": "text"}
 and the cell's identity. Not ``initial_soc``, which would hand an estimator its answer."""
 
 
+MAX_STEPS = 100_000_000
+
+
 class OptimizerConfig(Strict):
     """AdamW with linear warm-up then cosine decay, global-norm clipping; no decay on vectors (norms, biases)."""
 
     learning_rate: float = Field(3e-3, gt=0)
-    warmup_steps: int = Field(100, ge=0)
+    warmup_steps: int = Field(100, ge=0, le=MAX_STEPS)
     final_lr_fraction: float = Field(0.05, ge=0, le=1)
     weight_decay: float = Field(0.01, ge=0)
     clip_norm: float = Field(1.0, gt=0)
@@ -38,31 +41,32 @@ class LossConfig(Strict):
     """Per-output loss on normalised signals, weighted; the same definition in training and evaluation."""
 
     kind: Literal["mse", "smooth_l1", "log_cosh"] = "mse"
-    weights: dict[str, float] = Field(default_factory=dict)
+    weights: dict[str, Annotated[float, Field(ge=0, le=1e6)]] = Field(default_factory=dict)
     smooth_l1_beta: float = Field(1.0, gt=0)
 
 
 class StftConfig(Strict):
     """Causal short-time Fourier magnitudes of the current (``window // 2 + 1`` bins) as extra input channels."""
 
-    window: int = Field(16, ge=4)
+    window: int = Field(16, ge=4, le=4096)
 
 
 class TrainConfig(Strict):
     """A training run: which data, which task, which model, how long."""
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128,
+                      description="the run's folder name under runs/: letters, digits, '.', '_', '-'")
     data: Path
     task: Literal["simulate", "estimate"] = "simulate"
     outputs: list[str] | None = None
     model: ModelConfig = Field(default_factory=GRUConfig)
-    chunk_len: int = Field(256, ge=8, description="samples the model runs free before its own outputs become the next chunk's initial conditions")
-    chunks_per_window: int = Field(1, ge=1, description="multi-step training: chunks chained free-running inside one window")
-    batch_size: int = Field(32, ge=1)
-    steps: int = Field(1000, ge=1)
-    eval_every: int = Field(200, ge=1)
-    eval_profiles: int = Field(4, ge=1, description="validation profiles rolled out at each evaluation")
-    checkpoint_every: int = Field(200, ge=1)
+    chunk_len: int = Field(256, ge=8, le=1_000_000, description="samples the model runs free before its own outputs become the next chunk's initial conditions")
+    chunks_per_window: int = Field(1, ge=1, le=1000, description="multi-step training: chunks chained free-running inside one window")
+    batch_size: int = Field(32, ge=1, le=65_536)
+    steps: int = Field(1000, ge=1, le=MAX_STEPS)
+    eval_every: int = Field(200, ge=1, le=MAX_STEPS)
+    eval_profiles: int = Field(4, ge=1, le=100_000, description="validation profiles rolled out at each evaluation")
+    checkpoint_every: int = Field(200, ge=1, le=MAX_STEPS)
     optimizer: OptimizerConfig = OptimizerConfig()
     loss: LossConfig = LossConfig()
     stft: StftConfig | None = None
@@ -76,7 +80,8 @@ class TrainConfig(Strict):
     residual: bool = Field(
         False, description="predict each chunk's change from its initial conditions (no jumps at chunk starts)"
     )
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_fractions: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)],
+                           Annotated[float, Field(ge=0, le=1)]] = (0.8, 0.1, 0.1)
     split_seed: int = Field(0, ge=0)
     seed: int = Field(0, ge=0)
     out: Path | None = None
@@ -115,6 +120,8 @@ class TrainConfig(Strict):
         unknown = sorted(set(self.loss.weights) - set(self.output_signals))
         if unknown:
             raise ValueError(f"loss.weights names {unknown}, which are not outputs {self.output_signals}")
+        if abs(sum(self.split_fractions) - 1.0) > 1e-9:
+            raise ValueError(f"split_fractions {list(self.split_fractions)} must sum to 1")
         return self
 
     @property

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -40,7 +41,8 @@ from cellax.data.loader import (
     iterate_profiles,
     split_profiles,
 )
-from cellax.data.store import open_dataset
+from cellax.data.store import StoreError, open_dataset
+from cellax.events import EventLog
 from cellax.models import make_model
 from cellax.train.checkpoint import Checkpoints
 from cellax.train.config import TrainConfig
@@ -125,13 +127,28 @@ def prepare(config: TrainConfig):
             dt_s = _dt_s(ds)
     except OSError as err:
         raise TrainError(f"data: cannot open {config.data}: {err}") from None
-    splits = split_profiles(config.data, config.split_fractions, config.split_seed)
+    try:
+        splits = split_profiles(config.data, config.split_fractions, config.split_seed)
+    except StoreError:
+        raise
+    except ValueError as err:
+        raise TrainError(f"split_fractions: {err}") from None
     if len(splits["train"]) == 0 or len(splits["val"]) == 0:
         raise TrainError(f"data: {config.data} has {len(splits['train'])} train and {len(splits['val'])} validation "
                          "profiles; need at least one of each (more profiles, or other split_fractions)")
     indicators = [name for name in config.conditions if "=" in name]  # one-hot 0/1: not normalised
-    stats = compute_stats(config.data, splits["train"], [n for n in names if n not in indicators])
+    try:
+        stats = compute_stats(config.data, splits["train"], [n for n in names if n not in indicators])
+    except StoreError:
+        raise
+    except ValueError as err:
+        raise TrainError(f"data: {config.data}: {err}") from None
     return splits, stats, dt_s
+
+
+def data_fingerprint(path: Path) -> str:
+    with open_dataset(path) as ds:
+        return ds.fingerprint
 
 
 def changed_fields(run_dir: Path, config: TrainConfig) -> list[str]:
@@ -139,6 +156,23 @@ def changed_fields(run_dir: Path, config: TrainConfig) -> list[str]:
     stored = TrainConfig.model_validate_json((run_dir / "config.json").read_text()).model_dump(exclude={"steps"})
     new = config.model_dump(exclude={"steps"})
     return sorted(k for k in new if stored.get(k) != new[k])
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether an orbax manager folder holds a finished step (a folder named by its step number)."""
+    return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
+
+
+_RUN_FILES = ("config.json", "stats.json", "data.json", "metrics.jsonl", "checkpoints", "events")
+
+
+def _clear_run(run_dir: Path) -> None:
+    for name in _RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def train(
@@ -158,15 +192,26 @@ def train(
     is called after each validation (after its checkpoint); an exception it raises (a prune signal) ends the run.
     """
     run_dir = config.run_dir
-    if (run_dir / "config.json").exists() and not resume:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"out: {run_dir} is a file, not a run folder")
+    started_run = (run_dir / "config.json").exists()
+    if started_run and not has_checkpoint(run_dir / "checkpoints" / "latest"):
+        log(f"note: {run_dir} holds a run that stopped before its first checkpoint; starting it afresh")
+        _clear_run(run_dir)
+        started_run, resume = False, False
+    if started_run and not resume:
         raise TrainError(f"{run_dir} holds a run; pass --resume to continue it or choose another name/out")
-    if resume and not (run_dir / "config.json").exists():
+    if resume and not started_run:
         raise TrainError(f"--resume: {run_dir} holds no run to resume")
     if resume:
         changed = changed_fields(run_dir, config)
         if changed:
             raise TrainError(f"--resume: {run_dir} was started with a config that differs in {', '.join(changed)} "
                              "(only steps may change)")
+        stored = json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").exists() else None
+        if stored and stored["fingerprint"] != data_fingerprint(config.data):
+            raise TrainError(f"--resume: {config.data} is not the dataset {run_dir} was trained on (its profile "
+                             "index differs); restore that file or start a new run")
     splits, stats, dt_s = prepare(config)
     if resume:
         stats = NormStats.from_json((run_dir / "stats.json").read_text())
@@ -180,89 +225,111 @@ def train(
     model = make_model(config.model, task.n_features, task.n_outputs, jax.random.key(config.seed))
     tx = optimizer(config)
     opt_state = tx.init(eqx.filter(model, eqx.is_array))
-    checkpoints = Checkpoints(run_dir / "checkpoints")
     start, best = 0, math.inf
     if resume:
+        checkpoints = Checkpoints(run_dir / "checkpoints")
         restored = checkpoints.restore_latest(model, opt_state)
-        if restored is None:
-            raise TrainError(f"--resume: {run_dir / 'checkpoints'} has no finished checkpoint")
         model, opt_state, start, best = restored
+        if start > config.steps:
+            checkpoints.close()
+            raise TrainError(f"--resume: {run_dir} is already at step {start}, past steps {config.steps}; "
+                             f"give more steps than {start} (quickstart: --steps N) or start afresh")
         log(f"resuming {run_dir} at step {start}")
     else:
+        fresh = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
         (run_dir / "stats.json").write_text(stats.to_json())
-    model, opt_state = jax.device_put((model, opt_state), replicated)
-
-    val_rows = splits["val"][: config.eval_profiles]
-    val_profiles = list(iterate_profiles(config.data, val_rows, [*task.inputs, *task.outputs]))
-    weights = loss_weights(task.outputs, config.loss.weights)
-    step_fn = make_step(task, config, tx)
-    last = config.steps if stop_after is None else min(config.steps, start + stop_after)
+        (run_dir / "data.json").write_text(json.dumps({"path": str(config.data),
+                                                       "fingerprint": data_fingerprint(config.data)}, indent=2))
+        checkpoints = Checkpoints(run_dir / "checkpoints")
     try:
-        loader = WindowLoader(
-            config.data, splits["train"], [*task.inputs, *task.outputs], config.window_len, config.batch_size,
-            seed=config.seed, stats=stats, start_batch=start, num_batches=last - start, device=sharded,
-        )
-    except ValueError as err:
-        raise TrainError(f"chunk_len x chunks_per_window = {config.window_len}: {err}") from None
+        model, opt_state = jax.device_put((model, opt_state), replicated)
 
-    metrics = (run_dir / "metrics.jsonl").open("a")
-    if resume:
-        metrics.write(json.dumps({"event": "resumed", "step": start}) + "\n")
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step", desc=f"training {config.name}")
-    started = time.perf_counter()
-    step = start
-    pending = []  # per-step metrics still on the device: fetched every SYNC_EVERY steps, not every step
+        val_rows = splits["val"][: config.eval_profiles]
+        val_profiles = list(iterate_profiles(config.data, val_rows, [*task.inputs, *task.outputs]))
+        weights = loss_weights(task.outputs, config.loss.weights)
+        step_fn = make_step(task, config, tx)
+        last = config.steps if stop_after is None else min(config.steps, start + stop_after)
+        try:
+            loader = WindowLoader(
+                config.data, splits["train"], [*task.inputs, *task.outputs], config.window_len, config.batch_size,
+                seed=config.seed, stats=stats, start_batch=start, num_batches=last - start, device=sharded,
+            )
+        except ValueError as err:
+            raise TrainError(f"chunk_len x chunks_per_window = {config.window_len}: {err}") from None
 
-    def drain() -> list[dict]:
-        records = []
-        for k, loss, grad_norm, per_output, time_s in jax.device_get(pending):
-            if not math.isfinite(loss := float(loss)):
-                raise TrainError(
-                    f"loss became {loss} at step {k}; stopped. The last good checkpoint "
-                    f"(step {checkpoints.latest_step()}) is kept in {run_dir / 'checkpoints'}; lower the "
-                    "learning rate or check the data"
-                )
-            records.append({"step": k, "loss": loss, "grad_norm": float(grad_norm),
-                            "per_output": dict(zip(task.outputs, map(float, per_output))), "time_s": time_s})
-        pending.clear()
-        if records:
-            bar.set_postfix(loss=f"{records[-1]['loss']:.4f}")
-        return records
+        metrics = (run_dir / "metrics.jsonl").open("a")
+        events = EventLog(run_dir / "events")
+        if resume:
+            metrics.write(json.dumps({"event": "resumed", "step": start}) + "\n")
+        bar = tqdm(total=config.steps, initial=start, disable=not progress, unit="step", desc=f"training {config.name}")
+        started = time.perf_counter()
+        step = start
+        pending = []  # per-step metrics still on the device: fetched every SYNC_EVERY steps, not every step
 
-    try:
-        for batch in loader:
-            model, opt_state, loss, per_output, grad_norm = step_fn(model, opt_state, batch)
-            step += 1
-            bar.update()
-            pending.append((step, loss, grad_norm, per_output, time.perf_counter() - started))
-            out_of_time = time_budget_s is not None and time.perf_counter() - started > time_budget_s
-            validate = step % config.eval_every == 0 or step == config.steps or out_of_time
-            save = step % config.checkpoint_every == 0 or step == last or out_of_time
-            if not (validate or save or len(pending) >= SYNC_EVERY):
-                continue
-            records = drain()  # before any checkpoint: a non-finite loss stops the run without saving it
-            if validate:
-                report, _ = evaluate_profiles(model, task, stats, val_profiles, config.loss.kind, weights,
-                                              config.loss.smooth_l1_beta)
-                records[-1]["val"] = report
-                if report["loss"] < best:
-                    best = report["loss"]
-                    checkpoints.save("best", step, model, opt_state, best)
-                bar.set_postfix(loss=f"{records[-1]['loss']:.4f}", val=f"{report['loss']:.4f}")
-            metrics.writelines(json.dumps(record) + "\n" for record in records)
-            metrics.flush()
-            if save:
-                checkpoints.save("latest", step, model, opt_state, best)
-            if on_eval is not None and "val" in record:
-                on_eval(step, record["val"])
-            if out_of_time:
-                log(f"time budget of {time_budget_s:.0f} s reached at step {step}")
-                break
-    finally:
-        bar.close()
-        metrics.close()
-        loader.close()
-        checkpoints.close()
-    return run_dir
+        def drain() -> list[dict]:
+            records = []
+            for k, loss, grad_norm, per_output, time_s in jax.device_get(pending):
+                if not math.isfinite(loss := float(loss)):
+                    raise TrainError(
+                        f"loss became {loss} at step {k}; stopped. The last good checkpoint "
+                        f"(step {checkpoints.latest_step()}) is kept in {run_dir / 'checkpoints'}; lower the "
+                        "learning rate or check the data"
+                    )
+                records.append({"step": k, "loss": loss, "grad_norm": float(grad_norm),
+                                "per_output": dict(zip(task.outputs, map(float, per_output))), "time_s": time_s})
+            pending.clear()
+            if records:
+                bar.set_postfix(loss=f"{records[-1]['loss']:.4f}")
+            return records
+
+        try:
+            for batch in loader:
+                model, opt_state, loss, per_output, grad_norm = step_fn(model, opt_state, batch)
+                step += 1
+                bar.update()
+                pending.append((step, loss, grad_norm, per_output, time.perf_counter() - started))
+                out_of_time = time_budget_s is not None and time.perf_counter() - started > time_budget_s
+                validate = step % config.eval_every == 0 or step == config.steps or out_of_time
+                save = step % config.checkpoint_every == 0 or step == last or out_of_time
+                if not (validate or save or len(pending) >= SYNC_EVERY):
+                    continue
+                records = drain()  # before any checkpoint: a non-finite loss stops the run without saving it
+                if validate:
+                    report, _ = evaluate_profiles(model, task, stats, val_profiles, config.loss.kind, weights,
+                                                  config.loss.smooth_l1_beta)
+                    records[-1]["val"] = report
+                    if report["loss"] < best:
+                        best = report["loss"]
+                        checkpoints.save("best", step, model, opt_state, best)
+                    bar.set_postfix(loss=f"{records[-1]['loss']:.4f}", val=f"{report['loss']:.4f}")
+                metrics.writelines(json.dumps(record) + "\n" for record in records)
+                metrics.flush()
+                for record in records:
+                    events.write(record["step"], record)
+                if save:
+                    checkpoints.save("latest", step, model, opt_state, best)
+                if on_eval is not None and validate:
+                    on_eval(step, records[-1]["val"])
+                if out_of_time:
+                    log(f"time budget of {time_budget_s:.0f} s reached at step {step}")
+                    break
+        finally:
+            bar.close()
+            metrics.close()
+            events.close()
+            loader.close()
+            checkpoints.close()
+        return run_dir
+    except BaseException as err:
+        if not resume and not has_checkpoint(run_dir / "checkpoints" / "latest"):  # nothing worth resuming
+            if fresh:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                _clear_run(run_dir)
+        if isinstance(err, MemoryError) or (isinstance(err, jax.errors.JaxRuntimeError)
+                                            and "RESOURCE_EXHAUSTED" in str(err)):
+            raise TrainError(f"out of memory with batch_size {config.batch_size} x window {config.window_len} and "
+                             f"model {config.model}; lower batch_size, chunk_len or the model's width") from None
+        raise

@@ -51,6 +51,8 @@ def load_run(run_dir: Path):
 def evaluate(run_dir: Path, split: str = "test", max_profiles: int | None = None, plots: int = 3) -> dict:
     """Evaluate a run on its ``split`` profiles; writes ``eval/report.json`` and PNGs, returns the report."""
     run_dir = Path(run_dir)
+    if max_profiles is not None and max_profiles < 1:
+        raise TrainError(f"--max-profiles must be at least 1, got {max_profiles}")
     config, task, stats, model, step = load_run(run_dir)
     dt_s = dataset_dt_s(config.data)
     rows = split_profiles(config.data, config.split_fractions, config.split_seed)[split]
@@ -66,11 +68,16 @@ def evaluate(run_dir: Path, split: str = "test", max_profiles: int | None = None
         profile_ids=[p["profile_id"] for p in profiles], hours=float(sum(len(p) for p in predictions) * dt_s / 3600),
         error_growth=error_growth(task, predictions, profiles, dt_s),
     )
-    out = run_dir / "eval"
-    out.mkdir(exist_ok=True)
+    out = report_dir(run_dir, split)
+    out.mkdir(parents=True, exist_ok=True)
     report["plots"] = [str(p) for p in _plots(task, predictions, profiles, report, dt_s, out, plots)]
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def report_dir(run_dir: Path, split: str = "test") -> Path:
+    """``RUN/eval`` for the test split, ``RUN/eval/<split>`` otherwise (a val report never replaces the test one)."""
+    return Path(run_dir) / "eval" if split == "test" else Path(run_dir) / "eval" / split
 
 
 def format_report(report: dict) -> str:

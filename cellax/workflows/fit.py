@@ -29,6 +29,9 @@ def run_fit(config: FitConfig, out_dir: Path | None = None, source: str = "") ->
     from cellax.physics.spm import SPM
     from cellax.physics.spme import SPMe
 
+    out_dir = Path(out_dir or config.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out: {out_dir} is a file; the fit report needs a folder")
     try:
         data, simulation = measurements_from_dataset(config.data, config.profiles, config.signals)
         params = load_parameter_set(
@@ -42,7 +45,7 @@ def run_fit(config: FitConfig, out_dir: Path | None = None, source: str = "") ->
                      max_steps=config.max_steps)
     except (ValueError, OSError) as err:
         raise ConfigError(f"{source}: {err}") from None
-    report, picture = write_report(result, data, out_dir or config.out)
+    report, picture = write_report(result, data, out_dir)
     return result, report, picture
 
 

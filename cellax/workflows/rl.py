@@ -12,6 +12,7 @@ of current, voltage, temperatures, SOC and anode potential over the charge.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cellax.rl.config import RLConfig
+from cellax.checkpoint import CheckpointError
+from cellax.rl.config import RLConfig, RLError
 from cellax.rl.fast_charge import FastCharge
 from cellax.rl.gradient_protocol import ProtocolTable, optimise_protocol
 from cellax.rl.ppo import make_train
@@ -33,7 +35,7 @@ def build(config: RLConfig):
     e = config.env
     env = FastCharge(e.parameter_set, mesh=(e.n_shells, e.x_counts), substeps=e.substeps,
                      dtype=jnp.float64 if e.dtype == "float64" else jnp.float32)
-    params = env.default_params.replace(**e.params)
+    params = env.default_params.replace(**e.params.changes())
     v = config.evaluation
     fixed = params.replace(initial_soc_min=v.initial_soc, initial_soc_max=v.initial_soc,
                            initial_temp_min_degc=v.initial_temp_degc, initial_temp_max_degc=v.initial_temp_degc)
@@ -41,13 +43,29 @@ def build(config: RLConfig):
 
 
 def train_run(config: RLConfig, progress: bool = True, log=print) -> Path:
-    """Train PPO (all seeds at once) and optimise the protocol; returns the run folder."""
+    """Train PPO (all seeds at once) and optimise the protocol; returns the run folder.
+
+    Refuses an existing run folder (a run is never mixed with another); a run that fails is removed whole.
+    """
+    run_dir = config.run_dir
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise RLError(f"{run_dir} exists; choose another name or --out (an rl run is never resumed or mixed)")
+    try:
+        env, params, fixed = build(config)
+    except (ValueError, TypeError) as err:
+        raise RLError(f"env: {err}") from None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_run(config, run_dir, env, params, fixed, progress, log)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_run(config: RLConfig, run_dir: Path, env, params, fixed, progress: bool, log) -> Path:
     from gymnax.wrappers.purerl import LogWrapper
 
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    env, params, fixed = build(config)
     ppo_config = config.ppo
     log(f"PPO: {ppo_config.num_seeds} seed(s) x {ppo_config.num_envs} environments x "
         f"{ppo_config.total_updates * ppo_config.num_steps} steps")
@@ -88,7 +106,10 @@ def load_ppo_policies(config: RLConfig, env, params):
     abstract = jax.eval_shape(lambda k: jax.vmap(init)(k)[0], keys)
     checkpoint = TreeCheckpoint(config.run_dir / "ppo" / "checkpoints")
     try:
-        nets, _ = checkpoint.restore(abstract)
+        restored = checkpoint.restore(abstract)
+        if restored is None:
+            raise CheckpointError(f"{config.run_dir / 'ppo' / 'checkpoints'} holds no finished checkpoint")
+        nets, _ = restored
     finally:
         checkpoint.close()
     policies = {}
@@ -128,6 +149,13 @@ def _trace(env, params, policy, n_steps):
     return {k: np.asarray(v) for k, v in traces.items()}
 
 
+def _cccv_traces(env, params, c_rates, n_steps) -> dict[str, dict]:
+    """CC-CV at every C-rate in one compiled, ``vmap``-ed rollout (the rate is traced, not baked in)."""
+    many = jax.jit(jax.vmap(lambda c: rollout(env, params, cccv(c), jax.random.key(0), n_steps)))(
+        jnp.asarray(c_rates, jnp.float32))
+    return {f"cccv_{c:g}C": {k: np.asarray(v[i]) for k, v in many.items()} for i, c in enumerate(c_rates)}
+
+
 def safe(metrics: dict) -> bool:
     """Reached the target with no plating, temperature or voltage violation and no invalid step."""
     return (metrics["charge_time_s"] is not None and not metrics["invalid"] and metrics["plating_violations"] == 0
@@ -140,10 +168,10 @@ def evaluate_run(run_dir: Path, plot: bool = True) -> dict:
     config = RLConfig.model_validate_json((run_dir / "config.json").read_text())
     env, params, fixed = build(config)
     n_steps = int(fixed.max_steps_in_episode)
-    policies = {f"cccv_{c:g}C": cccv(c) for c in config.evaluation.cccv_c_rates}
-    policies.update(load_ppo_policies(config, env, params))
+    policies = load_ppo_policies(config, env, params)
     policies["gradient_protocol"] = load_protocol(run_dir)
-    traces = {name: _trace(env, fixed, policy, n_steps) for name, policy in policies.items()}
+    traces = _cccv_traces(env, fixed, config.evaluation.cccv_c_rates, n_steps)
+    traces.update({name: _trace(env, fixed, policy, n_steps) for name, policy in policies.items()})
     metrics = {name: charge_metrics(t, float(fixed.target_soc)) for name, t in traces.items()}
     cccv_safe = [n for n in metrics if n.startswith("cccv") and safe(metrics[n])]
     best_cccv = min(cccv_safe, key=lambda n: metrics[n]["charge_time_s"]) if cccv_safe else None

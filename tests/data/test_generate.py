@@ -114,10 +114,8 @@ def test_kill_9_then_resume_keeps_finished_profiles_and_duplicates_nothing(tmp_p
     out = tmp_path / "d.h5"
     proc = _cli("generate", config_path, "--out", out, "--flush-every", 1, "--no-progress", start_new_session=True)
     parts = parts_dir(out)
-    deadline = time.monotonic() + 180
     while len(list(parts.glob("part-*.h5"))) < 2:
         assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "no part files appeared"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -146,25 +144,26 @@ def test_kill_9_then_resume_keeps_finished_profiles_and_duplicates_nothing(tmp_p
 
 
 def test_ctrl_c_with_workers_stops_promptly_and_keeps_finished_profiles(tmp_path):
+    n_profiles = 12
     config_path = tmp_path / "job.yaml"
-    # long enough that the job is still running when the first part file appears, even on a quiet machine
-    config_path.write_text(yaml.safe_dump({**SMALL, "n_profiles": 24, "profiles": {"duration_s": 3600}}))
+    config_path.write_text(yaml.safe_dump({**SMALL, "n_profiles": n_profiles, "profiles": {"duration_s": 1800}}))
     out = tmp_path / "d.h5"
     proc = _cli("generate", config_path, "--out", out, "--workers", 2, "--flush-every", 1, "--no-progress")
     parts = parts_dir(out)
-    deadline = time.monotonic() + 180
-    while not list(parts.glob("part-*.h5")):
+    while not list(parts.glob("part-*.h5")):  # states, not seconds: pytest's timeout catches a hang
         assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "no part files appeared"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    interrupted_at = time.monotonic()
-    output = proc.communicate(timeout=60)[0]
+    output = proc.communicate()[0]
     assert proc.returncode == 130, output
     assert "run again with --resume" in output
-    assert time.monotonic() - interrupted_at < 30, "Ctrl-C waited for the queued profiles"
-    assert not out.exists() and list(parts.glob("part-*.h5"))
+    assert not out.exists()
+    kept = 0
+    for part in parts.glob("part-*.h5"):
+        with open_dataset(part) as ds:
+            kept += len(ds)
+    assert 1 <= kept < n_profiles, "Ctrl-C waited for the queued profiles"
     resumed = _cli("generate", config_path, "--out", out, "--resume", "--workers", 2, "--no-progress")
     assert resumed.wait() == 0, resumed.stdout.read()
     with open_dataset(out) as ds:
-        assert ds.profiles["profile_id"].tolist() == list(range(24))
+        assert ds.profiles["profile_id"].tolist() == list(range(n_profiles))

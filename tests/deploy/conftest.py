@@ -2,7 +2,8 @@
 
 import pytest
 
-from cellax.config import DataConfig, validate_config
+from cellax.config import validate_config
+from cellax.data.config import DataConfig
 from cellax.data.generate import generate
 from cellax.train.config import TrainConfig
 from cellax.train.loop import train

@@ -17,7 +17,7 @@ from cellax.data.loader import iterate_profiles, split_profiles
 from cellax.deploy.export import export_run, load_step
 from cellax.deploy.manifest import read_manifest
 from cellax.deploy.step import rollout_stream
-from cellax.train.evaluate import load_run
+from cellax.workflows.evaluate import load_run
 from cellax.train.metrics import predict, stack_profiles
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -38,6 +38,19 @@ def test_soc_outside_0_1_is_refused(params):
         simulate(SPM(), params, np.ones(5), 1.0, 1.2, 298.15)
 
 
+def test_invalid_inputs_raise_outside_jit_and_return_a_status_inside(params):
+    with pytest.raises(ValueError, match="ambient_temp_k must be finite and > 0 K"):
+        simulate(SPM(), params, np.ones(5), 1.0, 0.5, -10.0)
+    run = jax.jit(lambda dt_s, ambient_k, soc, current: simulate(SPM(), params, current, dt_s, soc, ambient_k))
+    ones = jnp.ones(5)
+    assert status_name(run(1.0, 298.15, 0.5, ones).status) == "completed"
+    for args in [(0.0, 298.15, 0.5, ones), (1.0, -10.0, 0.5, ones), (1.0, 298.15, 1.5, ones),
+                 (1.0, 298.15, 0.5, ones.at[2].set(jnp.nan))]:
+        solution = run(*args)
+        assert status_name(solution.status) == "invalid_input", args
+        assert all(bool(jnp.all(jnp.isfinite(v))) for v in solution.signals.values())
+
+
 def test_vmap_over_profiles_and_grad_through_the_solver(params):
     model = SPM(10)
     currents = jnp.stack([jnp.full(30, 5.0), jnp.full(30, 10.0)])

@@ -4,36 +4,60 @@ import json
 
 import jax
 import numpy as np
+import pytest
 import yaml
 
 from cellax.cli import main
 from cellax.rl.fast_charge import FastCharge
 from cellax.rl.gradient_protocol import ProtocolTable, optimise_protocol
 
-TINY = {
+TINY = {  # one ROS2 step per interval and few updates: compile time dominates, and it is a third of the default's
     "name": "tiny",
-    "env": {"n_shells": 6, "x_counts": [4, 3, 4], "substeps": 2, "dtype": "float32",
+    "env": {"n_shells": 6, "x_counts": [4, 3, 4], "substeps": 1, "dtype": "float32",
             "params": {"max_steps_in_episode": 100}},
-    "ppo": {"num_envs": 32, "num_steps": 16, "total_updates": 10, "updates_per_segment": 5, "num_minibatches": 4},
-    "protocol": {"iterations": 3},
+    "ppo": {"num_envs": 16, "num_steps": 8, "total_updates": 4, "updates_per_segment": 2, "num_minibatches": 2,
+            "update_epochs": 2},
+    "protocol": {"iterations": 2},
     "evaluation": {"cccv_c_rates": [1.0, 1.5]},
 }
 
 
-def test_rl_train_writes_agents_and_a_comparison_with_cccv(tmp_path, capsys):
-    (tmp_path / "rl.yaml").write_text(yaml.safe_dump({**TINY, "out": str(tmp_path / "run")}))
+@pytest.mark.timeout(1800)  # a hang guard only: four compiles (~1-2 min idle), over 600 s at load 20 on 2 cores
+def test_rl_train_writes_agents_a_comparison_with_cccv_and_refuses_to_mix_runs(tmp_path, capsys):
+    run = tmp_path / "run"
+    (tmp_path / "rl.yaml").write_text(yaml.safe_dump({**TINY, "out": str(run)}))
     assert main(["rl", "train", str(tmp_path / "rl.yaml"), "--no-progress"]) == 0
-    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    report = json.loads((run / "eval" / "report.json").read_text())
     assert {"cccv_1C", "cccv_1.5C", "ppo_seed0", "gradient_protocol"} <= set(report["metrics"])
     cccv = report["metrics"]["cccv_1C"]
     assert cccv["charge_time_s"] is not None and 2400 < cccv["charge_time_s"] < 3300  # 10 -> 80 % at 1C
-    assert (tmp_path / "run" / "eval" / "charging.png").stat().st_size > 20_000
+    assert report["metrics"]["cccv_1.5C"]["charge_time_s"] < cccv["charge_time_s"]
+    assert (run / "eval" / "charging.png").stat().st_size > 20_000
+    assert list((run / "ppo" / "events").glob("events.out.tfevents.*"))
     assert "best CC-CV within all limits" in capsys.readouterr().out
-    assert main(["rl", "evaluate", str(tmp_path / "run")]) == 0
+
+    # a second run into the same folder: refused in one line, nothing of the first run touched
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**TINY, "out": str(run), "protocol": {"iterations": 3}}))
+    assert main(["rl", "train", str(tmp_path / "other.yaml"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run} exists" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+
+    # flipped bytes in the networks' checkpoint are named, not restored as weights
+    step_dir = max((run / "ppo" / "checkpoints").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1)
+    array_file = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != "sha256.json"),
+                     key=lambda p: p.stat().st_size)
+    data = bytearray(array_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    array_file.write_bytes(bytes(data))
+    assert main(["rl", "evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "damaged" in err and array_file.name in err
 
 
 def test_gradient_steps_raise_the_protocols_return():
-    env = FastCharge(mesh=(6, (4, 3, 4)), substeps=2, dtype=jax.numpy.float32)
+    env = FastCharge(mesh=(6, (4, 3, 4)), substeps=1, dtype=jax.numpy.float32)
     params = env.default_params.replace(initial_soc_min=0.1, initial_soc_max=0.1, initial_temp_min_degc=25.0,
                                         initial_temp_max_degc=25.0, max_steps_in_episode=100)
     protocol, history, _ = optimise_protocol(env, params, iterations=4, protocol=ProtocolTable(initial_c_rate=0.5))

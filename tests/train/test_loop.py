@@ -159,3 +159,66 @@ def test_cellax_evaluate_reports_a_run(dataset, tmp_path, capsys):
     assert main(["evaluate", str(run), "--max-profiles", "1"]) == 0
     assert "RMSE" in capsys.readouterr().out
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+
+
+def tensorboard_tags(folder) -> set[str]:
+    """Scalar tags in the TensorBoard event files of ``folder`` (TFRecord framing, Event protos)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    tags = set()
+    for path in folder.glob("events.out.tfevents.*"):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = Event.FromString(data[at + 12 : at + 12 + length])
+            tags |= {value.tag for value in event.summary.value}
+            at += 12 + length + 4
+    return tags
+
+
+def test_a_run_keeps_events_and_refuses_fewer_steps_a_swapped_dataset_and_flipped_checkpoint_bytes(dataset, tmp_path,
+                                                                                                  capsys):
+    import shutil
+
+    from cellax.cli import main
+    from cellax.data.store import open_dataset
+
+    data = tmp_path / "data.h5"
+    shutil.copy(dataset, data)
+    run = train(small(data, tmp_path / "run", steps=4), progress=False)
+    assert {"loss", "grad_norm", "per_output/voltage_v", "val/loss"} <= tensorboard_tags(run / "events")
+
+    with pytest.raises(TrainError, match="already at step 4, past steps 2"):
+        train(small(data, run, steps=2), resume=True, progress=False)
+
+    with open_dataset(dataset) as ds:  # the same file name, two profiles fewer
+        write_dataset(data, [ds.record(row) for row in range(len(ds) - 2)], {"config": ds.config})
+    with pytest.raises(TrainError, match="is not the dataset"):
+        train(small(data, run, steps=8), resume=True, progress=False)
+
+    step_dir = run / "checkpoints" / "best" / "4"
+    assert (step_dir / "sha256.json").exists()
+    biggest = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != "sha256.json"),
+                  key=lambda p: p.stat().st_size)
+    raw = bytearray(biggest.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    biggest.write_bytes(bytes(raw))
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and biggest.name in err and "damaged" in err
+    assert not (run / "eval").exists()
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_behind(dataset, tmp_path):
+    out = tmp_path / "early"
+    config = small(dataset, out, steps=40, checkpoint_every=40, eval_every=40,
+                   optimizer={"learning_rate": 1e38, "warmup_steps": 0, "clip_norm": 1e38})
+    with pytest.raises(TrainError, match="loss became"):
+        train(config, progress=False)
+    assert not out.exists()
+    (out / "checkpoints" / "latest").mkdir(parents=True)  # as a kill -9 during the first save leaves it
+    (out / "config.json").write_text(config.model_dump_json())
+    assert train(small(dataset, out, steps=2), progress=False, log=lambda *_: None) == out
+    assert Checkpoints(out / "checkpoints").latest_step() == 2

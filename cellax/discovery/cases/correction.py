@@ -17,13 +17,14 @@ from cellax.discovery import library as lib
 from cellax.discovery.cases.circuit import filtered
 from cellax.discovery.cases.thermal import pulse_profile
 from cellax.discovery.pareto import refit, score
+from cellax.signals import KELVIN
 
 TAUS_S = (10.0, 100.0, 1000.0)
 
 
 def simulate_pair(seeds, n_samples: int = 720, dt_s: float = 5.0, initial_soc: float = 0.6, ambient_degc: float = 25.0):
     """Per seed: signals of the DFN (``V``) and the SPMe (``V_spme``, ``I``, ``soc``, ``T``) on one profile."""
-    from cellax.config import SimulationConfig
+    from cellax.data.config import SimulationConfig
     from cellax.data.datasheet import datasheet_for
     from cellax.data.pybamm_backend import PybammBackend
     from cellax.physics import load_parameter_set
@@ -41,10 +42,10 @@ def simulate_pair(seeds, n_samples: int = 720, dt_s: float = 5.0, initial_soc: f
         n = len(dfn.signals.get("voltage_v", []))
         if n < n_samples // 2:
             raise RuntimeError(f"DFN profile {seed} stopped early: {dfn.status}")
-        sol = simulate(model, params, jnp.asarray(current), dt_s, initial_soc, ambient_degc + 273.15, limits=False)
+        sol = simulate(model, params, jnp.asarray(current), dt_s, initial_soc, ambient_degc + KELVIN, limits=False)
         s = {k: np.asarray(v)[:n] for k, v in sol.signals.items()}
         out.append({"I": current[:n], "V": dfn.signals["voltage_v"], "V_spme": s["voltage_v"], "soc": s["soc"],
-                    "T": s["core_temp_degc"] + 273.15, "dt_s": dt_s})
+                    "T": s["core_temp_degc"] + KELVIN, "dt_s": dt_s})
     return out
 
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cellax.discovery import library as lib
+from cellax.signals import KELVIN
 
 STATES = ("T", "Ts")
 MEASURED = ("I", "V", "U", "T", "Ts", "Ta")
@@ -43,8 +44,8 @@ def simulate_thermal(n_samples: int = 2400, dt_s: float = 1.0, seed: int = 0, di
     out = {k: np.asarray(v) for k, v in sol.signals.items()}
     signals = {
         "time_s": out["time_s"], "I": out["current_a"], "V": out["voltage_v"], "U": out["ocv_v"],
-        "T": out["core_temp_degc"] + 273.15, "Ts": out["surface_temp_degc"] + 273.15,
-        "Ta": out["ambient_temp_degc"] + 273.15,
+        "T": out["core_temp_degc"] + KELVIN, "Ts": out["surface_temp_degc"] + KELVIN,
+        "Ta": out["ambient_temp_degc"] + KELVIN,
     }
     heat_capacity = float(params.cell_heat_capacity(ambient_k))
     coupling = float(s["heat_transfer_coeff_w_m2k"] * s["cell_cooling_area_m2"])

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from cellax.signals import KELVIN
+
 T_REF_K = 298.15
 OUTPUTS = ("voltage_v", "surface_temp_degc", "core_temp_degc", "soc", "ocv_v")
 INITIAL = {  # log-space starting point: a 5 Ah 21700 cell
@@ -90,14 +92,14 @@ class ECM(eqx.Module):
             b2 = p["c_surf_j_k"] / dt_s * t_s + p["g_sa_w_k"] * t_amb
             det = a11 * a22 - a12 * a12
             t_c1, t_s1 = (b1 * a22 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det
-            out = jnp.stack([v, t_s - 273.15, t_c - 273.15, soc, u])
+            out = jnp.stack([v, t_s - KELVIN, t_c - KELVIN, soc, u])
             state = (soc - i_a * dt_s / (3600.0 * p["capacity_ah"]), v_rc * decay + r_rc * arrhenius * (1 - decay) * i_a,
                      t_c1, t_s1)
             return state, out
 
         soc0, t_s0, t_c0 = initial
-        state = (soc0, jnp.zeros(2, jnp.float32), t_c0 + 273.15, t_s0 + 273.15)
-        return jax.lax.scan(step, state, (current_a, ambient_degc + 273.15))[1]
+        state = (soc0, jnp.zeros(2, jnp.float32), t_c0 + KELVIN, t_s0 + KELVIN)
+        return jax.lax.scan(step, state, (current_a, ambient_degc + KELVIN))[1]
 
 
 def stack(profiles: list[dict], conditions: np.ndarray) -> dict[str, jax.Array]:
@@ -182,7 +184,7 @@ def estimate(model: ECM, current_a, voltage_v, surface_degc, h, dt_s: float = 1.
         x = x + gain * (v_meas - (u - p["r0_ohm"] * arrhenius * i_a - x[1] - x[2]))
         cov = (jnp.eye(3) - jnp.outer(gain, h_row)) @ cov
         u = model.ocv(x[0], t_c)[0]
-        out = jnp.stack([x[0], t_c - 273.15, u])
+        out = jnp.stack([x[0], t_c - KELVIN, u])
         heat_w = i_a * (p["r0_ohm"] * arrhenius * i_a + x[1] + x[2]) + i_a * t_c * dudt  # I (U - V) + reversible
         t_c = (p["c_core_j_k"] / dt_s * t_c + heat_w + g_cs * t_s) / (p["c_core_j_k"] / dt_s + g_cs)
         a = jnp.diag(jnp.concatenate([jnp.ones(1), decay]))
@@ -192,7 +194,7 @@ def estimate(model: ECM, current_a, voltage_v, surface_degc, h, dt_s: float = 1.
 
     x0 = jnp.array([soc0, 0.0, 0.0], jnp.float32)
     cov0 = jnp.diag(jnp.array([soc0_std, 0.01, 0.01], jnp.float32) ** 2)
-    t_s = surface_degc + 273.15
+    t_s = surface_degc + KELVIN
     return jax.lax.scan(step, (x0, cov0, t_s[0]), (current_a, voltage_v, t_s))[1]
 
 

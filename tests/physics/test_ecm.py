@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cellax.models import ecm
+from cellax.physics import ecm
 
 
 @pytest.fixture(scope="module")
