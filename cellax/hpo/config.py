@@ -206,7 +206,7 @@ def check_ends(path: Path, name: str, param: Param, base: TrainConfig, kinds: li
     for value in param.ends:
         tried = False
         for kind in kinds:
-            model = model_for(base.model, kind)
+            model = model_for(base.model.model_dump(mode="json"), kind)
             if name.startswith("model.") and name != "model.kind" and name[6:] not in model_fields(kind):
                 continue
             candidate = set_path({**base.model_dump(mode="json"), "model": model}, name, value)

@@ -42,13 +42,11 @@ def ocv_table(parameter_set: str = "Chen2020", n: int = 201) -> dict[str, np.nda
     """``soc``, ``ocv_v`` at 25 °C and ``dudt_v_k`` on an ``n``-point SOC grid from a PyBaMM parameter set."""
     from cellax.physics.parameters import initial_stoichiometries, load_parameter_set
 
-    x64 = jax.config.jax_enable_x64
-    params = load_parameter_set(parameter_set)  # sets float64 for its own evaluation
+    params = load_parameter_set(parameter_set)
     soc = np.linspace(0.0, 1.0, n)
     x, y = initial_stoichiometries(params, soc)
     table = {"soc": soc, "ocv_v": np.asarray(params.pos_ocp(y, T_REF_K) - params.neg_ocp(x, T_REF_K)),
              "dudt_v_k": np.asarray(params.pos_entropic_change(y) - params.neg_entropic_change(x))}
-    jax.config.update("jax_enable_x64", x64)
     return {k: np.asarray(v, np.float64) for k, v in table.items()}
 
 
@@ -148,8 +146,9 @@ def fit(model: ECM, batch: dict, scales, steps: int = 50, dt_s: float = 1.0, log
 
     solver = optx.LevenbergMarquardt(rtol=1e-6, atol=1e-9)
     for i in range(0, steps, 10):  # in blocks of 10, to log progress
-        solution = optx.least_squares(fn, solver, params, max_steps=min(10, steps - i), throw=False,
-                                      options={"jac": "fwd"})
+        with jax.enable_x64(False):  # the ECM is float32; the solver's own scalars must not promote to float64
+            solution = optx.least_squares(fn, solver, params, max_steps=min(10, steps - i), throw=False,
+                                          options={"jac": "fwd"})
         params = solution.value
         history.append(float(loss(eqx.combine(params, static), batch, scales, dt_s)))
         if log:
@@ -179,15 +178,15 @@ def estimate(model: ECM, current_a, voltage_v, surface_degc, h, dt_s: float = 1.
         soc = x[0]
         arrhenius = (1 + p["low_soc_rise"] * jnp.exp(-soc / 0.1)) * jnp.exp(p["activation_k"] * (1.0 / t_c - 1.0 / T_REF_K))
         (u, dudt), du_dsoc = model.ocv(soc, t_c), jax.grad(lambda s: model.ocv(s, t_c)[0])(soc)
-        h_row = jnp.array([du_dsoc, -1.0, -1.0])
+        h_row = jnp.array([du_dsoc, -1.0, -1.0], jnp.float32)
         gain = cov @ h_row / (h_row @ cov @ h_row + voltage_std_v**2)
         x = x + gain * (v_meas - (u - p["r0_ohm"] * arrhenius * i_a - x[1] - x[2]))
-        cov = (jnp.eye(3) - jnp.outer(gain, h_row)) @ cov
+        cov = (jnp.eye(3, dtype=jnp.float32) - jnp.outer(gain, h_row)) @ cov
         u = model.ocv(x[0], t_c)[0]
         out = jnp.stack([x[0], t_c - KELVIN, u])
         heat_w = i_a * (p["r0_ohm"] * arrhenius * i_a + x[1] + x[2]) + i_a * t_c * dudt  # I (U - V) + reversible
         t_c = (p["c_core_j_k"] / dt_s * t_c + heat_w + g_cs * t_s) / (p["c_core_j_k"] / dt_s + g_cs)
-        a = jnp.diag(jnp.concatenate([jnp.ones(1), decay]))
+        a = jnp.diag(jnp.concatenate([jnp.ones(1, jnp.float32), decay]))
         x = a @ x + jnp.concatenate([-i_a * dt_s / (3600.0 * p["capacity_ah"])[None],
                                      r_rc * arrhenius * (1 - decay) * i_a])
         return (x, a @ cov @ a.T + q, t_c), out

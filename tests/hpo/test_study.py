@@ -38,7 +38,7 @@ def test_two_workers_finish_the_study_and_a_diverging_trial_fails_with_its_reaso
     assert "| trial | state | value |" in (tmp_path / "out" / "summary.md").read_text()
 
     best = load_config(tmp_path / "out" / "best_config.yaml", TrainConfig)
-    assert best.model["width"] == summary["best"]["params"]["model.width"] and best.steps == 8
+    assert best.model.width == summary["best"]["params"]["model.width"] and best.steps == 8
     assert main(["train", str(tmp_path / "out" / "best_config.yaml"), "--out", str(tmp_path / "best_run"),
                  "--no-progress"]) == 0
     assert (tmp_path / "best_run" / "checkpoints" / "best").exists()
