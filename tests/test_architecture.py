@@ -6,12 +6,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cellax"
+APPLICATIONS = {"hybrid", "discovery", "hpo", "deploy"}
 FORBIDDEN = {  # layer -> layers it must not import
-    "physics": {"data", "train", "rl", "models", "workflows"},
-    "data": {"train", "rl", "models", "workflows"},
-    "models": {"data", "physics", "train", "rl", "workflows"},
-    "train": {"rl", "physics", "workflows"},
-    "rl": {"data", "train", "models", "workflows"},
+    "physics": {"data", "train", "rl", "models", "workflows", *APPLICATIONS},
+    "data": {"train", "rl", "models", "workflows", *APPLICATIONS},
+    "models": {"data", "physics", "train", "rl", "workflows", *APPLICATIONS},
+    "train": {"rl", "physics", "workflows", *APPLICATIONS},
+    "rl": {"data", "train", "models", "workflows", *APPLICATIONS},
+    "workflows": APPLICATIONS,
+    **{app: APPLICATIONS - {app} for app in APPLICATIONS},
 }
 
 
