@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 
 from devices import use_host_cores  # noqa: E402  (beside this script)
+from timing import timed  # noqa: E402
 
 CORES = use_host_cores()
 os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
@@ -54,15 +55,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DISCHARGE_S = 4000
 VAR_PTS = SPMe().pybamm_var_pts
 FIT_KEYS = ("neg_diffusivity_scale", "pos_diffusivity_scale", "neg_exchange_current_scale", "electrolyte_diffusivity_scale")
-
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), times
 
 
 # --- PyBaMM (runs in worker processes too, so module-level functions) ------------------------------------------

@@ -20,24 +20,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
+from timing import timed  # beside this script
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE = {"kind": "transformer", "width": 64, "n_layers": 3, "n_heads": 4, "positional": "rope", "max_len": 4096}
-
-
-def timed(fn, repeats: int) -> float:
-    import jax
-
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def machine(repeats: int, matmul_n: int, copy_mib: int) -> dict:
@@ -47,7 +36,7 @@ def machine(repeats: int, matmul_n: int, copy_mib: int) -> dict:
 
     a = jax.random.normal(jax.random.key(0), (matmul_n, matmul_n), jnp.float32)
     matmul = jax.jit(lambda a: a @ a)
-    matmul_s = timed(lambda: matmul(a), repeats)
+    matmul_s = timed(lambda: matmul(a), repeats, warmup=True)[0]
     buffers = [jnp.ones(copy_mib * 2**20 // 4, jnp.float32)]
     nbytes = buffers[0].nbytes
     scale = jax.jit(lambda x: 1.0001 * x, donate_argnums=0)  # in place: no fresh pages to fault in
@@ -56,7 +45,7 @@ def machine(repeats: int, matmul_n: int, copy_mib: int) -> dict:
         buffers[0] = scale(buffers[0])
         return buffers[0]
 
-    copy_s = timed(copy, repeats)
+    copy_s = timed(copy, repeats, warmup=True)[0]
     return {"matmul_n": matmul_n, "matmul_gflop_s": 2 * matmul_n**3 / matmul_s / 1e9,
             "copy_mib": copy_mib, "copy_gb_s": 2 * nbytes / copy_s / 1e9}
 
@@ -81,7 +70,7 @@ def step_cost(model_config: dict, batch: int, window: int, attention: str, repea
     compiled = grad.lower(params).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    seconds = timed(lambda: compiled(params), repeats)
+    seconds = timed(lambda: compiled(params), repeats, warmup=True)[0]
     return {"attention": attention, "flops": float(cost.get("flops", 0.0)),
             "bytes_accessed": float(cost.get("bytes accessed", 0.0)), "step_s": seconds}
 

@@ -21,12 +21,10 @@ os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import diffrax  # noqa: E402
-import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -37,6 +35,7 @@ from cellax.physics import load_parameter_set  # noqa: E402
 from cellax.physics.simulate import simulate  # noqa: E402
 from cellax.physics.spme import SPMe  # noqa: E402
 from cellax.physics.stepping import ros2_step  # noqa: E402
+from timing import timed  # noqa: E402  (beside this script)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,16 +82,6 @@ def diffrax_simulate(model, params, current_a, dt_s, initial_soc, ambient_temp_k
     return jax.vmap(lambda y, i: model.outputs(params, y, i, ambient_temp_k))(solution.ys, current_a)
 
 
-def timed(fn, repeats):
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -115,8 +104,8 @@ def main() -> None:
     reference = jax.jit(ways["scan"])(profiles[0])
     for name, way in ways.items():
         one, batch = jax.jit(way), jax.jit(jax.vmap(way))
-        seconds[f"{name}_single"], runs[f"{name}_single"] = timed(lambda: one(profiles[0]), args.repeats)
-        seconds[f"{name}_batch"], runs[f"{name}_batch"] = timed(lambda: batch(profiles), args.repeats)
+        seconds[f"{name}_single"], runs[f"{name}_single"] = timed(lambda: one(profiles[0]), args.repeats, warmup=True)
+        seconds[f"{name}_batch"], runs[f"{name}_batch"] = timed(lambda: batch(profiles), args.repeats, warmup=True)
         agreement[f"{name}_voltage_max_diff_v"] = float(jnp.max(jnp.abs(one(profiles[0])["voltage_v"] - reference["voltage_v"])))
         print(name, seconds[f"{name}_single"], seconds[f"{name}_batch"], flush=True)
     result = {

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from cellax.config import Strict
 from cellax.data.datasheet import Datasheet, datasheet_for
 from cellax.data.profiles import ProfileConfig
-from cellax.physics.config import ThermalConfig, bundled_parameter_sets
+from cellax.physics.config import ParameterSetName, ThermalConfig
 
 
 class Range(Strict):
@@ -39,20 +39,13 @@ class Range(Strict):
 class SimulationConfig(Strict):
     """How a profile is simulated: PyBaMM model, parameter set, thermal and solver settings."""
 
-    parameter_set: str = "Chen2020"
+    parameter_set: ParameterSetName = "Chen2020"
     model: Literal["SPM", "SPMe", "DFN"] = "SPMe"
     thermal: ThermalConfig = ThermalConfig()
     parameter_overrides: dict[str, float] = Field(default_factory=dict)
     rtol: float = Field(1e-6, gt=0)
     atol: float = Field(1e-8, gt=0)
 
-    @field_validator("parameter_set")
-    @classmethod
-    def _known_set(cls, name: str) -> str:
-        known = bundled_parameter_sets()
-        if known and name not in known:
-            raise ValueError(f"unknown PyBaMM parameter set {name!r}; installed: {', '.join(known)}")
-        return name
 
 
 class ConditionsConfig(Strict):

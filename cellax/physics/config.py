@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from cellax.config import Strict
 from cellax.signals import FIT_SIGNALS
@@ -19,6 +19,17 @@ from cellax.signals import FIT_SIGNALS
 def bundled_parameter_sets() -> list[str]:
     """Names of every parameter set PyBaMM has installed (read without importing PyBaMM)."""
     return sorted(ep.name for ep in entry_points(group="pybamm_parameter_sets"))
+
+
+def _known_parameter_set(name: str) -> str:
+    known = bundled_parameter_sets()
+    if known and name not in known:
+        raise ValueError(f"unknown PyBaMM parameter set {name!r}; installed: {', '.join(known)}")
+    return name
+
+
+ParameterSetName = Annotated[str, AfterValidator(_known_parameter_set)]
+"""A config field naming a parameter set PyBaMM has installed."""
 
 
 class ThermalConfig(Strict):

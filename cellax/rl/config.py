@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
+from pydantic import Field, StrictBool, StrictInt, model_validator
 
 from cellax.config import Strict, UserError
+from cellax.physics.config import ParameterSetName
 
 
 class RLError(RuntimeError, UserError):
@@ -46,7 +47,7 @@ class EnvParamsChanges(Strict):
 
 
 class EnvConfig(Strict):
-    parameter_set: str = "Chen2020"
+    parameter_set: ParameterSetName = "Chen2020"
     n_shells: StrictInt = Field(10, ge=3, le=200)
     x_counts: tuple[Annotated[StrictInt, Field(ge=1, le=200)], Annotated[StrictInt, Field(ge=1, le=200)],
                     Annotated[StrictInt, Field(ge=1, le=200)]] = (6, 4, 6)
@@ -54,15 +55,6 @@ class EnvConfig(Strict):
     dtype: Literal["float32", "float64"] = "float64"
     params: EnvParamsChanges = Field(default_factory=EnvParamsChanges, description="FastCharge EnvParams fields to change")
 
-    @field_validator("parameter_set")
-    @classmethod
-    def _known_set(cls, name: str) -> str:
-        from cellax.physics.config import bundled_parameter_sets
-
-        known = bundled_parameter_sets()
-        if known and name not in known:
-            raise ValueError(f"unknown parameter set {name!r}; known: {', '.join(known)}")
-        return name
 
     @model_validator(mode="after")
     def _consistent(self) -> "EnvConfig":
