@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from cellax.models import KVCache, Transformer, hann, init_stft_buffer
+from cellax.models import KVCache, Normaliser, Transformer, hann, init_stft_buffer
 from cellax.models.transformer import sinusoidal
 from cellax.train.task import Task
 
@@ -70,17 +70,14 @@ class DeployedStep(eqx.Module):
 
     model: Any
     task: Task = eqx.field(static=True)
-    in_mean: Float[Array, " n_in"]
-    in_std: Float[Array, " n_in"]
-    out_mean: Float[Array, " n_out"]
-    out_std: Float[Array, " n_out"]
+    inputs: Normaliser
+    outputs: Normaliser
 
     def __init__(self, model, task: Task, stats):
         if isinstance(model, Transformer) and model.config.compute_dtype != "float32":
             raise ValueError("export supports float32 Transformers (compute_dtype 'float32')")
         self.model, self.task = model, task
-        self.in_mean, self.in_std = _affine(stats, task.inputs)
-        self.out_mean, self.out_std = _affine(stats, task.outputs)
+        self.inputs, self.outputs = _normaliser(stats, task.inputs), _normaliser(stats, task.outputs)
 
     @property
     def n_inputs(self) -> int:
@@ -95,7 +92,7 @@ class DeployedStep(eqx.Module):
         """The state before the first sample; ``initial_outputs`` (physical units) count only for
         ``simulate`` tasks, an estimator starts from zeros with the flag 0."""
         t = self.task
-        z0 = (jnp.asarray(initial_outputs, jnp.float32) - self.out_mean) / self.out_std
+        z0 = self.outputs(initial_outputs)
         known = jnp.float32(t.known_initial)
         return StreamState(
             model=self._model_state(),
@@ -109,7 +106,7 @@ class DeployedStep(eqx.Module):
     def __call__(self, state: StreamState, inputs: Float[Array, " n_in"]) -> tuple[Float[Array, " n_out"], StreamState]:
         """One sample ``inputs`` (``task.inputs``, physical units) → ``(outputs in physical units, state)``."""
         t = self.task
-        z = (jnp.asarray(inputs, jnp.float32) - self.in_mean) / self.in_std
+        z = self.inputs(inputs)
         features, stft, charge = [z], state.stft, state.charge
         if t.stft_window:
             stft = jnp.concatenate([state.stft[1:], z[t.inputs.index("current_a")][None]])
@@ -140,7 +137,7 @@ class DeployedStep(eqx.Module):
             charge=jnp.where(done, jnp.float32(0), charge),
             stft=stft,
         )
-        return y * self.out_std + self.out_mean, state
+        return self.outputs.inverse(y), state
 
     def state_spec(self) -> list[tuple[str, tuple[int, ...], str]]:
         """``(name, shape, dtype)`` of each flat state array, in :meth:`flat` order."""
@@ -183,11 +180,9 @@ def _spectrum(frame: Float[Array, " window"]) -> Float[Array, " n_bins"]:
     return jnp.sqrt(real**2 + imag**2) / jnp.sum(w)
 
 
-def _affine(stats, names) -> tuple[Array, Array]:
+def _normaliser(stats, names) -> Normaliser:
     """Per-name mean/std from the run's statistics; names without statistics (one-hot conditions) pass as they are."""
-    mean = np.array([stats.mean.get(n, 0.0) for n in names], np.float32)
-    std = np.array([stats.std.get(n, 1.0) for n in names], np.float32)
-    return jnp.asarray(mean), jnp.asarray(std)
+    return Normaliser([stats.mean.get(n, 0.0) for n in names], [stats.std.get(n, 1.0) for n in names])
 
 
 def _leaf_name(path) -> str:
