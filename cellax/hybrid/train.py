@@ -32,6 +32,7 @@ import optax
 from tqdm.auto import tqdm
 
 from cellax.data.config import DataConfig
+from cellax.events import EventLog
 from cellax.hybrid.config import HybridConfig
 from cellax.hybrid.data import TARGETS, Profiles, load_profiles, split
 from cellax.hybrid.model import HybridSPMe
@@ -218,6 +219,8 @@ def train(config: HybridConfig, run_dir: str | Path, progress: bool = True, log=
     history, starts, last_saved = [], None, start
     t0 = time.perf_counter()
     bar = tqdm(total=config.train.steps, initial=start, disable=not progress, unit="step", desc=f"hybrid {config.name}")
+    metrics = open(run_dir / "train_history.jsonl", "a")  # one line per step, written as it happens
+    events = EventLog(run_dir / "events")  # the same as TensorBoard scalars
     try:
         for step in range(start, config.train.steps):
             if starts is None or step % config.train.refresh_every == 0:
@@ -241,6 +244,9 @@ def train(config: HybridConfig, run_dir: str | Path, progress: bool = True, log=
                 )
             model, opt_state = new_model, new_opt_state
             history.append({"step": step + 1, "loss": float(loss), "invalid_samples": int(invalid)})
+            metrics.write(json.dumps(history[-1]) + "\n")
+            metrics.flush()
+            events.write(step + 1, history[-1])
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3g}")
             done = step + 1
@@ -254,11 +260,10 @@ def train(config: HybridConfig, run_dir: str | Path, progress: bool = True, log=
     finally:
         bar.close()
         checkpoints.close()
+        metrics.close()
+        events.close()
     summary = {"steps": config.train.steps, "resumed_from": start, "train_wall_s": time.perf_counter() - t0,
                "n_train_profiles": int(rows["train"].size), "history": history}
-    with open(run_dir / "train_history.jsonl", "a") as stream:
-        for row in history:
-            stream.write(json.dumps(row) + "\n")
     return summary
 
 

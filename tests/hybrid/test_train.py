@@ -18,6 +18,9 @@ def test_training_lowers_held_out_error(trained_run):
     for picture in ("error_vs_band.png", "overlay.png"):
         assert (run_dir / picture).stat().st_size > 0
     assert json.loads((run_dir / "report.json").read_text())["test"]["hybrid"]["all"] == hybrid
+    history = [json.loads(line) for line in (run_dir / "train_history.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in history] == list(range(1, len(history) + 1)) and len(history) > 0
+    assert any(path.name.startswith("events.out.tfevents") for path in (run_dir / "events").iterdir())
 
 
 def test_nan_stops_with_last_good_checkpoint(trained_run, hybrid_config, monkeypatch, tmp_path):
