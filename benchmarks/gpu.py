@@ -119,7 +119,7 @@ def env(results: Results, sizes: list[int], steps: int, pybamm_steps: int, repea
 
     parameter_set = rl_env.load_parameter_set("Chen2020")
     var_pts = rl_env.SPMe(*rl_env.MESHES["pybamm"]).pybamm_var_pts
-    results.add("env", "pybamm_one_core", rl_env.pybamm_rate(pybamm_steps, var_pts, 2.0))
+    results.add("env", "pybamm_one_core", rl_env.pybamm_rate(pybamm_steps, var_pts, 2.0, repeats))
     for dtype in ("float64", "float32"):
         fast_charge = rl_env.FastCharge(parameter_set, mesh=rl_env.MESHES["pybamm"], dtype=getattr(jnp, dtype))
         for n in sizes:
@@ -148,16 +148,17 @@ def ppo(results: Results, work: Path, updates: int | None, envs: int | None) -> 
 
     config = load_config(ROOT / "configs" / "rl" / "fast_charge.yaml", RLConfig)
     overrides = {"total_updates": updates, "num_envs": envs}
-    ppo_config = {**config.ppo, **{k: v for k, v in overrides.items() if v}}
+    ppo_config = {**config.ppo.model_dump(), **{k: v for k, v in overrides.items() if v}}
     if updates:
-        ppo_config["updates_per_segment"] = min(ppo_config.get("updates_per_segment", updates), updates)
+        ppo_config["updates_per_segment"] = min(ppo_config["updates_per_segment"], updates)
+    ppo_config = type(config.ppo).model_validate(ppo_config)
     run_dir = work / f"ppo_{time.strftime('%Y%m%dT%H%M%S')}"
     config = config.model_copy(update={"ppo": ppo_config, "out": run_dir,
                                        "protocol": config.protocol.model_copy(update={"iterations": 1})})
     started = time.perf_counter()
     train_run(config, progress=False, log=lambda *_: None)
     timing = json.loads((run_dir / "timing.json").read_text())
-    results.add("ppo", "fast_charge", {"ppo": ppo_config, "ppo_seconds": timing["ppo_seconds"],
+    results.add("ppo", "fast_charge", {"ppo": ppo_config.model_dump(), "ppo_seconds": timing["ppo_seconds"],
                                       "ppo_env_steps": timing["ppo_env_steps"],
                                       "wall_with_one_protocol_iteration_s": time.perf_counter() - started})
 
