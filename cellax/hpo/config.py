@@ -17,20 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from cellax.config import ConfigError, load_config
+from cellax.config import ConfigError, Strict, load_config
 from cellax.models import parse_model_config
 from cellax.train.config import TrainConfig
 
 MODEL_KINDS = ("transformer", "mamba", "gru")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Param(_Strict):
+class Param(Strict):
     """One searched field: ``choices``, or ``[low, high]`` (integers when both ends are, optional ``step``/``log``)."""
 
     choices: list[Any] | None = None
@@ -68,7 +64,7 @@ class Param(_Strict):
         return list(self.choices) if self.choices is not None else [self.low, self.high]
 
 
-class Budget(_Strict):
+class Budget(Strict):
     """Training budget per trial: ``steps`` (the schedule's length; default the base's) and/or wall ``seconds``.
 
     With both, the schedule is ``steps`` long and training stops at ``seconds`` (set ``steps`` to about what
@@ -86,14 +82,14 @@ class Budget(_Strict):
         return self
 
 
-class Objective(_Strict):
+class Objective(Strict):
     """Minimised: one output's validation error in physical units (mV, K, % SOC) over the validation profiles."""
 
     output: str = "voltage_v"
     metric: Literal["rmse", "mae", "max"] = "rmse"
 
 
-class Sampler(_Strict):
+class Sampler(Strict):
     """TPE or random search; trial ``n`` samples with seed ``seed + n`` (reproducible with one worker)."""
 
     kind: Literal["tpe", "random"] = "tpe"
@@ -101,7 +97,7 @@ class Sampler(_Strict):
     startup_trials: int = Field(8, ge=0, description="random trials before TPE models the history")
 
 
-class Pruner(_Strict):
+class Pruner(Strict):
     """Multi-fidelity pruning on the validation errors reported at each evaluation (resource = training steps)."""
 
     kind: Literal["asha", "hyperband", "median", "none"] = "asha"
@@ -109,7 +105,7 @@ class Pruner(_Strict):
     reduction_factor: int = Field(3, ge=2)
 
 
-class HpoConfig(_Strict):
+class HpoConfig(Strict):
     """A study: which train config, which fields, how many trials, how long each, what is minimised."""
 
     name: str

@@ -33,13 +33,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
+
+from cellax.config import Strict
 
 
-class MambaConfig(BaseModel):
+class MambaConfig(Strict):
     """Hyperparameters of :class:`Mamba`; each check names its field."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["mamba"] = "mamba"
     width: int = Field(64, gt=0, le=16_384)

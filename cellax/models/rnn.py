@@ -19,13 +19,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from cellax.config import Strict
 
 
-class GRUConfig(BaseModel):
+class GRUConfig(Strict):
     """Hyperparameters of :class:`GRU`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["gru"] = "gru"
     width: int = Field(64, gt=0, le=16_384, description="input projection and hidden size")

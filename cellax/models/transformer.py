@@ -35,15 +35,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
+
+from cellax.config import Strict
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
-class TransformerConfig(BaseModel):
+class TransformerConfig(Strict):
     """Hyperparameters of :class:`Transformer`; each check names its field."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["transformer"] = "transformer"
     width: int = Field(64, gt=0, le=16_384)
