@@ -4,7 +4,10 @@ Measures, as medians over ``--repeats`` runs:
 
 * cell-hours simulated per wall-second by a plain single-process PyBaMM loop
   (parameter values built once; per profile: interpolant current, ``Simulation``,
-  IDAKLU ``solve``, read the variables) — the anchor;
+  IDAKLU ``solve`` with its step capped at ``dt_s`` as the backend does, read the
+  variables) — the anchor; the same loop with an uncapped step (the recipe before
+  ``backend_version`` 2, which can step over short pulses), interleaved with it: the
+  cap's cost is ``step_cap_slowdown = uncapped / capped cell-h/s``;
 * the same for ``cellax generate`` (profile planning, PyBaMM backend, crash-safe
   part files, final merge and validation) with 1 and 2 workers, on the same
   profiles; the pipeline overhead is ``anchor cell-h/s / pipeline(1 worker) cell-h/s - 1``;
@@ -55,7 +58,7 @@ def job(n_profiles: int) -> DataConfig:
     )
 
 
-def plain_pybamm_loop(config: DataConfig) -> tuple[float, float]:
+def plain_pybamm_loop(config: DataConfig, cap_step: bool = True) -> tuple[float, float]:
     """The anchor: how a PyBaMM user simulates these profiles in a loop. Returns (wall_s, cell_hours)."""
     import pybamm
 
@@ -83,7 +86,8 @@ def plain_pybamm_loop(config: DataConfig) -> tuple[float, float]:
             }
         )
         sim = pybamm.Simulation(pybamm.lithium_ion.SPMe(MODEL_OPTIONS), parameter_values=params,
-                                solver=pybamm.IDAKLUSolver(rtol=config.simulation.rtol, atol=config.simulation.atol))
+                                solver=pybamm.IDAKLUSolver(rtol=config.simulation.rtol, atol=config.simulation.atol,
+                                                           options={"dt_max": config.profiles.dt_s} if cap_step else {}))
         solution = sim.solve(t_eval=[0.0, time_s[-1]], t_interp=time_s, initial_soc=meta["initial_soc"])
         outputs = {name: solution[var].entries for name, var in VARIABLES.items()}
         hours += len(outputs["time_s"]) / 3600
@@ -136,14 +140,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "data_generation.json")
     args = parser.parse_args()
     config = job(args.profiles)
+    load_before = os.getloadavg()
 
-    runs: dict[str, list[float]] = {"plain_pybamm_loop": [], "pipeline_1_worker": [], "pipeline_2_workers": [],
-                                    "pipeline_jax_backend": []}
+    runs: dict[str, list[float]] = {"plain_pybamm_loop": [], "plain_pybamm_loop_uncapped": [], "pipeline_1_worker": [],
+                                    "pipeline_2_workers": [], "pipeline_jax_backend": []}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         for repeat in range(args.repeats):
-            wall, hours = plain_pybamm_loop(config)
-            runs["plain_pybamm_loop"].append(hours / wall)
+            for cap_step in (True, False) if repeat % 2 else (False, True):
+                wall, hours = plain_pybamm_loop(config, cap_step)
+                runs["plain_pybamm_loop" + ("" if cap_step else "_uncapped")].append(hours / wall)
             for workers in (1, 2):
                 wall, hours, out = pipeline(config, workers, folder)
                 runs[f"pipeline_{workers}_worker{'s' if workers > 1 else ''}"].append(hours / wall)
@@ -158,13 +164,15 @@ def main() -> None:
     median = {k: statistics.median(v) for k, v in runs.items()}
     result = {
         "benchmark": "data_generation",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "load_average_1_5_15_before": load_before, "load_average_1_5_15_after": os.getloadavg()},
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "job": {"profiles": args.profiles, "profile_kind": "dynamic", "duration_s": 3600, "dt_s": 1.0,
-                "model": "SPMe + lumped core/surface thermal", "solver": "IDAKLU", "repeats": args.repeats},
+                "model": "SPMe + lumped core/surface thermal", "solver": "IDAKLU, step <= dt_s", "repeats": args.repeats},
         "cell_hours_per_s": {"median": median, "runs": runs},
         "seconds_per_cell_hour": {k: 1 / v for k, v in median.items()},
         "ratios": {
+            "step_cap_slowdown": median["plain_pybamm_loop_uncapped"] / median["plain_pybamm_loop"],
             "pipeline_1_worker_vs_plain": median["pipeline_1_worker"] / median["plain_pybamm_loop"],
             "pipeline_2_workers_vs_plain": median["pipeline_2_workers"] / median["plain_pybamm_loop"],
             "pipeline_overhead_1_worker": median["plain_pybamm_loop"] / median["pipeline_1_worker"] - 1,

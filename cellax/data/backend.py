@@ -48,6 +48,9 @@ def enforce_temperature_limits(signals: dict[str, np.ndarray], status: str, data
 class Backend(Protocol):
     """A simulator of one cell (see the module docstring)."""
 
+    version: int
+    """Revision of the simulation recipe; datasets record it as ``backend_version``."""
+
     def __init__(self, config: SimulationConfig, datasheet: Datasheet): ...
 
     def simulate(self, current_a, dt_s, ambient_temp_degc, heat_transfer_coeff, initial_soc) -> SimulationResult: ...
@@ -55,12 +58,17 @@ class Backend(Protocol):
     def simulate_batch(self, currents, dt_s, ambient_temp_degc, heat_transfer_coeff, initial_soc) -> list[SimulationResult]: ...
 
 
-def make_backend(config: DataConfig) -> Backend:
-    """The backend ``config.backend`` names; ``ValueError`` naming the problem if the cell cannot be simulated."""
-    if config.backend == "jax":
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend ``name`` ("pybamm" or "jax"), imported on demand."""
+    if name == "jax":
         from cellax.data.jax_backend import JaxBackend
 
-        return JaxBackend(config.simulation, config.cell)
+        return JaxBackend
     from cellax.data.pybamm_backend import PybammBackend
 
-    return PybammBackend(config.simulation, config.cell)
+    return PybammBackend
+
+
+def make_backend(config: DataConfig) -> Backend:
+    """The backend ``config.backend`` names; ``ValueError`` naming the problem if the cell cannot be simulated."""
+    return backend_class(config.backend)(config.simulation, config.cell)

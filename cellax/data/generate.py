@@ -155,8 +155,14 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def backend_version(config: DataConfig) -> int:
+    from cellax.data.backend import backend_class
+
+    return backend_class(config.backend).version
+
+
 def _job_manifest(config: DataConfig, shard: Shard) -> dict:
-    return {"config": config.model_dump(mode="json"), "shard": str(shard)}
+    return {"config": config.model_dump(mode="json"), "shard": str(shard), "backend_version": backend_version(config)}
 
 
 def _completed_parts(parts: Path) -> tuple[list[Path], set[int]]:
@@ -219,7 +225,7 @@ def _prepare_output(out: Path, config: DataConfig, shard: Shard, resume: bool, o
     if resume and parts.exists():
         stored = json.loads((parts / "job.json").read_text()) if (parts / "job.json").exists() else None
         if stored != manifest:
-            raise GenerateError(f"{parts} belongs to a different job (config or shard changed); cannot --resume it")
+            raise GenerateError(f"{parts} belongs to a different job (config, shard or backend version changed); cannot --resume it")
         for stale in [*parts.glob(".part-*.tmp-*"), *out.parent.glob(f".{out.name}.tmp-*")]:
             log(f"removing unfinished temporary file {stale} (it was being written when the run died)")
             stale.unlink()
@@ -258,6 +264,9 @@ def generate(
             same = ds.config == config.model_dump(mode="json") and ds.attrs.get("shard", "0/1") == str(shard)
             if not same:
                 raise GenerateError(f"{out} was made by a different job; refusing to touch it")
+            if ds.attrs.get("backend_version") != backend_version(config):
+                raise GenerateError(f"{out} was made by backend_version {ds.attrs.get('backend_version', 1)} of the "
+                                    f"{config.backend} backend, this is {backend_version(config)}; --overwrite to regenerate it")
             log(f"{out} is already complete ({len(ds)} profiles); nothing to do")
             return GenerateReport(out, len(ds), int(np.sum(ds.profiles["status"] == "ok")), 0, 0.0, 0.0)
     parts, done, next_part = _prepare_output(out, config, shard, resume, overwrite, log)
@@ -325,7 +334,8 @@ def generate(
     expected = set(shard.profile_ids(config.n_profiles))
     if ids != expected:
         raise GenerateError(f"parts in {parts} hold {len(ids)} of {len(expected)} profiles; run again with --resume")
-    attrs = {"config": config.model_dump(mode="json"), "pybamm_version": pybamm_version(), "backend": config.backend}
+    attrs = {"config": config.model_dump(mode="json"), "pybamm_version": pybamm_version(), "backend": config.backend,
+             "backend_version": backend_version(config)}
     if shard.count > 1:
         attrs["shard"] = str(shard)
     merge_datasets(files, out, attrs=attrs, overwrite=True)

@@ -30,6 +30,8 @@ LENGTH_BUCKET_S = 600.0
 class JaxBackend:
     """Simulates batches of current profiles of one cell with the JAX cell model (float64)."""
 
+    version = 1
+
     def __init__(self, config: SimulationConfig, datasheet: Datasheet):
         from cellax.physics import load_parameter_set
         from cellax.physics.spm import SPM

@@ -10,7 +10,14 @@ cell temperature is the core node, the casing the surface node,
     C_\\text{case} \\dot T_\\text{surf} = h A (T_\\text{core} - T_\\text{surf}) - (T_\\text{surf} - T_\\text{amb}) / R_\\text{env}.
 
 The current is a linear interpolant through the profile samples (1 s apart by
-default), solved with IDAKLU. The true state of charge is read off the average
+default), solved with IDAKLU, whose step is capped at the sample step ``dt_s``
+(option ``dt_max``): every sample interval then holds a solver step, so the
+solver sees every kink of the current and cannot step over a pulse, however
+long the rest before it. Uncapped, it grew its steps over a rest and skipped a
+5 s pulse entirely: datasets without ``backend_version`` 2 (:data:`VERSION`) may
+have missed short pulses. (Stopping at every kink through ``t_eval`` instead
+restarts IDA at each: 4x slower on drive profiles, and the DFN failed its error
+test after such a restart.) The true state of charge is read off the average
 negative-particle stoichiometry ``x`` as ``soc = (x - x_0) / (x_100 - x_0)``, with
 ``x_0, x_100`` PyBaMM's electrode-SOH stoichiometries at the datasheet's voltage
 limits, so ``soc`` agrees with PyBaMM's ``initial_soc``.
@@ -31,6 +38,10 @@ from cellax.pybamm_import import import_pybamm
 from cellax.signals import KELVIN
 from cellax.status import OK, stopped
 
+VERSION = 2
+"""Revision of the simulation recipe, stored as the dataset attribute ``backend_version``
+(1, or absent: the solver's step was not capped and could step over short pulses)."""
+
 VARIABLES = {  # canonical signal (or helper) -> PyBaMM variable
     "time_s": "Time [s]",
     "current_a": "Current [A]",
@@ -45,6 +56,8 @@ VARIABLES = {  # canonical signal (or helper) -> PyBaMM variable
 
 class PybammBackend:
     """Simulates current profiles of one cell; build once per worker, call per profile."""
+
+    version = VERSION
 
     def __init__(self, config: SimulationConfig, datasheet: Datasheet):
         pybamm = import_pybamm()
@@ -102,7 +115,7 @@ class PybammBackend:
                 "Total heat transfer coefficient [W.m-2.K-1]": heat_transfer_coeff,
             }
         )
-        solver = pybamm.IDAKLUSolver(rtol=self.config.rtol, atol=self.config.atol)
+        solver = pybamm.IDAKLUSolver(rtol=self.config.rtol, atol=self.config.atol, options={"dt_max": float(dt_s)})
         try:
             sim = pybamm.Simulation(self.model_class(MODEL_OPTIONS), parameter_values=params, solver=solver)
             solution = sim.solve(t_eval=[0.0, float(time_s[-1])], t_interp=time_s, initial_soc=initial_soc)

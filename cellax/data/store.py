@@ -373,6 +373,9 @@ def merge_datasets(
                 raise StoreError(f"{path}: its config differs from {inputs[0]}; only parts of one job can be merged")
             elif ds.signal_names != signal_names:
                 raise StoreError(f"{path}: signals {ds.signal_names} differ from {signal_names}")
+            elif ds.attrs.get("backend_version") != base_attrs.get("backend_version"):
+                raise StoreError(f"{path}: backend_version {ds.attrs.get('backend_version', 1)} differs from "
+                                 f"{base_attrs.get('backend_version', 1)} of {inputs[0]}; regenerate the older one")
             for row, pid in enumerate(ds.profiles["profile_id"].tolist()):
                 if pid in seen:
                     raise StoreError(f"profile_id {pid} is in both {seen[pid]} and {path}")

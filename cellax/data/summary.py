@@ -103,7 +103,7 @@ def summarize(dataset: Dataset | str | Path, block_rows: int = DEFAULT_BLOCK_ROW
     """Summarise a dataset as a JSON-serialisable dict.
 
     Keys: ``path``, ``file_size_bytes``, ``created_utc``, ``schema_version``,
-    ``cellax_version``, ``pybamm_version`` (``None`` when absent), ``config_name``,
+    ``cellax_version``, ``pybamm_version``, ``backend_version`` (``None`` when absent), ``config_name``,
     ``n_profiles``, ``n_ok``, ``n_failed``, ``n_rows``, ``n_rows_ok``, ``hours_ok``
     (sum over ok profiles of last minus first ``time_s``; ``None`` without ``time_s``),
     ``profile_hours`` (min/mean/max over ok profiles), ``status_counts`` (failure
@@ -192,6 +192,7 @@ def summarize(dataset: Dataset | str | Path, block_rows: int = DEFAULT_BLOCK_ROW
             "schema_version": attrs.get("schema_version"),
             "cellax_version": attrs.get("cellax_version"),
             "pybamm_version": attrs.get("pybamm_version"),
+            "backend_version": None if attrs.get("backend_version") is None else int(attrs["backend_version"]),
             "config_name": config.get("name") if isinstance(config, dict) else None,
             "n_profiles": int(len(lengths)),
             "missing_profile_ids": ds.missing_profile_ids,
@@ -270,6 +271,7 @@ def format_summary(summary: dict) -> str:
         ("schema version", s.get("schema_version") if s.get("schema_version") is not None else "-"),
         ("cellax version", s.get("cellax_version") or "-"),
         ("pybamm version", s.get("pybamm_version") or "-"),
+        ("backend version", s.get("backend_version") or "-"),
         ("config", s.get("config_name") or "-"),
         ("profiles", f"{_num(s['n_profiles'])}  ({_num(s['n_ok'])} ok, {_num(s['n_failed'])} failed)"),
         *([("missing from the job", f"{len(s['missing_profile_ids'])} profile(s) a merge did not find "

@@ -1,11 +1,13 @@
 """Generation with real PyBaMM: determinism, shards and merge, refusal to clobber, kill -9 and resume."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import h5py
 import numpy as np
 import pytest
 import yaml
@@ -14,6 +16,7 @@ from cellax.config import validate_config
 from cellax.data.config import DataConfig
 from cellax.data.generate import GenerateError, Shard, generate, parts_dir, plan_profile
 from cellax.data.profiles import validate_profile
+from cellax.data.pybamm_backend import PybammBackend
 from cellax.data.store import merge_datasets, open_dataset
 
 SMALL = {
@@ -53,7 +56,7 @@ def test_generate_writes_a_valid_dataset_and_refuses_to_clobber_it(tmp_path, con
     with open_dataset(out) as ds:
         assert ds.profiles["profile_id"].tolist() == list(range(6))
         assert ds.config == config.model_dump(mode="json")
-        assert ds.attrs["pybamm_version"]
+        assert ds.attrs["pybamm_version"] and ds.attrs["backend_version"] == PybammBackend.version == 2
         table = ds.profiles
         ok = table["status"] == "ok"
         assert ok.sum() >= 4, table["status"]
@@ -70,6 +73,21 @@ def test_generate_writes_a_valid_dataset_and_refuses_to_clobber_it(tmp_path, con
     other = config.model_copy(update={"seed": 12})
     with pytest.raises(GenerateError, match="different job"):
         generate(other, out, resume=True, progress=False, log=quiet)
+    old = tmp_path / "old.h5"  # written before the solver's step was capped: no backend_version
+    old.write_bytes(before)
+    with h5py.File(old, "r+") as f:
+        del f.attrs["backend_version"]
+    with pytest.raises(GenerateError, match="backend_version 1 of the pybamm backend, this is 2; --overwrite"):
+        generate(config, old, resume=True, progress=False, log=quiet)
+
+
+def test_parts_of_an_older_backend_version_are_not_resumed(tmp_path, config):
+    out = tmp_path / "d.h5"
+    parts_dir(out).mkdir()
+    (parts_dir(out) / "job.json").write_text(json.dumps({"config": config.model_dump(mode="json"), "shard": "0/1"}))
+    with pytest.raises(GenerateError, match="backend version changed"):
+        generate(config, out, resume=True, progress=False, log=quiet)
+    assert not out.exists()
 
 
 def test_shards_merge_into_the_same_dataset_as_one_run(tmp_path, config):

@@ -101,6 +101,16 @@ def test_signal_chunks_and_the_index_carry_checksums(tmp_path):
         ds.profile(0)
 
 
+def test_merge_refuses_datasets_of_different_backend_versions(tmp_path):
+    records = synthetic_records(4)
+    config = {"name": "s", "n_profiles": 4}
+    old = write_dataset(tmp_path / "old.h5", records[:2], {"config": config})
+    new = write_dataset(tmp_path / "new.h5", records[2:], {"config": config, "backend_version": 2})
+    with pytest.raises(StoreError, match="new.h5: backend_version 2 differs from 1 of .*old.h5; regenerate"):
+        merge_datasets([old, new], tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+
+
 def test_merge_records_the_missing_ids_and_info_shows_them(tmp_path, capsys):
     records = synthetic_records(4)
     config = {"name": "s", "n_profiles": 6}

@@ -50,7 +50,7 @@ def test_counts_status_and_kinds(synthetic_dataset):
     assert s["n_rows"] == s["n_rows_ok"] == int(table["length"].sum())
     assert s["config_name"] == "synthetic"
     assert s["cellax_version"] and s["created_utc"] and s["schema_version"] == 1
-    assert s["pybamm_version"] is None
+    assert s["pybamm_version"] is None and s["backend_version"] is None
     assert s["file_size_bytes"] == synthetic_dataset.stat().st_size
     assert s["absent_signals"] == []
     json.dumps(s, allow_nan=False)  # plain JSON, no NaN
