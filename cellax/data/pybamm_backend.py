@@ -15,7 +15,9 @@ default), solved with IDAKLU, whose step is capped at the sample step ``dt_s``
 solver sees every kink of the current and cannot step over a pulse, however
 long the rest before it. Uncapped, it grew its steps over a rest and skipped a
 5 s pulse entirely: datasets without ``backend_version`` 2 (:data:`VERSION`) may
-have missed short pulses. (Stopping at every kink through ``t_eval`` instead
+have missed short pulses. The cap costs solver steps: +20-40 % on one-hour drive
+and dynamic profiles, up to 4x on cc_rest ones (one step a second instead of long
+steps through rests). (Stopping at every kink through ``t_eval`` instead
 restarts IDA at each: 4x slower on drive profiles, and the DFN failed its error
 test after such a restart.) The true state of charge is read off the average
 negative-particle stoichiometry ``x`` as ``soc = (x - x_0) / (x_100 - x_0)``, with
