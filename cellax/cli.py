@@ -88,9 +88,9 @@ def _cmd_train(args) -> None:
 def _cmd_evaluate(args) -> None:
     from cellax.workflows.evaluate import evaluate, format_report, report_dir
 
-    report = evaluate(args.run_dir, split=args.split, max_profiles=args.max_profiles)
+    report = evaluate(args.run_dir, split=args.split, max_profiles=args.max_profiles, data=args.data)
     print(format_report(report))
-    print(f"report: {report_dir(args.run_dir, args.split) / 'report.json'}; plots: {', '.join(report['plots'])}")
+    print(f"report: {report_dir(args.run_dir, args.split, args.data) / 'report.json'}; plots: {', '.join(report['plots'])}")
 
 
 def _cmd_fit(args) -> None:
@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     evalp.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (from cellax train)")
     evalp.add_argument("--split", choices=["test", "val", "train"], default="test")
     evalp.add_argument("--max-profiles", type=int, help="evaluate at most this many profiles")
+    evalp.add_argument("--data", type=Path, help="evaluate on every profile of this dataset instead of a split")
     evalp.set_defaults(run=_cmd_evaluate)
 
     exportp = commands.add_parser("export", help="a run's streaming step as ONNX or StableHLO files with a manifest")

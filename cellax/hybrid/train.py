@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from cellax.data.config import DataConfig
+from cellax.data.cell import dataset_parameters
 from cellax.events import EventLog
 from cellax.hybrid.config import HybridConfig
 from cellax.hybrid.data import TARGETS, Profiles, load_profiles, split
@@ -47,19 +47,6 @@ SCALES = {"voltage_v": 1e-3, "anode_potential_v": 1e-3, "core_temp_degc": 0.1, "
 
 class HybridError(TrainError):
     """A hybrid run that cannot start or continue; the message says why and what was kept (exit 2)."""
-
-
-def cell_parameters(data_config: dict):
-    """The dataset's cell as a float64 :class:`~cellax.physics.ParameterSet` (datasheet cut-offs, thermal)."""
-    from cellax.physics import load_parameter_set
-
-    config = DataConfig.model_validate(data_config)
-    overrides = {
-        **config.simulation.parameter_overrides,
-        "Lower voltage cut-off [V]": config.cell.voltage_min_v,
-        "Upper voltage cut-off [V]": config.cell.voltage_max_v,
-    }
-    return load_parameter_set(config.simulation.parameter_set, overrides=overrides, thermal=config.simulation.thermal)
 
 
 def build_model(config: HybridConfig) -> HybridSPMe:
@@ -190,7 +177,7 @@ def train(config: HybridConfig, run_dir: str | Path, progress: bool = True, log=
     (run_dir / "meta.json").write_text(json.dumps(meta, indent=1))
     (run_dir / "config.json").write_text(config.model_dump_json(indent=1))
 
-    params = cell_parameters(data_config)
+    params = dataset_parameters(data_config)
     model = build_model(config)
     operators = model.stiff_operators(params)
     optimiser = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(config.train.learning_rate))
@@ -291,4 +278,4 @@ def load_run(run_dir: str | Path, which: str = "latest"):
         checkpoints.close()
     if restored is None:
         raise HybridError(f"{run_dir}: no checkpoint yet")
-    return config, restored[0], cell_parameters(data_config), data_config
+    return config, restored[0], dataset_parameters(data_config), data_config
