@@ -88,9 +88,9 @@ def _cmd_train(args) -> None:
 def _cmd_evaluate(args) -> None:
     from cellax.workflows.evaluate import evaluate, format_report, report_dir
 
-    report = evaluate(args.run_dir, split=args.split, max_profiles=args.max_profiles)
+    report = evaluate(args.run_dir, split=args.split, max_profiles=args.max_profiles, data=args.data)
     print(format_report(report))
-    print(f"report: {report_dir(args.run_dir, args.split) / 'report.json'}; plots: {', '.join(report['plots'])}")
+    print(f"report: {report_dir(args.run_dir, args.split, args.data) / 'report.json'}; plots: {', '.join(report['plots'])}")
 
 
 def _cmd_fit(args) -> None:
@@ -193,7 +193,7 @@ def _cmd_hybrid(args) -> None:
 
         config = load_config(args.config, HybridConfig)
         run_dir = args.out or Path("runs") / config.name
-        summary = train(config, run_dir, progress=not args.no_progress)
+        summary = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
         print(f"run: {run_dir} ({summary['steps']} steps, {summary['train_wall_s']:.0f} s); evaluating ...", flush=True)
     else:
         run_dir = args.run_dir
@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     evalp.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (from cellax train)")
     evalp.add_argument("--split", choices=["test", "val", "train"], default="test")
     evalp.add_argument("--max-profiles", type=int, help="evaluate at most this many profiles")
+    evalp.add_argument("--data", type=Path, help="evaluate on every profile of this dataset instead of a split")
     evalp.set_defaults(run=_cmd_evaluate)
 
     exportp = commands.add_parser("export", help="a run's streaming step as ONNX or StableHLO files with a manifest")
@@ -291,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     hpo.set_defaults(run=_cmd_hpo)
     hybrid = commands.add_parser("hybrid", help="hybrid SPMe trained on DFN data")
     hybrid_commands = hybrid.add_subparsers(dest="hybrid_command", required=True, metavar="SUBCOMMAND")
-    hybrid_train = hybrid_commands.add_parser("train", help="train (or resume) a hybrid, then evaluate it")
+    hybrid_train = hybrid_commands.add_parser("train", help="train a hybrid (or --resume one), then evaluate it")
     hybrid_train.add_argument("config", type=Path, help="YAML hybrid config (see configs/hybrid/)")
     hybrid_train.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
+    hybrid_train.add_argument("--resume", action="store_true", help="continue the run in the run folder")
     hybrid_train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     hybrid_train.set_defaults(run=_cmd_hybrid)
     hybrid_eval = hybrid_commands.add_parser("evaluate", help="SPMe and hybrid against the DFN on held-out profiles")

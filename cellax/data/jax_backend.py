@@ -21,6 +21,7 @@ import numpy as np
 from cellax.data.config import SimulationConfig
 from cellax.data.datasheet import Datasheet
 from cellax.data.backend import SimulationResult, enforce_temperature_limits
+from cellax.data.cell import cell_parameters
 from cellax.signals import KELVIN, SIGNALS
 from cellax.status import OK, STATUS, group_of, stopped
 
@@ -33,20 +34,14 @@ class JaxBackend:
     version = 1
 
     def __init__(self, config: SimulationConfig, datasheet: Datasheet):
-        from cellax.physics import load_parameter_set
         from cellax.physics.spm import SPM
         from cellax.physics.spme import SPMe
 
         if config.model not in ("SPM", "SPMe"):
             raise ValueError(f"simulation.model: the jax backend has SPM and SPMe, not {config.model!r}")
-        overrides = {
-            **config.parameter_overrides,
-            "Lower voltage cut-off [V]": datasheet.voltage_min_v,
-            "Upper voltage cut-off [V]": datasheet.voltage_max_v,
-        }
         self.config = config
         self.datasheet = datasheet
-        self.params = load_parameter_set(config.parameter_set, overrides=overrides, thermal=config.thermal)
+        self.params = cell_parameters(config, datasheet)
         self.model = SPMe() if config.model == "SPMe" else SPM()
         self._run = jax.jit(jax.vmap(self._one, in_axes=(0, None, 0, 0, 0)), static_argnums=1)
 

@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from cellax.data.config import DataConfig
+from cellax.data.cell import dataset_parameters
 from cellax.events import EventLog
 from cellax.hybrid.config import HybridConfig
 from cellax.hybrid.data import TARGETS, Profiles, load_profiles, split
@@ -47,19 +47,6 @@ SCALES = {"voltage_v": 1e-3, "anode_potential_v": 1e-3, "core_temp_degc": 0.1, "
 
 class HybridError(TrainError):
     """A hybrid run that cannot start or continue; the message says why and what was kept (exit 2)."""
-
-
-def cell_parameters(data_config: dict):
-    """The dataset's cell as a float64 :class:`~cellax.physics.ParameterSet` (datasheet cut-offs, thermal)."""
-    from cellax.physics import load_parameter_set
-
-    config = DataConfig.model_validate(data_config)
-    overrides = {
-        **config.simulation.parameter_overrides,
-        "Lower voltage cut-off [V]": config.cell.voltage_min_v,
-        "Upper voltage cut-off [V]": config.cell.voltage_max_v,
-    }
-    return load_parameter_set(config.simulation.parameter_set, overrides=overrides, thermal=config.simulation.thermal)
 
 
 def build_model(config: HybridConfig) -> HybridSPMe:
@@ -173,11 +160,34 @@ def check_meta(run_dir: Path, meta: dict) -> None:
         )
 
 
-def train(config: HybridConfig, run_dir: str | Path, progress: bool = True, log=print) -> dict:
-    """Train (or resume) the hybrid of ``config`` into ``run_dir``; returns the training summary."""
+def check_run_folder(run_dir: Path, config: HybridConfig, resume: bool) -> None:
+    """Refuse to mix runs: an existing run needs ``resume``, and then the same config except ``train.steps``."""
+    from cellax.train.loop import has_checkpoint
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise HybridError(f"out: {run_dir} is a file, not a run folder")
+    started = (run_dir / "config.json").exists() and has_checkpoint(run_dir / "checkpoints" / "latest")
+    if started and not resume:
+        raise HybridError(f"{run_dir} holds a run; pass --resume to continue it or choose another --out")
+    if resume and not started:
+        raise HybridError(f"--resume: {run_dir} holds no run to resume")
+    if resume:
+        stored = HybridConfig.model_validate_json((run_dir / "config.json").read_text()).model_dump()
+        new = config.model_dump()
+        stored["train"].pop("steps"), new["train"].pop("steps")
+        differ = sorted(k for k in new if stored.get(k) != new[k])
+        if differ:
+            raise HybridError(f"--resume: {run_dir} was started with a config that differs in {', '.join(differ)} "
+                              "(only train.steps may change)")
+
+
+def train(config: HybridConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train the hybrid of ``config`` into ``run_dir`` (``resume``: continue the run there, bit for bit as an
+    uninterrupted run); returns the training summary."""
     from cellax.train.checkpoint import Checkpoints
 
     run_dir = Path(run_dir)
+    check_run_folder(run_dir, config, resume)
     profiles, data_config = load_profiles(config.data)
     rows = split(profiles, config.split.test_fraction, config.seed,
                  None if config.split.holdout_ambient_degc is None else
@@ -190,17 +200,21 @@ def train(config: HybridConfig, run_dir: str | Path, progress: bool = True, log=
     (run_dir / "meta.json").write_text(json.dumps(meta, indent=1))
     (run_dir / "config.json").write_text(config.model_dump_json(indent=1))
 
-    params = cell_parameters(data_config)
+    params = dataset_parameters(data_config)
     model = build_model(config)
     operators = model.stiff_operators(params)
     optimiser = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(config.train.learning_rate))
     opt_state = optimiser.init(eqx.filter(corrections(model), eqx.is_array))
     checkpoints = Checkpoints(run_dir / "checkpoints")
     start, best = 0, float("inf")
-    restored = checkpoints.restore_latest(model, opt_state)
+    restored = checkpoints.restore_latest(model, opt_state) if resume else None
     if restored is not None:
         model, opt_state, start, best = restored
         log(f"resuming {config.name} from step {start}")
+    history_path = run_dir / "train_history.jsonl"
+    kept = [line for line in history_path.read_text().splitlines() if json.loads(line)["step"] <= start] \
+        if resume and history_path.exists() else []
+    history_path.write_text("".join(line + "\n" for line in kept))  # steps after the checkpoint are redone
 
     data = profiles.take(rows["train"])
     dt = data.dt_s
@@ -216,10 +230,10 @@ def train(config: HybridConfig, run_dir: str | Path, progress: bool = True, log=
     targets = {k: jnp.asarray(v) for k, v in data.targets.items()}
     mask = jnp.asarray(data.mask)
     step_fn = _train_step_fn(optimiser)
-    history, starts, last_saved = [], None, start
+    history, starts, last_saved = [json.loads(line) for line in kept], None, start
     t0 = time.perf_counter()
     bar = tqdm(total=config.train.steps, initial=start, disable=not progress, unit="step", desc=f"hybrid {config.name}")
-    metrics = open(run_dir / "train_history.jsonl", "a")  # one line per step, written as it happens
+    metrics = open(history_path, "a")  # one line per step, written as it happens
     events = EventLog(run_dir / "events")  # the same as TensorBoard scalars
     try:
         for step in range(start, config.train.steps):
@@ -291,4 +305,4 @@ def load_run(run_dir: str | Path, which: str = "latest"):
         checkpoints.close()
     if restored is None:
         raise HybridError(f"{run_dir}: no checkpoint yet")
-    return config, restored[0], cell_parameters(data_config), data_config
+    return config, restored[0], dataset_parameters(data_config), data_config

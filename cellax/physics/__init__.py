@@ -7,6 +7,7 @@ does not import PyBaMM; loading a parameter set does.
 from cellax.physics.parameters import (
     ParameterSet,
     initial_stoichiometries,
+    soc_capacity_ah,
     load_parameter_set,
     pybamm_parameter_values,
     supported_parameter_sets,
@@ -15,6 +16,7 @@ from cellax.physics.parameters import (
 __all__ = [
     "ParameterSet",
     "initial_stoichiometries",
+    "soc_capacity_ah",
     "load_parameter_set",
     "pybamm_parameter_values",
     "supported_parameter_sets",

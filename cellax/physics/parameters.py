@@ -162,6 +162,7 @@ import numpy as np
 
 from cellax.physics.config import ThermalConfig, bundled_parameter_sets
 from cellax.physics.functions import ParameterFunction, compile_expression
+from cellax.physics.particle import FARADAY
 from cellax.pybamm_import import import_pybamm
 
 PYBAMM_MODEL_OPTIONS = {"thermal": "lumped", "surface temperature": "lumped"}
@@ -389,6 +390,15 @@ def initial_stoichiometries(params: ParameterSet, soc) -> tuple[jax.Array, jax.A
             raise ValueError(f"soc must lie in [0, 1], got {values}")
     s = params.scalars
     return s["x_0"] + soc * (s["x_100"] - s["x_0"]), s["y_0"] - soc * (s["y_0"] - s["y_100"])
+
+
+def soc_capacity_ah(params: ParameterSet):
+    """Charge between 0 and 100 % SOC (Ah) as the ``soc`` signal counts it (the negative electrode's
+    stoichiometry window): ``F c_max ε_s L A n (x_100 - x_0) / 3600``, so ``d soc/dt = -I / 3600 Q``."""
+    s = params.scalars
+    lithium_mol = (s["neg_max_conc_mol_m3"] * s["neg_active_frac"] * s["neg_thickness_m"] * s["electrode_area_m2"]
+                   * s["n_electrodes_parallel"])
+    return FARADAY * lithium_mol * (s["x_100"] - s["x_0"]) / 3600.0
 
 
 def supported_parameter_sets() -> list[str]:

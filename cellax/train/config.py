@@ -11,6 +11,7 @@ from cellax.config import Strict
 from cellax.models.registry import ModelConfig
 from cellax.models.rnn import GRUConfig
 from cellax.signals import MODEL_SIGNALS
+from cellax.train.physics import check_terms
 
 TASK_SIGNALS = {
     # task -> (inputs, outputs): canonical signal names
@@ -45,6 +46,21 @@ class LossConfig(Strict):
     smooth_l1_beta: float = Field(1.0, gt=0)
 
 
+class PhysicsConfig(Strict):
+    """Weights of the physics-informed loss terms (:mod:`cellax.train.physics`); 0 leaves a term out."""
+
+    charge: float = Field(0.0, ge=0, le=1e6, description="charge conservation: SOC rate against current / capacity")
+    thermal: float = Field(0.0, ge=0, le=1e6,
+                           description="two-node energy balance with the parameter set's thermal values")
+    ocv: float = Field(0.0, ge=0, le=1e6, description="ocv_v against the parameter set's OCPs at the predicted SOC")
+    cell_model: float = Field(0.0, ge=0, le=1e6, description="consistency with the SPMe run on the same inputs")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The terms switched on, ``{term: weight}``."""
+        return {k: v for k, v in self.model_dump().items() if v > 0}
+
+
 class StftConfig(Strict):
     """Causal short-time Fourier magnitudes of the current (``window // 2 + 1`` bins) as extra input channels."""
 
@@ -69,6 +85,7 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(200, ge=1, le=MAX_STEPS)
     optimizer: OptimizerConfig = OptimizerConfig()
     loss: LossConfig = LossConfig()
+    physics: PhysicsConfig | None = None
     stft: StftConfig | None = None
     conditions: list[str] = Field(
         default_factory=list,
@@ -120,6 +137,8 @@ class TrainConfig(Strict):
         unknown = sorted(set(self.loss.weights) - set(self.output_signals))
         if unknown:
             raise ValueError(f"loss.weights names {unknown}, which are not outputs {self.output_signals}")
+        if self.physics is not None:
+            check_terms(self.physics.weights, self.input_signals, self.output_signals)
         if abs(sum(self.split_fractions) - 1.0) > 1e-9:
             raise ValueError(f"split_fractions {list(self.split_fractions)} must sum to 1")
         return self

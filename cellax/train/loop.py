@@ -27,6 +27,7 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -48,6 +49,7 @@ from cellax.train.checkpoint import Checkpoints
 from cellax.train.config import TrainConfig
 from cellax.train.losses import feature_loss, loss_weights
 from cellax.train.metrics import evaluate_profiles
+from cellax.train.physics import PhysicsLoss, physics_loss
 from cellax.train.task import Task, rollout
 
 
@@ -72,24 +74,30 @@ def optimizer(config: TrainConfig) -> optax.GradientTransformation:
     )
 
 
-def batch_loss(model, task: Task, batch: dict, weights, config: TrainConfig):
-    """Training loss of a batch ``{name: (B, window)}`` of normalised signals: chunked free-running rollouts."""
+def batch_loss(model, task: Task, batch: dict, weights, config: TrainConfig, physics: PhysicsLoss | None = None):
+    """Training loss of a batch ``{name: (B, window)}`` of normalised signals: chunked free-running rollouts,
+    plus the weighted physics terms; ``(loss, per-output losses followed by the physics terms)``."""
 
     def one(signals):
         x, y = task.split(signals)
         return rollout(model, task, x, task.initial(y)), y
 
     prediction, target = jax.vmap(one)(batch)
-    return feature_loss(prediction, target, weights, config.loss.kind, config.loss.smooth_l1_beta)
+    loss, per_output = feature_loss(prediction, target, weights, config.loss.kind, config.loss.smooth_l1_beta)
+    if physics is None:
+        return loss, per_output
+    terms = physics(prediction, batch)
+    loss = loss + sum(physics.weights[name] * value for name, value in terms.items())
+    return loss, jnp.concatenate([per_output, jnp.stack(list(terms.values()))])
 
 
-def make_step(task: Task, config: TrainConfig, tx: optax.GradientTransformation):
+def make_step(task: Task, config: TrainConfig, tx: optax.GradientTransformation, physics: PhysicsLoss | None = None):
     weights = loss_weights(task.outputs, config.loss.weights)
 
     @eqx.filter_jit
     def step(model, opt_state, batch):
         (loss, per_output), grads = eqx.filter_value_and_grad(
-            lambda m: batch_loss(m, task, batch, weights, config), has_aux=True
+            lambda m: batch_loss(m, task, batch, weights, config, physics), has_aux=True
         )(model)
         params = eqx.filter(model, eqx.is_array)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -216,6 +224,13 @@ def train(
     if resume:
         stats = NormStats.from_json((run_dir / "stats.json").read_text())
     task = Task.from_config(config)
+    physics = None
+    if config.physics is not None and config.physics.weights:
+        try:
+            physics = physics_loss(config, splits, stats, dt_s)
+        except ValueError as err:
+            raise TrainError(str(err)) from None
+        log(f"physics terms {physics.weights}; rate scales {physics.scales}")
     devices = jax.devices()
     if config.batch_size % len(devices):
         raise TrainError(f"batch_size {config.batch_size} must be a multiple of the {len(devices)} visible devices")
@@ -249,7 +264,7 @@ def train(
         val_rows = splits["val"][: config.eval_profiles]
         val_profiles = list(iterate_profiles(config.data, val_rows, [*task.inputs, *task.outputs]))
         weights = loss_weights(task.outputs, config.loss.weights)
-        step_fn = make_step(task, config, tx)
+        step_fn = make_step(task, config, tx, physics)
         last = config.steps if stop_after is None else min(config.steps, start + stop_after)
         try:
             loader = WindowLoader(
@@ -277,8 +292,11 @@ def train(
                         f"(step {checkpoints.latest_step()}) is kept in {run_dir / 'checkpoints'}; lower the "
                         "learning rate or check the data"
                     )
-                records.append({"step": k, "loss": loss, "grad_norm": float(grad_norm),
-                                "per_output": dict(zip(task.outputs, map(float, per_output))), "time_s": time_s})
+                record = {"step": k, "loss": loss, "grad_norm": float(grad_norm),
+                          "per_output": dict(zip(task.outputs, map(float, per_output))), "time_s": time_s}
+                if physics is not None:
+                    record["physics"] = dict(zip(physics.weights, map(float, per_output[task.n_outputs:])))
+                records.append(record)
             pending.clear()
             if records:
                 bar.set_postfix(loss=f"{records[-1]['loss']:.4f}")

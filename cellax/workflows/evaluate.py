@@ -4,7 +4,8 @@ Loads the run's config, train statistics and best checkpoint; rolls the model
 out over every test profile from ``t = 0`` (see :mod:`cellax.train.task`);
 reports per-output RMSE, MAE and maximum error in mV, K and % SOC, the growth of
 the error over elapsed time, and draws prediction-vs-truth and error-over-time
-PNGs. Writes ``RUN/eval/report.json`` and the pictures beside it.
+PNGs. Writes ``RUN/eval/report.json`` and the pictures beside it. ``--data OTHER.h5`` evaluates on every
+finished profile of another dataset of the same cell (conditions it was not trained on) instead.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 
 from cellax.data.loader import NormStats, iterate_profiles, split_profiles
+from cellax.data.store import open_dataset
 from cellax.models import make_model
 from cellax.signals import error_units
 from cellax.train.checkpoint import Checkpoints
@@ -48,35 +50,55 @@ def load_run(run_dir: Path):
     return config, task, stats, model, step
 
 
-def evaluate(run_dir: Path, split: str = "test", max_profiles: int | None = None, plots: int = 3) -> dict:
-    """Evaluate a run on its ``split`` profiles; writes ``eval/report.json`` and PNGs, returns the report."""
+def evaluate(run_dir: Path, split: str = "test", max_profiles: int | None = None, plots: int = 3,
+             data: Path | None = None) -> dict:
+    """Evaluate a run on its ``split`` profiles, or on every finished profile of another dataset ``data``
+    (e.g. conditions it was not trained on); writes ``report.json`` and PNGs (:func:`report_dir`), returns the report."""
     run_dir = Path(run_dir)
     if max_profiles is not None and max_profiles < 1:
         raise TrainError(f"--max-profiles must be at least 1, got {max_profiles}")
     config, task, stats, model, step = load_run(run_dir)
-    dt_s = dataset_dt_s(config.data)
-    rows = split_profiles(config.data, config.split_fractions, config.split_seed)[split]
+    source = Path(data) if data is not None else config.data
+    try:
+        dt_s = dataset_dt_s(source)
+        if data is None:
+            rows = split_profiles(source, config.split_fractions, config.split_seed)[split]
+        else:
+            with open_dataset(source) as ds:
+                rows = np.flatnonzero(ds.profiles["status"] == "ok")
+            split = "all"
+            if dt_s != dataset_dt_s(config.data):
+                raise TrainError(f"--data: {source} is sampled every {dt_s} s, the run's data every "
+                                 f"{dataset_dt_s(config.data)} s")
+    except OSError as err:
+        raise TrainError(f"--data: cannot open {source}: {err}") from None
     if len(rows) == 0:
-        raise TrainError(f"{config.data} has no {split} profiles")
+        raise TrainError(f"{source} has no {split} profiles")
     rows = rows[:max_profiles] if max_profiles else rows
-    profiles = list(iterate_profiles(config.data, rows, [*task.inputs, *task.outputs]))
+    try:
+        profiles = list(iterate_profiles(source, rows, [*task.inputs, *task.outputs]))
+    except ValueError as err:
+        raise TrainError(f"--data: {source}: {err}") from None
     weights = loss_weights(task.outputs, config.loss.weights)
     report, predictions = evaluate_profiles(model, task, stats, profiles, config.loss.kind, weights,
                                             config.loss.smooth_l1_beta)
     report.update(
-        run=str(run_dir), checkpoint_step=step, split=split, n_profiles=len(profiles),
+        run=str(run_dir), checkpoint_step=step, split=split, data=str(source), n_profiles=len(profiles),
         profile_ids=[p["profile_id"] for p in profiles], hours=float(sum(len(p) for p in predictions) * dt_s / 3600),
         error_growth=error_growth(task, predictions, profiles, dt_s),
     )
-    out = report_dir(run_dir, split)
+    out = report_dir(run_dir, split, None if data is None else source)
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = [str(p) for p in _plots(task, predictions, profiles, report, dt_s, out, plots)]
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def report_dir(run_dir: Path, split: str = "test") -> Path:
-    """``RUN/eval`` for the test split, ``RUN/eval/<split>`` otherwise (a val report never replaces the test one)."""
+def report_dir(run_dir: Path, split: str = "test", data: Path | None = None) -> Path:
+    """``RUN/eval`` for the test split, ``RUN/eval/<split>`` otherwise (a val report never replaces the test one),
+    ``RUN/eval/data-<file stem>`` for another dataset."""
+    if data is not None:
+        return Path(run_dir) / "eval" / f"data-{Path(data).stem}"
     return Path(run_dir) / "eval" if split == "test" else Path(run_dir) / "eval" / split
 
 

@@ -8,14 +8,15 @@ import pytest
 
 from cellax.hybrid import HybridSPMe
 from cellax.hybrid.data import load_profiles
-from cellax.hybrid.train import KELVIN, cell_parameters, corrections, masked_loss, rollout, with_corrections
+from cellax.data.cell import dataset_parameters
+from cellax.hybrid.train import KELVIN, corrections, masked_loss, rollout, with_corrections
 from cellax.physics.simulate import advance, check_state, simulate, status_code
 
 
 @pytest.fixture(scope="module")
 def setup(dfn_small):
     profiles, data_config = load_profiles(dfn_small)
-    params = cell_parameters(data_config)
+    params = dataset_parameters(data_config)
     return profiles, params
 
 

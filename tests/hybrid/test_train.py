@@ -34,10 +34,31 @@ def test_nan_stops_with_last_good_checkpoint(trained_run, hybrid_config, monkeyp
     real = module._chunk_loss
     monkeypatch.setattr(module, "_chunk_loss", lambda *a: (lambda r: (r[0] * np.nan, r[1]))(real(*a)))
     with pytest.raises(HybridError, match="non-finite loss or gradient at step 40.*step 40 is kept"):
-        train(longer, run_dir, progress=False)
+        train(longer, run_dir, resume=True, progress=False)
     _, model, _, _ = load_run(run_dir)
     _, trained, _, _ = load_run(trained_run[0])
     assert np.array_equal(np.asarray(model.output.mlp.layers[-1].weight), np.asarray(trained.output.mlp.layers[-1].weight))
+
+
+def test_a_killed_and_resumed_run_ends_bit_identical_and_an_existing_run_is_never_mixed(trained_run, hybrid_config,
+                                                                                         tmp_path):
+    import jax
+
+    run_dir = tmp_path / "run"
+    half = hybrid_config.model_copy(update={"train": hybrid_config.train.model_copy(update={"steps": 20})})
+    train(half, run_dir, progress=False)
+    with pytest.raises(HybridError, match="holds a run; pass --resume"):
+        train(hybrid_config, run_dir, progress=False)
+    faster = hybrid_config.model_copy(update={"train": hybrid_config.train.model_copy(update={"learning_rate": 0.01})})
+    with pytest.raises(HybridError, match="differs in train"):
+        train(faster, run_dir, resume=True, progress=False)
+    train(hybrid_config, run_dir, resume=True, progress=False)
+    _, resumed, _, _ = load_run(run_dir)
+    _, whole, _, _ = load_run(trained_run[0])
+    leaves = lambda m: jax.tree_util.tree_leaves(m)  # noqa: E731
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(leaves(resumed), leaves(whole)))
+    steps = [json.loads(line)["step"] for line in (run_dir / "train_history.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 41))
 
 
 def test_checkpoint_of_another_cell_is_refused(trained_run, tmp_path):
