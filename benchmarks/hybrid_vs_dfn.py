@@ -34,6 +34,29 @@ from cellax.hybrid.data import load_profiles, split  # noqa: E402
 from cellax.hybrid.evaluate import evaluate_run, run_model  # noqa: E402
 
 
+def ensure_data(path: Path, data_config: Path) -> None:
+    """Generate the DFN dataset of ``data_config`` at ``path`` (PyBaMM, one worker) unless it exists."""
+    if not path.exists():
+        from cellax.data.generate import generate
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate(load_config(data_config, DataConfig), path, workers=1)
+
+
+def train_hybrid(config_path: Path, data: Path, steps: int, run_dir: Path, progress: bool = True):
+    """``(config, training summary)``: the hybrid of ``config_path`` on ``data`` for ``steps`` steps, in a fresh
+    ``run_dir``."""
+    from cellax.hybrid.train import train
+
+    raw = yaml.safe_load(config_path.read_text())
+    raw["data"] = str(data)
+    raw.setdefault("train", {})["steps"] = steps
+    config = validate_config(HybridConfig, raw, str(config_path))
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return config, train(config, run_dir, progress=progress)
+
+
 def throughput(model, params, profiles, repeats: int = 3) -> float:
     """Simulated cell-seconds per wall second of the vmapped ROS2 run (compiled once beforehand)."""
     run_model(model, params, profiles)
@@ -71,21 +94,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hybrid_vs_dfn.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
-    if not args.data.exists():
-        from cellax.data.generate import generate
+    ensure_data(args.data, ROOT / "configs" / "data" / "dfn.yaml")
+    config, summary = train_hybrid(args.config, args.data, args.steps, args.run_dir)
 
-        args.data.parent.mkdir(parents=True, exist_ok=True)
-        generate(load_config(ROOT / "configs" / "data" / "dfn.yaml", DataConfig), args.data, workers=1)
-    raw = yaml.safe_load(args.config.read_text())
-    raw["data"] = str(args.data)
-    raw.setdefault("train", {})["steps"] = args.steps
-    config = validate_config(HybridConfig, raw, str(args.config))
-    if args.run_dir.exists():
-        shutil.rmtree(args.run_dir)
+    from cellax.hybrid.train import load_run
 
-    from cellax.hybrid.train import load_run, train
-
-    summary = train(config, args.run_dir)
     report = evaluate_run(args.run_dir)
     _, hybrid, params, data_config = load_run(args.run_dir)
     profiles, _ = load_profiles(args.data)

@@ -51,7 +51,8 @@ VARIABLES = {
 
 
 class PybammFastCharge(gym.Env):
-    """FastCharge-v0 on PyBaMM's SPMe + IDAKLU, one control interval per ``step``."""
+    """FastCharge-v0 on PyBaMM's SPMe (or ``model="DFN"``, any ``pybamm.lithium_ion`` model) + IDAKLU, one
+    control interval per ``step``; ``overrides`` and ``thermal`` as for :func:`cellax.physics.load_parameter_set`."""
 
     metadata = {"render_modes": []}
 
@@ -62,12 +63,15 @@ class PybammFastCharge(gym.Env):
         var_pts: dict[str, int] | None = None,
         rtol: float = 1e-6,
         atol: float = 1e-8,
+        model: str = "SPMe",
+        overrides: dict | None = None,
+        thermal: dict | None = None,
     ):
         import pybamm
 
         self.pybamm = pybamm
         self.params = params if params is not None else EnvParams()
-        values = pybamm_parameter_values(parameter_set)
+        values = pybamm_parameter_values(parameter_set, overrides, thermal)
         self.capacity_ah = float(values["Nominal cell capacity [A.h]"])
         self.c_n_max = float(values["Maximum concentration in negative electrode [mol.m-3]"])
         self.c_p_max = float(values["Maximum concentration in positive electrode [mol.m-3]"])
@@ -85,7 +89,7 @@ class PybammFastCharge(gym.Env):
                 "Upper voltage cut-off [V]": 6.0,
             }
         )
-        model = pybamm.lithium_ion.SPMe(PYBAMM_MODEL_OPTIONS)
+        model = getattr(pybamm.lithium_ion, model)(PYBAMM_MODEL_OPTIONS)
         self.solver = pybamm.IDAKLUSolver(rtol=rtol, atol=atol, output_variables=list(VARIABLES.values()))
         sim = pybamm.Simulation(model, parameter_values=values, solver=self.solver, var_pts=var_pts)
         sim.build()

@@ -1,8 +1,10 @@
 """FastCharge-v0: charge a lithium-ion cell to a target SOC as fast as its limits allow (gymnax API).
 
-The cell is :mod:`cellax.physics`' SPMe with the two-node lumped thermal model,
-advanced by :func:`cellax.physics.simulate.advance` (ROS2, ``substeps`` per
-control interval). One step holds the chosen charging current for
+The cell is any :class:`~cellax.physics.model.AbstractCellModel` (default
+:mod:`cellax.physics`' SPMe with the two-node lumped thermal model; also the SPM
+or a hybrid model built on the contract), advanced by
+:func:`cellax.physics.simulate.advance` (ROS2, ``substeps`` per control
+interval). One step holds the chosen charging current for
 ``control_interval_s`` seconds.
 
 * **Action**: charging current as a C-rate, ``Box(0, max_c_rate, (1,))``; the
@@ -55,8 +57,9 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from cellax.physics import load_parameter_set
+from cellax.physics.model import AbstractCellModel
 from cellax.physics.simulate import advance, check_state, status_code
-from cellax.physics.spme import SPMe, SPMeState
+from cellax.physics.spme import SPMe
 from cellax.signals import KELVIN
 from cellax.status import INVALID, STATUS
 
@@ -74,7 +77,7 @@ FIRST_INVALID = STATUS.index(INVALID[0])  # codes from here on: the model is inv
 class EnvState(environment.EnvState):
     """Cell state, its signals at the end of the last interval, and episode bookkeeping."""
 
-    cell: SPMeState
+    cell: Any  # the cell model's state (an ``SPMeState`` for the SPMe and hybrids built on it)
     soc: jax.Array
     voltage_v: jax.Array
     surface_temp_degc: jax.Array
@@ -114,28 +117,32 @@ class EnvParams(environment.EnvParams):
 
 
 class FastCharge(environment.Environment[EnvState, EnvParams]):
-    """Fast charging of one cell (SPMe + two-node thermal) under voltage, temperature and plating limits.
+    """Fast charging of one cell (a cell model + two-node thermal) under voltage, temperature and plating limits.
 
     ``parameter_set``: a PyBaMM set name or a loaded :class:`~cellax.physics.ParameterSet`;
-    ``mesh``: an :class:`~cellax.physics.spme.SPMe` or ``(n_shells, x_counts)`` (default:
-    PyBaMM's reference mesh, 20 / (20, 20, 20)); ``substeps``: ROS2 steps per control
-    interval; ``dtype``: the model's float type (float64 as validated; float32 is faster).
-    The parameter set and its stiff operators are computed once here and are constants of
-    the environment.
+    ``mesh``: ``(n_shells, x_counts)`` of the default SPMe (default: PyBaMM's reference mesh,
+    20 / (20, 20, 20)), or a cell model; ``model``: the cell model, any
+    :class:`~cellax.physics.model.AbstractCellModel` (SPM, SPMe, a hybrid; not with ``mesh``);
+    ``substeps``: ROS2 steps per control interval; ``dtype``: the model's float type (float64
+    as validated; float32 is faster). The parameter set and its stiff operators are computed
+    once here and are constants of the environment. The model's ``outputs`` must include
+    ``soc``, ``voltage_v``, ``surface_temp_degc``, ``core_temp_degc`` and ``anode_potential_v``.
     """
 
     _supports_transition_gradients = True
 
-    def __init__(self, parameter_set="Chen2020", mesh=None, substeps: int = 3, dtype=jnp.float64):
+    def __init__(self, parameter_set="Chen2020", mesh=None, substeps: int = 3, dtype=jnp.float64,
+                 model: AbstractCellModel | None = None):
         super().__init__()
         params = load_parameter_set(parameter_set) if isinstance(parameter_set, str) else parameter_set
-        if isinstance(mesh, SPMe):
-            model = mesh
-        elif mesh is None:
-            model = SPMe()
-        else:
-            n_shells, x_counts = mesh
-            model = SPMe(n_shells, x_counts)
+        if isinstance(mesh, AbstractCellModel) and model is None:
+            mesh, model = None, mesh
+        if model is not None and mesh is not None:
+            raise ValueError("give either mesh (for the default SPMe) or model, not both")
+        if model is not None and not isinstance(model, AbstractCellModel):
+            raise TypeError(f"model must be a cellax.physics.model.AbstractCellModel, got {type(model).__name__}")
+        if model is None:
+            model = SPMe() if mesh is None else SPMe(*mesh)
         if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
             raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
         operators = model.stiff_operators(params)  # eigendecompositions in float64, then cast

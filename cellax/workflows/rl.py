@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cellax.checkpoint import CheckpointError
-from cellax.rl.config import RLConfig, RLError
+from cellax.rl.config import ProtocolConfig, RLConfig, RLError
 from cellax.rl.fast_charge import FastCharge
 from cellax.rl.gradient_protocol import ProtocolTable, optimise_protocol
 from cellax.rl.ppo import make_train
@@ -74,16 +74,8 @@ def _train_run(config: RLConfig, run_dir: Path, env, params, fixed, progress: bo
     ppo_seconds = time.perf_counter() - started
     log(f"PPO done in {ppo_seconds:.0f} s; optimising the protocol by gradients through the cell model")
     p = config.protocol
-    tightened = fixed.replace(
-        anode_potential_min_v=fixed.anode_potential_min_v + p.anode_margin_v,
-        surface_temp_max_degc=fixed.surface_temp_max_degc - p.temperature_margin_k,
-        voltage_max_v=fixed.voltage_max_v - p.voltage_margin_v,
-        plating_penalty=fixed.plating_penalty * p.penalty_scale,
-        temperature_penalty=fixed.temperature_penalty * p.penalty_scale,
-        voltage_penalty=fixed.voltage_penalty * p.penalty_scale,
-    )
-    protocol, history, protocol_seconds = optimise_protocol(env, tightened, p.iterations, p.learning_rate, p.gamma,
-                                                            log=log)
+    protocol, history, protocol_seconds = optimise_protocol(env, tightened(fixed, p), p.iterations, p.learning_rate,
+                                                            p.gamma, log=log)
     np.savez(run_dir / "protocol.npz", logits=np.asarray(protocol.logits), soc_knots=np.asarray(protocol.soc_knots),
              temp_knots_degc=np.asarray(protocol.temp_knots_degc))
     (run_dir / "timing.json").write_text(json.dumps({
@@ -92,6 +84,18 @@ def _train_run(config: RLConfig, run_dir: Path, env, params, fixed, progress: bo
         "protocol_return_first_last": [history[0], history[-1]],
     }, indent=2))
     return run_dir
+
+
+def tightened(fixed, p: ProtocolConfig):
+    """The ``EnvParams`` the protocol trains against: limits tightened by ``p``'s margins, penalties scaled."""
+    return fixed.replace(
+        anode_potential_min_v=fixed.anode_potential_min_v + p.anode_margin_v,
+        surface_temp_max_degc=fixed.surface_temp_max_degc - p.temperature_margin_k,
+        voltage_max_v=fixed.voltage_max_v - p.voltage_margin_v,
+        plating_penalty=fixed.plating_penalty * p.penalty_scale,
+        temperature_penalty=fixed.temperature_penalty * p.penalty_scale,
+        voltage_penalty=fixed.voltage_penalty * p.penalty_scale,
+    )
 
 
 def load_ppo_policies(config: RLConfig, env, params):
