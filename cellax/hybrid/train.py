@@ -36,10 +36,11 @@ from cellax.events import EventLog
 from cellax.hybrid.config import HybridConfig
 from cellax.hybrid.data import TARGETS, Profiles, load_profiles, split
 from cellax.hybrid.model import HybridSPMe
-from cellax.physics.simulate import check_state, status_code
+from cellax.physics.simulate import check_state, state_flags, status_code
 from cellax.physics.spme import SPMe
 from cellax.physics.stepping import ros2_step
 from cellax.signals import KELVIN
+from cellax.status import INVALID, STATUS
 from cellax.train.loop import TrainError
 
 SCALES = {"voltage_v": 1e-3, "anode_potential_v": 1e-3, "core_temp_degc": 0.1, "surface_temp_degc": 0.1}
@@ -55,15 +56,41 @@ def build_model(config: HybridConfig) -> HybridSPMe:
                       dtype=jnp.dtype(m.dtype))
 
 
-def rollout(model, params, operators, state, current_a, dt_s, ambient_temp_k):
-    """Integrate from ``state`` over the samples of ``current_a``: (outputs, states, check codes) at each sample."""
+def _guarded(tree, trusted):
+    """``tree`` whose float arrays pass gradient only where ``trusted`` (a select, so NaN cotangents stop)."""
+    return jax.tree_util.tree_map(
+        lambda leaf: jnp.where(trusted, leaf, jax.lax.stop_gradient(leaf)) if eqx.is_inexact_array(leaf) else leaf, tree)
+
+
+def rollout(model, params, operators, state, current_a, dt_s, ambient_temp_k, trusted=None):
+    """Integrate from ``state`` over the samples of ``current_a``: (outputs, states, check codes) at each sample.
+
+    From the first invalid state on (:func:`~cellax.physics.simulate.state_flags`: negative electrolyte,
+    a stoichiometry out of range, a non-finite value) the trajectory steps from the last valid state
+    instead; those samples keep their invalid code and are masked by :func:`masked_loss`. ``trusted``
+    (``(T,)`` bool, default all) marks the steps whose gradient is wanted: the others see the model and
+    state through a select with ``stop_gradient``, so the NaN partials of a step that leaves validity
+    (NaN times a zero cotangent is NaN) never reach the gradient (see :func:`_chunk_loss`).
+    """
     following = jnp.concatenate([current_a[1:], current_a[-1:]])
+    trusted = jnp.ones(current_a.shape[0], bool) if trusted is None else trusted
 
-    def sample(state, currents):
-        new_state, out = ros2_step(model, params, operators, state, currents[0], currents[1], dt_s, ambient_temp_k)
-        return new_state, (out, state, status_code(check_state(model, params, state, out)))
+    def sample(carry, inputs):
+        currents, ok = inputs
+        state, last_valid, broken_code = carry
+        flags = state_flags(model, params, jax.lax.stop_gradient(state))
+        invalid_code = status_code(flags, list(INVALID)).astype(jnp.int32)
+        broken_code = jnp.where(broken_code > 0, broken_code, invalid_code)  # the first invalid status, kept
+        broken = broken_code > 0
+        last_valid = jax.tree_util.tree_map(lambda a, b: jnp.where(broken, a, b), last_valid, state)
+        new_state, out = ros2_step(_guarded(model, ok), params, operators, _guarded(last_valid, ok), currents[0],
+                                   currents[1], dt_s, ambient_temp_k)
+        code = status_code(check_state(model, params, jax.lax.stop_gradient(state), out)).astype(jnp.int32)
+        code = jnp.where(broken, broken_code, code)
+        return (new_state, last_valid, broken_code), (out, state, code)
 
-    _, (outputs, states, codes) = jax.lax.scan(sample, state, (current_a, following))
+    start = (state, state, jnp.asarray(0, dtype=jnp.int32))
+    _, (outputs, states, codes) = jax.lax.scan(sample, start, ((current_a, following), trusted))
     return outputs, states, codes
 
 
@@ -91,9 +118,15 @@ def with_corrections(model: HybridSPMe, nets) -> HybridSPMe:
 def _chunk_loss(nets, model, params, operators, dt_s, batch):
     model = with_corrections(model, nets)
 
+    invalid_codes = jnp.asarray([STATUS.index(name) for name in INVALID])
+
     def one(state, current, targets, mask, ambient_k, h):
         p = params.with_values({"heat_transfer_coeff_w_m2k": h})
-        outputs, _, codes = rollout(model, p, operators, state, current, dt_s, ambient_k)
+        _, _, probe = rollout(_guarded(model, False), p, operators, jax.lax.stop_gradient(state), current, dt_s,
+                              ambient_k)  # a forward pass finds where the chunk leaves validity
+        bad = jnp.cumsum(jnp.isin(probe, invalid_codes)) > 0
+        trusted = ~jnp.concatenate([bad[1:], bad[-1:]])  # the step into the first invalid state is not trusted
+        outputs, _, codes = rollout(model, p, operators, state, current, dt_s, ambient_k, trusted)
         return masked_loss(outputs, targets, mask, codes)
 
     losses, invalid = jax.vmap(one)(*batch)
@@ -108,11 +141,16 @@ def _initial_states(model, params, profiles: Profiles):
 
 @eqx.filter_jit
 def chunk_states(model, params, operators, dt_s, chunk: int, y0, current, ambient_k, h):
-    """The model's states at every ``chunk``-th sample of each profile (from ``y0``)."""
+    """``(states, valid)``: the model's states at every ``chunk``-th sample of each profile (from ``y0``), and
+    whether the trajectory is still a valid state there (no :data:`~cellax.status.INVALID` status before it:
+    past electrolyte depletion or a stoichiometry out of range a start would only carry NaN gradients)."""
+    invalid_codes = jnp.asarray([STATUS.index(name) for name in INVALID])
+
     def one(state, c, a, hh):
         p = params.with_values({"heat_transfer_coeff_w_m2k": hh})
-        _, states, _ = rollout(model, p, operators, state, c, dt_s, a)
-        return jax.tree_util.tree_map(lambda leaf: leaf[::chunk], states)
+        _, states, codes = rollout(model, p, operators, state, c, dt_s, a)
+        broken = jnp.cumsum(jnp.isin(codes, invalid_codes)) > 0
+        return jax.tree_util.tree_map(lambda leaf: leaf[::chunk], states), ~broken[::chunk]
 
     return jax.vmap(one)(y0, current, ambient_k, h)
 
@@ -238,16 +276,21 @@ def train(config: HybridConfig, run_dir: str | Path, resume: bool = False, progr
     try:
         for step in range(start, config.train.steps):
             if starts is None or step % config.train.refresh_every == 0:
-                starts = chunk_states(model, params, operators, dt, chunk, y0, current, ambient_k, h)
+                starts, start_valid = chunk_states(model, params, operators, dt, chunk, y0, current, ambient_k, h)
             pick = jax.random.choice(jax.random.fold_in(jax.random.PRNGKey(config.seed), step), len(usable),
                                      (config.train.batch,), replace=len(usable) < config.train.batch)
             p, c = usable[np.asarray(pick)].T
             index = (p[:, None], c[:, None] * chunk + np.arange(chunk)[None, :])
+            valid = start_valid[p, c]  # an invalid start is swapped for the profile's first state and masked out
+
+            def start_state(leaf, first):
+                return jnp.where(valid.reshape(-1, *[1] * (leaf.ndim - 2)), leaf[p, c], first[p])
+
             batch = (
-                jax.tree_util.tree_map(lambda leaf: leaf[p, c], starts),
+                jax.tree_util.tree_map(start_state, starts, y0),
                 current[index],
                 {k: v[index] for k, v in targets.items()},
-                mask[index],
+                mask[index] & valid[:, None],
                 ambient_k[p],
                 h[p],
             )
@@ -257,7 +300,8 @@ def train(config: HybridConfig, run_dir: str | Path, resume: bool = False, progr
                     f"non-finite loss or gradient at step {step}; stopped, the checkpoint of step {last_saved} is kept"
                 )
             model, opt_state = new_model, new_opt_state
-            history.append({"step": step + 1, "loss": float(loss), "invalid_samples": int(invalid)})
+            history.append({"step": step + 1, "loss": float(loss), "invalid_samples": int(invalid),
+                            "invalid_starts": int(np.sum(~np.asarray(valid)))})
             metrics.write(json.dumps(history[-1]) + "\n")
             metrics.flush()
             events.write(step + 1, history[-1])

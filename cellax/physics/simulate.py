@@ -148,9 +148,9 @@ def advance(model: AbstractCellModel, params: ParameterSet, operators, state, cu
     return state, model.outputs(params, state, current_a, ambient_temp_k)
 
 
-def check_state(model: AbstractCellModel, params: ParameterSet, state, signals: dict, soc_limits=(0.0, 1.0)) -> dict[str, Array]:
-    """One flag per :data:`~cellax.status.STATUS` name (all but ``"completed"``): which limits and invalid
-    states ``state`` and its ``signals`` raise. ``solver_failed`` flags a non-finite state or voltage."""
+def state_flags(model: AbstractCellModel, params: ParameterSet, state) -> dict[str, Array]:
+    """The flags of :data:`~cellax.status.INVALID` that the state alone raises (no step, no outputs needed):
+    electrolyte depleted, a stoichiometry out of ``(0, 1)``, a non-finite value (``solver_failed``)."""
     s = params.scalars
     sto = jnp.stack(
         [
@@ -163,16 +163,27 @@ def check_state(model: AbstractCellModel, params: ParameterSet, state, signals: 
         ]
     )
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(state)]))
-    finite &= jnp.isfinite(signals["voltage_v"])
+    return {
+        "electrolyte_depleted": model.electrolyte_depleted(state),
+        "stoichiometry_out_of_range": jnp.any((sto <= 0) | (sto >= 1)),
+        "solver_failed": ~finite,
+    }
+
+
+def check_state(model: AbstractCellModel, params: ParameterSet, state, signals: dict, soc_limits=(0.0, 1.0)) -> dict[str, Array]:
+    """One flag per :data:`~cellax.status.STATUS` name (all but ``"completed"``): which limits and invalid
+    states ``state`` and its ``signals`` raise. ``solver_failed`` flags a non-finite state or voltage."""
+    s = params.scalars
+    flags = state_flags(model, params, state)
     voltage, soc = signals["voltage_v"], signals["soc"]
     return {
         "voltage_min": voltage < s["voltage_min_v"],
         "voltage_max": voltage > s["voltage_max_v"],
         "soc_min": soc < soc_limits[0],
         "soc_max": soc > soc_limits[1],
-        "electrolyte_depleted": model.electrolyte_depleted(state),
-        "stoichiometry_out_of_range": jnp.any((sto <= 0) | (sto >= 1)),
-        "solver_failed": ~finite,
+        "electrolyte_depleted": flags["electrolyte_depleted"],
+        "stoichiometry_out_of_range": flags["stoichiometry_out_of_range"],
+        "solver_failed": flags["solver_failed"] | ~jnp.isfinite(voltage),
     }
 
 

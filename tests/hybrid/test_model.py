@@ -108,3 +108,30 @@ def test_invalid_samples_are_masked_not_nan():
     for g in jax.tree_util.tree_leaves(grad):
         assert np.all(np.isfinite(np.asarray(g)))
         assert float(g[0]) != 0.0 and float(g[1]) == 0.0 and float(g[2]) == 0.0
+
+
+def test_chunk_starts_past_an_invalid_state_are_flagged_and_give_a_finite_masked_gradient(setup):
+    from cellax.hybrid.train import _chunk_loss, chunk_states
+
+    _, params = setup
+    model = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0)))
+    ops = model.stiff_operators(params)
+    chunk, ambient_k, h = 40, jnp.asarray([298.15]), jnp.asarray([10.0])
+    current = jnp.concatenate([jnp.zeros(80), jnp.full(200, -100.0)])[None]  # 20C charge from 90 %: overfills the anode
+    y0 = jax.vmap(lambda soc: model.initial_state(params, soc, 298.15))(jnp.asarray([0.9]))
+    starts, valid = chunk_states(model, params, ops, 1.0, chunk, y0, current, ambient_k, h)
+    valid = np.asarray(valid[0])
+    assert valid[0] and valid[2] and not valid[-1] and np.all(np.diff(valid.astype(int)) <= 0)
+    last = len(valid) - 1
+    bad_start = jax.tree_util.tree_map(lambda leaf: leaf[:, last], starts)
+    targets = {name: jnp.zeros((1, chunk)) for name in ("voltage_v", "anode_potential_v", "core_temp_degc",
+                                                        "surface_temp_degc")}
+    batch = (bad_start, current[:, last * chunk:(last + 1) * chunk], targets, jnp.ones((1, chunk), bool), ambient_k, h)
+    nets = corrections(model)
+    swapped = (y0, *batch[1:3], batch[3] & False, *batch[4:])  # what train() feeds for an invalid start
+    overrun = (y0, current[:, -chunk:] * 0 - 100.0, targets, jnp.ones((1, chunk), bool), ambient_k, h)
+    for case in (swapped, overrun):  # overrun: a valid start whose chunk runs into an invalid state
+        (loss, _), grads = eqx.filter_value_and_grad(_chunk_loss, has_aux=True)(nets, model, params, ops, 1.0, case)
+        assert np.isfinite(float(loss))
+        leaves = jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_array))
+        assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
