@@ -11,7 +11,10 @@ Case d: the discovered SPMe correction (≤ 5 terms) beside the plain fitted SPM
 same held-out DFN profiles. Writes ``benchmarks/results/discovery.json`` with
 ``os.getloadavg()`` (the machine is shared).
 
-    PYTHONPATH=. python benchmarks/discovery_vs_pysindy.py [--quick]
+    PYTHONPATH=. python benchmarks/discovery_vs_pysindy.py [--quick] [--cases d] [--dfn-cache PATH.npz]
+
+``--cases`` runs some cases and keeps the others from the existing JSON; case d's 12 DFN profiles
+can be kept in ``--dfn-cache`` between runs (the fitted SPMe's compile dominates its wall time).
 """
 
 from __future__ import annotations
@@ -285,7 +288,7 @@ def main():
         start = time.perf_counter()
         report["d_spme_missing_physics"] = {**case_correction(args.quick, args.dfn_cache),
                                             "wall_s": time.perf_counter() - start}
-    print("d done", flush=True)
+        print("d done", flush=True)
     if {"a", "b", "c"} <= cases:
         report["machine"]["loadavg_end"] = os.getloadavg()
     if "d" in cases:
