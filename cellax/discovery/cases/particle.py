@@ -14,8 +14,8 @@ Discovery uses the space–time weak form (:func:`cellax.discovery.weak.weak_fie
 nodes; the boundary nodes, where the flux conditions act, never enter. Noise on ``c`` also enters
 the library columns, which biases least squares towards zero (most the rougher ``d2c/dr2``);
 the coefficients of the chosen structure and ``D`` are therefore refitted bias-compensated,
-:math:`(G^\top G - \hat\sigma^2 E)^{-1} G^\top b` (:func:`cellax.discovery.weak.field_noise_gram`),
-with the noise's standard deviation :math:`\hat\sigma` estimated from the data (:func:`noise_std`).
+:math:`(G^\\top G - \\hat\\sigma^2 E)^{-1} G^\\top b` (:func:`cellax.discovery.weak.field_noise_gram`),
+with the noise's standard deviation :math:`\\hat\\sigma` estimated from the data (:func:`noise_std`).
 """
 
 from __future__ import annotations
