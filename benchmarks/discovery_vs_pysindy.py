@@ -7,10 +7,14 @@ circuit) with support recovered and coefficient errors; PySINDy's STLSQ on the *
 system at cellax's chosen threshold, and PySINDy's own strong-form pipeline (Savitzky–Golay
 derivatives, ``SmoothedFiniteDifference``) for the thermal case; ensemble fits (200 bagged STLSQ
 fits) timed on both: cellax warm (compile reported apart), PySINDy ``EnsembleOptimizer``.
-Case d is recorded with its status. Writes ``benchmarks/results/discovery.json`` with
+Case d: the discovered SPMe correction (≤ 5 terms) beside the plain fitted SPMe on the
+same held-out DFN profiles. Writes ``benchmarks/results/discovery.json`` with
 ``os.getloadavg()`` (the machine is shared).
 
-    PYTHONPATH=. python benchmarks/discovery_vs_pysindy.py [--quick]
+    PYTHONPATH=. python benchmarks/discovery_vs_pysindy.py [--quick] [--cases d] [--dfn-cache PATH.npz]
+
+``--cases`` runs some cases and keeps the others from the existing JSON; case d's 12 DFN profiles
+can be kept in ``--dfn-cache`` between runs (the fitted SPMe's compile dominates its wall time).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from cellax.discovery.sindy import SindyConfig, chosen_threshold, discover, regr
 LEVELS = (0.0, 0.01, 0.05)
 N_MEMBERS = 200
 OUT = Path(__file__).parent / "results" / "discovery.json"
+CASES = ("a", "b", "c", "d")
+D_TRAIN, D_HELD_OUT = (10, 11, 12, 13), (14, 15, 16, 17, 18, 19, 20, 21)
 
 
 def pysindy_stlsq(g, y, threshold):
@@ -146,9 +152,21 @@ def case_particle(quick: bool) -> dict:
         result = particle.discover_diffusion(noisy, nodes, volumes, radius, 10.0)
         seconds = time.perf_counter() - start
         d = result["diffusivity_m2_s"]
+        given = result["diffusivity_given_structure_m2_s"]
         row = {"cellax": {"support_recovered": bool(result["spherical"]), "equation": str(result["equation"]),
+                          "debiased": result.get("debiased"), "noise_std_estimated": result["noise_std"],
                           "diffusivity_m2_s": d, "diffusivity_error_pct": 100 * abs(d / truth_d - 1) if d else None,
+                          "diffusivity_given_structure_error_pct": 100 * abs(given / truth_d - 1),
                           "seconds_incl_compile": seconds}}
+        if level > 0:
+            seeds = [particle.discover_diffusion(add_noise({"c": u}, ["c"], level, seed=s)["c"], nodes, volumes, radius, 10.0)
+                     for s in range(1, 6)]
+            row["cellax"]["other_noise_seeds"] = {
+                "seeds": [1, 2, 3, 4, 5], "support_recovered": [bool(r["spherical"]) for r in seeds],
+                "diffusivity_error_pct": [100 * abs(r["diffusivity_m2_s"] / truth_d - 1) if r["diffusivity_m2_s"] else None
+                                          for r in seeds],
+                "diffusivity_given_structure_error_pct": [100 * abs(r["diffusivity_given_structure_m2_s"] / truth_d - 1)
+                                                          for r in seeds]}
         library = particle.constant_library(nodes)
         b, g = particle.weak_system(noisy, nodes, volumes, library, 10.0, particle.FIELD_CONFIG)
         eq = result["equation"]
@@ -174,7 +192,13 @@ def case_circuit(quick: bool) -> dict:
         start = time.perf_counter()
         result = circuit.discover_circuit(noisy)
         seconds = time.perf_counter() - start
-        row = {"cellax": {**circuit.score(result), "refined": result["refined"], "seconds_incl_compile": seconds}}
+        row = {"cellax": {**circuit.score(result), "refined": result["refined"], "seconds_incl_compile": seconds,
+                          "front": [{k: r[k] for k in ("n_pairs", "bic", "rmse_v", "min_z", "resolved")}
+                                    for r in result["front"]]}}
+        if level > 0:
+            row["cellax"]["other_noise_seeds"] = {
+                "seeds": [2, 3, 4], "n_pairs": [circuit.discover_circuit(add_noise(signals, ["I", "V"], level, seed=s))["n_pairs"]
+                                                for s in (2, 3, 4)]}
         taus = circuit.tau_grid(1.0, len(noisy["I"]))
         library = circuit.circuit_library(taus, 1.0)
         g = np.asarray(library({"I": jnp.asarray(noisy["I"])}))
@@ -190,35 +214,85 @@ def case_circuit(quick: bool) -> dict:
     return {"truth": circuit.TRUTH, "levels": rows}
 
 
+def dfn_profiles(seeds, n_samples, cache: Path | None) -> list[dict]:
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            stored = {k: z[k] for k in z.files}
+        if all(f"{s}_I" in stored for s in seeds):
+            return [{"I": stored[f"{s}_I"], "V": stored[f"{s}_V"], "dt_s": 5.0, "initial_soc": 0.6, "ambient_degc": 25.0}
+                    for s in seeds]
+    profiles = correction.simulate_dfn(seeds, n_samples=n_samples)
+    if cache is not None:
+        np.savez(cache, **{f"{s}_{k}": p[k] for s, p in zip(seeds, profiles) for k in ("I", "V")})
+    return profiles
+
+
+def case_correction(quick: bool, cache: Path | None) -> dict:
+    """The discovered correction, the plain fitted SPMe, and the correction discovered on top of the
+    fitted SPMe, all scored on the same held-out profiles."""
+    n = 360 if quick else 720
+    train, held = (correction.with_spme(dfn_profiles(seeds, n, cache)) for seeds in (D_TRAIN, D_HELD_OUT))
+    out = {"dfn_cache": str(cache) if cache else None, "train_seeds": D_TRAIN, "held_out_seeds": D_HELD_OUT, "target_mse_share_removed": 0.8, "max_terms": 5,
+           "held_out_samples": int(sum(len(p["I"]) for p in held))}
+    start = time.perf_counter()
+    out["discovered"] = correction.discover_correction(train, held)
+    out["discovered"]["seconds"] = time.perf_counter() - start
+    print("d: discovered", out["discovered"]["mse_share_removed"], flush=True)
+    fitted = correction.fitted_spme(train, held)
+    refitted_held = fitted.pop("refitted_profiles")
+    out["fitted_spme"] = fitted
+    print("d: fitted SPMe", fitted["mse_share_removed"], flush=True)
+    from cellax.physics import load_parameter_set
+
+    refitted_train = correction.with_spme(train, load_parameter_set("Chen2020").with_values(fitted["values"]))
+    on_fitted = correction.discover_correction(refitted_train, refitted_held)
+    mse_spme = float(np.mean(np.concatenate([p["V"] - p["V_spme"] for p in held]) ** 2))
+    mse_both = (on_fitted["held_out_rmse_corrected_mv"] / 1e3) ** 2
+    out["fitted_spme_plus_discovered"] = {**{k: on_fitted[k] for k in ("equation", "terms", "n_terms")},
+                                          "mse_share_removed": 1 - mse_both / mse_spme}
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller records (a smoke run)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES),
+                        help="cases to run; others are kept from an existing --out")
+    parser.add_argument("--dfn-cache", type=Path, help="case d: an .npz of the DFN profiles, written if absent")
     args = parser.parse_args()
     import pysindy
 
+    cases = set(args.cases)
     load_before = os.getloadavg()
-    report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_start": load_before},
-              "versions": {"jax": jax.__version__, "pysindy": pysindy.__version__},
-              "noise": "Gaussian, sigma = level x the signal's standard deviation", "n_ensemble_members": N_MEMBERS}
+    report = json.loads(args.out.read_text()) if cases != set(CASES) and args.out.exists() else {}
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_start": load_before}
+    report.update({"versions": {"jax": jax.__version__, "pysindy": pysindy.__version__},
+                   "noise": "Gaussian, sigma = level x the signal's standard deviation", "n_ensemble_members": N_MEMBERS})
+    report.setdefault("machine", {})
     for name, fn in (("a_thermal", case_thermal), ("b_particle", case_particle), ("c_circuit", case_circuit)):
+        if name[0] not in cases:
+            continue
         start = time.perf_counter()
         report[name] = fn(args.quick)
         report[name]["wall_s"] = time.perf_counter() - start
         print(name, "done", flush=True)
+    if {"a", "b", "c"} <= cases:
+        report["machine"].update(machine)
     speedups = [e["speedup"] for case in ("a_thermal", "b_particle", "c_circuit")
                 for row in report[case]["levels"].values() if "ensemble" in row
                 for e in (row["ensemble"].values() if case == "a_thermal" else [row["ensemble"]])]
     report["ensemble_speedup_median"] = float(np.median(speedups))
     report["ensemble_speedup_min"] = float(np.min(speedups))
-    start = time.perf_counter()
-    profiles = correction.simulate_pair([10, 11, 12, 13, 14, 15], n_samples=360 if args.quick else 720)
-    report["d_spme_missing_physics"] = {
-        **correction.discover_correction(profiles[:4], profiles[4:]),
-        "train_profiles": 4, "held_out_profiles": 2, "target_mse_share_removed": 0.8,
-        "fitted_spme_baseline": "not run (no time in this session)", "wall_s": time.perf_counter() - start}
-    print("d done", flush=True)
-    report["machine"]["loadavg_end"] = os.getloadavg()
+    if "d" in cases:
+        start = time.perf_counter()
+        report["d_spme_missing_physics"] = {**case_correction(args.quick, args.dfn_cache),
+                                            "wall_s": time.perf_counter() - start}
+        print("d done", flush=True)
+    if {"a", "b", "c"} <= cases:
+        report["machine"]["loadavg_end"] = os.getloadavg()
+    if "d" in cases:
+        report["d_spme_missing_physics"]["loadavg_start_end"] = [load_before, os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plain = lambda v: v.tolist() if hasattr(v, "tolist") else str(v)  # noqa: E731
     args.out.write_text(json.dumps(report, indent=2, default=plain) + "\n")

@@ -23,6 +23,7 @@ def test_particle_diffusivity_within_one_percent_and_polynomial_d_of_c():
     result = particle.discover_diffusion(noisy, nodes, volumes, radius, 10.0)
     assert result["spherical"], str(result["equation"])
     assert abs(result["diffusivity_m2_s"] / truth - 1) < 0.01
+    assert abs(result["noise_std"] / (0.01 * np.std(u)) - 1) < 0.1
 
     def d_of_u(x):
         return truth * (0.4 + 1.2 * x)
@@ -36,9 +37,12 @@ def test_particle_diffusivity_within_one_percent_and_polynomial_d_of_c():
     assert np.max(np.abs(fitted / d_of_u(grid) - 1)) < 0.05
 
 
-def test_circuit_pairs_and_values_at_one_percent_noise():
+def test_circuit_pairs_and_values_at_one_percent_noise_and_pair_count_at_five():
     signals = circuit.simulate_circuit(n_samples=2400)
     noisy = add_noise(signals, ["I", "V"], 0.01, seed=1)
     result = circuit.score(circuit.discover_circuit(noisy))
     assert result["support_recovered"], result
     assert result["max_error_pct"] < 1.0, result
+    found = circuit.discover_circuit(add_noise(signals, ["I", "V"], 0.05, seed=1))
+    assert found["n_pairs"] == 2, found["front"]
+    assert not found["front"][2]["resolved"], found["front"]

@@ -109,7 +109,8 @@ def discover_circuit(signals: dict, config: SindyConfig = CONFIG, max_pairs: int
     """Number of RC pairs and their values (see the module docstring): the sparse fit proposes time
     constants; circuits of ``1..max_pairs`` pairs started from them are refined on the voltage
     trajectory and the pair count is the one with the lowest BIC, ``n ln(mse + floor) + (1 + 2k) ln n``
-    (``floor``: :data:`FLOOR` times the voltage's variance)."""
+    (``floor``: :data:`FLOOR` times the voltage's variance), among circuits whose values are all at
+    least ``config.min_z`` standard deviations from zero (one pair is always allowed)."""
     check_finite({k: signals[k] for k in ("I", "V", "U")})
     dt_s = check_time(signals["time_s"])
     n = len(signals["I"])
@@ -135,14 +136,16 @@ def discover_circuit(signals: dict, config: SindyConfig = CONFIG, max_pairs: int
         refined = refine(predict, start, measured, max_steps=refine_steps)
         bic = n * np.log(refined.rmse**2 + FLOOR * np.var(signals["V"])) + (1 + 2 * k) * np.log(n)
         order = np.argsort(refined.values[1 + k:])
+        z = np.abs(refined.values) / np.maximum(refined.std, 1e-300)
         row = {
             "n_pairs": k, "bic": float(bic), "rmse_v": refined.rmse, "converged": refined.converged,
+            "min_z": float(z.min()), "resolved": bool(k == 1 or z.min() >= config.min_z),
             "r0_ohm": float(refined.values[0]), "r0_std_ohm": float(refined.std[0]),
             "r_ohm": refined.values[1:1 + k][order].tolist(), "r_std_ohm": refined.std[1:1 + k][order].tolist(),
             "tau_s": refined.values[1 + k:][order].tolist(), "tau_std_s": refined.std[1 + k:][order].tolist(),
         }
         out["front"].append(row)
-        if best is None or bic < best["bic"]:
+        if row["resolved"] and (best is None or bic < best["bic"]):
             best = row
     out["refined"], out["n_pairs"] = best, best["n_pairs"]
     return out

@@ -11,7 +11,11 @@ diffrax's Kvaerno5 and sampled every ``dt_s``. On the dimensionless radius and w
     \\partial_t u = \\frac{1}{R^2}\\nabla^2 G(u),\\; G(u) = \\int_0^u D \\quad(D(u) \\text{ polynomial}).
 
 Discovery uses the space–time weak form (:func:`cellax.discovery.weak.weak_field`) on the interior
-nodes; the boundary nodes, where the flux conditions act, never enter.
+nodes; the boundary nodes, where the flux conditions act, never enter. Noise on ``c`` also enters
+the library columns, which biases least squares towards zero (most the rougher ``d2c/dr2``);
+the coefficients of the chosen structure and ``D`` are therefore refitted bias-compensated,
+:math:`(G^\\top G - \\hat\\sigma^2 E)^{-1} G^\\top b` (:func:`cellax.discovery.weak.field_noise_gram`),
+with the noise's standard deviation :math:`\\hat\\sigma` estimated from the data (:func:`noise_std`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from cellax.discovery import library as lib
 from cellax.discovery.cases.thermal import pulse_profile
 from cellax.discovery.checks import check_conditioning, check_finite
 from cellax.discovery.sindy import SindyConfig, fit_equation
-from cellax.discovery.weak import weak_field
+from cellax.discovery.weak import field_noise_gram, weak_field
 
 
 def simulate_particle(diffusivity=None, n_samples: int = 721, dt_s: float = 10.0, n_shells: int = 20, seed: int = 0,
@@ -88,13 +92,35 @@ def diffusivity_polynomial(coefficients: dict, radius_m: float) -> np.ndarray:
     return out
 
 
-def weak_system(u, nodes, volumes, library: lib.Library, dt_s: float, config: SindyConfig):
-    """``(b, G)`` of the space–time weak form on the interior nodes."""
-    n_interior = len(nodes) - 2
+SPACE_TESTS = {"n_test_r": 2, "half_width_r": 8}
+"""Test functions across the 18 interior nodes for ``D``: two wide bumps (the narrower, the noisier
+``d2c/dr2``). The ``D(c)`` polynomial keeps narrower ones (``half_width_r`` 6), which separate the
+powers ``lap(c^k)`` better."""
+POLYNOMIAL_SPACE_TESTS = {"n_test_r": 2, "half_width_r": 6}
+
+
+def weak_system(u, nodes, volumes, library: lib.Library, dt_s: float, config: SindyConfig, space=None):
+    """``(b, G)`` of the space–time weak form on the interior nodes (spatial tests ``space``, default
+    :data:`SPACE_TESTS`)."""
     theta = library({"c": jnp.asarray(u)})
     check_conditioning(theta, library.names)
     return weak_field(jnp.asarray(u[:, 1:-1]), theta, dt_s, volumes[1:-1], n_test_t=config.n_test,
-                      half_width_t=config.half_width, n_test_r=2, half_width_r=n_interior // 3)
+                      half_width_t=config.half_width, **(space or SPACE_TESTS))
+
+
+def noise_std(u) -> float:
+    """White-noise standard deviation of a field ``u[t, i]`` sampled finely in time, from the median of its
+    second differences on the interior nodes (``var(Δ²n) = 6σ²``; the median of ``χ²₁`` is 0.4549)."""
+    d2 = np.diff(np.asarray(u, np.float64)[:, 1:-1], 2, axis=0)
+    return float(np.sqrt(np.median(d2**2) / (6 * 0.4549)))
+
+
+def debiased(u, nodes, volumes, library: lib.Library, dt_s: float, config: SindyConfig, sigma: float) -> np.ndarray:
+    """Coefficients of ``library`` (all terms linear in ``c``) by bias-compensated least squares."""
+    b, g = (np.asarray(x, np.float64) for x in weak_system(u, nodes, volumes, library, dt_s, config))
+    operators = library({"c": jnp.eye(len(nodes), dtype=jnp.float64)})
+    e = field_noise_gram(operators, u.shape[0], dt_s, volumes[1:-1], config.n_test, config.half_width, **SPACE_TESTS)
+    return np.linalg.solve(g.T @ g - sigma**2 * e, g.T @ b)
 
 
 FIELD_CONFIG = SindyConfig(n_test=80, half_width=40)
@@ -102,21 +128,28 @@ FIELD_CONFIG = SindyConfig(n_test=80, half_width=40)
 
 def discover_diffusion(u, nodes, volumes, radius_m: float, dt_s: float, config: SindyConfig = FIELD_CONFIG) -> dict:
     """Structure, then ``D``: the constant library's equation; when it is spherical diffusion (both
-    derivative terms kept, ratio within 10 %), the shared coefficient refitted on ``lap(c)`` alone."""
+    derivative terms kept, their bias-compensated coefficients within 10 % of each other), the shared
+    coefficient refitted bias-compensated on ``lap(c)`` alone (its ± from the ensemble of that fit).
+    ``diffusivity_given_structure_m2_s`` is that refit whether or not the structure was found."""
     check_finite({"c": u})
+    u = np.asarray(u, np.float64)
     library = constant_library(nodes)
     b, g = weak_system(u, nodes, volumes, library, dt_s, config)
     eq = fit_equation(g, b, library.names, "c", config, jax.random.PRNGKey(config.seed))
-    terms = eq.terms()
-    spherical = set(terms) == {"d2c/dr2", "(2/r)dc/dr"} and 0.9 < terms["d2c/dr2"] / terms["(2/r)dc/dr"] < 1.1
-    out = {"equation": eq, "spherical": spherical, "diffusivity_m2_s": None}
-    if spherical:
-        lap = lib.Library([lib.spherical_laplacian(nodes, "c", 1)])
+    sigma = noise_std(u)
+    out = {"equation": eq, "spherical": False, "diffusivity_m2_s": None, "noise_std": sigma}
+    if set(eq.terms()) == {"d2c/dr2", "(2/r)dc/dr"}:
+        pair = lib.spherical_terms(nodes, "c")
+        second, radial = debiased(u, nodes, volumes, pair, dt_s, config, sigma)
+        out["debiased"] = {"d2c/dr2": float(second), "(2/r)dc/dr": float(radial)}
+        out["spherical"] = bool(0.9 < second / radial < 1.1)
+    lap = lib.Library([lib.spherical_laplacian(nodes, "c", 1)])
+    out["diffusivity_given_structure_m2_s"] = float(debiased(u, nodes, volumes, lap, dt_s, config, sigma)[0] * radius_m**2)
+    if out["spherical"]:
         b1, g1 = weak_system(u, nodes, volumes, lap, dt_s, config)
         out["shared"] = fit_equation(g1, b1, lap.names, "c", config, jax.random.PRNGKey(config.seed))
-        coefficient, std = out["shared"].coefficients[0], out["shared"].uncertainty()[0]
-        out["diffusivity_m2_s"] = float(coefficient * radius_m**2)
-        out["diffusivity_std_m2_s"] = float(std * radius_m**2)
+        out["diffusivity_m2_s"] = out["diffusivity_given_structure_m2_s"]
+        out["diffusivity_std_m2_s"] = float(out["shared"].uncertainty()[0] * radius_m**2)
     return out
 
 
@@ -126,6 +159,6 @@ def discover_diffusivity(u, nodes, volumes, radius_m: float, dt_s: float, degree
     ``truth(u)`` over the data is for the caller to measure."""
     check_finite({"c": u})
     library = polynomial_library(nodes, degree)
-    b, g = weak_system(u, nodes, volumes, library, dt_s, config)
+    b, g = weak_system(u, nodes, volumes, library, dt_s, config, POLYNOMIAL_SPACE_TESTS)
     eq = fit_equation(g, b, library.names, "c", config, jax.random.PRNGKey(config.seed))
     return {"equation": eq, "polynomial_m2_s": diffusivity_polynomial(eq.terms(), radius_m)}
