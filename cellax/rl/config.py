@@ -58,14 +58,9 @@ class EnvConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "EnvConfig":
-        from cellax.rl.fast_charge import EnvParams
+        from cellax.rl.fast_charge import EnvParams, check_params
 
-        p = EnvParams().replace(**self.params.changes())
-        if p.initial_soc_min > p.initial_soc_max:
-            raise ValueError(f"params: initial_soc_min {p.initial_soc_min} > initial_soc_max {p.initial_soc_max}")
-        if p.initial_temp_min_degc > p.initial_temp_max_degc:
-            raise ValueError(f"params: initial_temp_min_degc {p.initial_temp_min_degc} > "
-                             f"initial_temp_max_degc {p.initial_temp_max_degc}")
+        check_params(EnvParams().replace(**self.params.changes()))
         return self
 
 
