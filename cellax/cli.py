@@ -81,7 +81,7 @@ def _cmd_train(args) -> None:
     config = load_config(args.config, TrainConfig)
     if args.out:
         config = config.model_copy(update={"out": args.out})
-    run_dir = train(config, resume=args.resume, progress=not args.no_progress)
+    run_dir = train(config, resume=args.resume, progress=not args.no_progress, memory_gb=args.memory_gb)
     print(f"run: {run_dir} (metrics.jsonl, checkpoints/); evaluate with: cellax evaluate {run_dir}")
 
 
@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainp.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
     trainp.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     trainp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    trainp.add_argument("--memory-gb", type=float, help="RAM the run may use (default: what /proc/meminfo says is available)")
     trainp.set_defaults(run=_cmd_train, kept="the last checkpoint is kept, continue with --resume")
 
     evalp = commands.add_parser("evaluate", help="free-running evaluation of a training run on held-out profiles")

@@ -134,6 +134,18 @@ def test_train_refuses(here, data_file, capsys, changes, named):
     refused(["train", config, "--no-progress"], here, capsys, named)
 
 
+def test_train_states_its_memory_and_refuses_a_job_that_cannot_fit(here, data_file, capsys):
+    """XLA sizes the compiled step before any folder exists: 65536 windows of 1e6 samples fit nowhere."""
+    base = {"name": "t", "data": str(data_file), "model": {"kind": "gru", "width": 8}, "chunk_len": 8, "steps": 2}
+    huge = write_config(here, merged(base, {"batch_size": 65536, "chunk_len": 1_000_000}))
+    refused(["train", huge, "--no-progress"], here, capsys, "memory: the run needs about")
+    small = write_config(here, base)
+    refused(["train", small, "--no-progress", "--memory-gb", "1e-6"], here, capsys, "--memory-gb if the estimate")
+    assert main(["train", str(small), "--no-progress", "--memory-gb", "1e-6"]) == 2
+    assert capsys.readouterr().out.startswith("job: 8 profiles, batch 32 x window 8; memory: ")
+    refused(["train", small, "--memory-gb", "nan"], here, capsys, "--memory-gb")
+
+
 def test_train_refuses_a_file_as_out_and_resume_without_a_run(here, data_file, capsys):
     config = write_config(here, {"name": "t", "data": str(data_file), "chunk_len": 8})
     (here / "taken").write_text("")
