@@ -201,8 +201,15 @@ def _cmd_hybrid(args) -> None:
     print(f"report: {run_dir / 'report.json'}; plots: {run_dir / 'error_vs_band.png'}, {run_dir / 'overlay.png'}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line (``cellax: error: ...``), like every other refusal."""
+
+    def error(self, message):
+        self.exit(2, f"cellax: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cellax", description="Data-driven battery modelling in JAX.")
+    parser = _Parser(prog="cellax", description="Data-driven battery modelling in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     quick = commands.add_parser(

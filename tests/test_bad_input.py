@@ -74,6 +74,7 @@ GENERATE = [
     ({"simulation": {"rtol": INF}}, "simulation.rtol"),
     ({"backend": "fortran"}, "backend"),
     ({"colour": "blue"}, "colour"),
+    ({"n_profiles": True}, "n_profiles: a number is needed"),
     ({"n_profiles": 1_000_000, "profiles": {"duration_s": 604800}}, "GB"),  # cannot fit the disk
 ]
 
@@ -124,6 +125,8 @@ TRAIN = [
     ({"steps": "many"}, "steps"),
     ({"data": "missing.h5"}, "missing.h5"),
     ({"model": {"kind": "lstm9"}}, "model"),
+    ({"steps": True}, "steps: a number is needed"),
+    ({"model": {"kind": "transformer", "width": 8, "n_heads": 2}, "chunk_len": 5000}, "model.max_len 4096"),
 ]
 
 
@@ -218,6 +221,22 @@ def test_fit_refuses_a_file_as_out_before_fitting(here, data_file, capsys):
     config = write_config(here, {**base, "data": str(data_file)})
     (here / "report").write_text("")
     refused(["fit", config, "--out", here / "report"], here, capsys, "is a file")
+
+
+# --------------------------------------------------------------------------- command-line arguments
+
+@pytest.mark.parametrize("argv, named", [
+    (["evaluate", "run", "--split", "bogus"], "argument --split: invalid choice: 'bogus'"),
+    (["train", "c.yaml", "--memory-gb", "abc"], "argument --memory-gb: invalid float value: 'abc'"),
+    (["data", "merge"], "the following arguments are required"),
+    (["colour"], "argument COMMAND: invalid choice: 'colour'"),
+], ids=["choice", "type", "missing", "command"])
+def test_argument_errors_are_one_line(here, capsys, argv, named):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("cellax: error: cellax"), err
+    assert named in err and not files(here)
 
 
 # --------------------------------------------------------------------------- evaluate and data

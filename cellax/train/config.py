@@ -122,6 +122,9 @@ class TrainConfig(Strict):
             raise ValueError(f"loss.weights names {unknown}, which are not outputs {self.output_signals}")
         if abs(sum(self.split_fractions) - 1.0) > 1e-9:
             raise ValueError(f"split_fractions {list(self.split_fractions)} must sum to 1")
+        max_len = getattr(self.model, "max_len", None)
+        if max_len is not None and self.chunk_len > max_len:
+            raise ValueError(f"chunk_len {self.chunk_len} is longer than model.max_len {max_len}")
         return self
 
     @property

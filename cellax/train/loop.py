@@ -313,6 +313,8 @@ def train(
     except (MemoryError, jax.errors.JaxRuntimeError) as err:
         raise TrainError(f"memory: cannot even compile the training step with batch_size {config.batch_size} x "
                          f"window {config.window_len} ({str(err).splitlines()[0][:200]})") from None
+    except ValueError as err:
+        raise TrainError(f"model: {config.model.kind} cannot be built for this config: {err}") from None
     _check_memory(config, *need, None if memory_gb is None else memory_gb * 1e9, log)
     start, best = 0, math.inf
     if resume:
