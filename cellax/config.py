@@ -10,10 +10,10 @@ failures into a :class:`ConfigError` whose message names each bad field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar, get_args
+from typing import Annotated, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 
 class UserError(Exception):
@@ -50,6 +50,9 @@ def _numeric_not_bool(annotation) -> bool:
         stack.extend(args) if args else types.add(item)
     return bool(types & {int, float}) and bool not in types
 
+
+Seed = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+"""A random seed: what every RNG (numpy, JAX, Optuna) takes on every platform."""
 
 MAX_CONFIG_VALUES = 100_000
 """A config with more values than this (after expanding YAML aliases) is refused: an alias bomb, not a config."""

@@ -70,6 +70,7 @@ GENERATE = [
     ({"n_profiles": 0}, "n_profiles"),
     ({"n_profiles": "many"}, "n_profiles"),
     ({"seed": -1}, "seed"),
+    ({"seed": 2**70}, "seed"),
     ({"simulation": {"parameter_set": "Nope2099"}}, "parameter_set"),
     ({"simulation": {"rtol": INF}}, "simulation.rtol"),
     ({"backend": "fortran"}, "backend"),

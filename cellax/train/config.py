@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cellax.config import Strict
+from cellax.config import Seed, Strict
 from cellax.models.registry import ModelConfig
 from cellax.models.rnn import GRUConfig
 from cellax.signals import MODEL_SIGNALS
@@ -82,8 +82,8 @@ class TrainConfig(Strict):
     )
     split_fractions: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)],
                            Annotated[float, Field(ge=0, le=1)]] = (0.8, 0.1, 0.1)
-    split_seed: int = Field(0, ge=0)
-    seed: int = Field(0, ge=0)
+    split_seed: Seed = 0
+    seed: Seed = 0
     out: Path | None = None
 
     @field_validator("outputs")
