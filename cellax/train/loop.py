@@ -211,6 +211,10 @@ def memory_need(config: TrainConfig, task: Task, splits: dict, step_fn, model, o
     return step_bytes, data_bytes
 
 
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.2f} GB" if abs(n_bytes) >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
+
+
 def _check_memory(config: TrainConfig, step_bytes: int, data_bytes: int, memory_bytes: float | None, log) -> None:
     """State the job's memory and refuse one that cannot fit: on the CPU, step and data share RAM; on an
     accelerator the step must fit its free memory and the data the host's. ``memory_bytes`` overrides the RAM."""
@@ -223,14 +227,13 @@ def _check_memory(config: TrainConfig, step_bytes: int, data_bytes: int, memory_
         pools = [("RAM", step_bytes + data_bytes, ram)]
     with open_dataset(config.data) as ds:
         n_profiles = len(ds)
-    gb = lambda n: f"{n / 1e9:.2f} GB" if abs(n) >= 1e8 else f"{n / 1e6:.1f} MB"  # noqa: E731
     log(f"job: {n_profiles} profiles, batch {config.batch_size} x window {config.window_len}; memory: "
-        f"{gb(step_bytes)} for the training step + {gb(data_bytes)} of data; "
-        + ", ".join(f"{gb(free)} {name} available" for name, _, free in pools))
+        f"{_size(step_bytes)} for the training step + {_size(data_bytes)} of data; "
+        + ", ".join(f"{_size(free)} {name} available" for name, _, free in pools))
     for name, need, free in pools:
         if need > free:
-            raise TrainError(f"memory: the run needs about {gb(need)} of {name} (training step {gb(step_bytes)}, "
-                             f"data {gb(data_bytes)}) but {gb(free)} are available; lower batch_size, chunk_len or "
+            raise TrainError(f"memory: the run needs about {_size(need)} of {name} (training step {_size(step_bytes)}, "
+                             f"data {_size(data_bytes)}) but {_size(free)} are available; lower batch_size, chunk_len or "
                              "the model's width (or give --memory-gb if the estimate is wrong)")
 
 
