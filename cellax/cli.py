@@ -81,7 +81,7 @@ def _cmd_train(args) -> None:
     config = load_config(args.config, TrainConfig)
     if args.out:
         config = config.model_copy(update={"out": args.out})
-    run_dir = train(config, resume=args.resume, progress=not args.no_progress)
+    run_dir = train(config, resume=args.resume, progress=not args.no_progress, memory_gb=args.memory_gb)
     print(f"run: {run_dir} (metrics.jsonl, checkpoints/); evaluate with: cellax evaluate {run_dir}")
 
 
@@ -201,8 +201,15 @@ def _cmd_hybrid(args) -> None:
     print(f"report: {run_dir / 'report.json'}; plots: {run_dir / 'error_vs_band.png'}, {run_dir / 'overlay.png'}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line (``cellax: error: ...``), like every other refusal."""
+
+    def error(self, message):
+        self.exit(2, f"cellax: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cellax", description="Data-driven battery modelling in JAX.")
+    parser = _Parser(prog="cellax", description="Data-driven battery modelling in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     quick = commands.add_parser(
@@ -225,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainp.add_argument("--out", type=Path, help="run folder (default: runs/NAME)")
     trainp.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     trainp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    trainp.add_argument("--memory-gb", type=float, help="RAM the run may use (default: what /proc/meminfo says is available)")
     trainp.set_defaults(run=_cmd_train, kept="the last checkpoint is kept, continue with --resume")
 
     evalp = commands.add_parser("evaluate", help="free-running evaluation of a training run on held-out profiles")

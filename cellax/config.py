@@ -10,10 +10,10 @@ failures into a :class:`ConfigError` whose message names each bad field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 
 class UserError(Exception):
@@ -25,10 +25,34 @@ class ConfigError(ValueError, UserError):
 
 
 class Strict(BaseModel):
-    """The base of every cellax config: frozen, unknown fields refused, NaN and infinities refused."""
+    """The base of every cellax config: frozen, unknown fields refused, NaN and infinities refused, and
+    ``true``/``false`` refused where a number belongs (pydantic would read them as 1 and 0)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data):
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                if isinstance(value, bool) and field is not None and _numeric_not_bool(field.annotation):
+                    raise ValueError(f"{name}: a number is needed, got {str(value).lower()}")
+        return data
+
+
+def _numeric_not_bool(annotation) -> bool:
+    """Whether a field of this type takes a number but not a boolean."""
+    types, stack = set(), [annotation]
+    while stack:
+        item = stack.pop()
+        args = get_args(item)
+        stack.extend(args) if args else types.add(item)
+    return bool(types & {int, float}) and bool not in types
+
+
+Seed = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+"""A random seed: what every RNG (numpy, JAX, Optuna) takes on every platform."""
 
 MAX_CONFIG_VALUES = 100_000
 """A config with more values than this (after expanding YAML aliases) is refused: an alias bomb, not a config."""

@@ -70,10 +70,12 @@ GENERATE = [
     ({"n_profiles": 0}, "n_profiles"),
     ({"n_profiles": "many"}, "n_profiles"),
     ({"seed": -1}, "seed"),
+    ({"seed": 2**70}, "seed"),
     ({"simulation": {"parameter_set": "Nope2099"}}, "parameter_set"),
     ({"simulation": {"rtol": INF}}, "simulation.rtol"),
     ({"backend": "fortran"}, "backend"),
     ({"colour": "blue"}, "colour"),
+    ({"n_profiles": True}, "n_profiles: a number is needed"),
     ({"n_profiles": 1_000_000, "profiles": {"duration_s": 604800}}, "GB"),  # cannot fit the disk
 ]
 
@@ -124,6 +126,8 @@ TRAIN = [
     ({"steps": "many"}, "steps"),
     ({"data": "missing.h5"}, "missing.h5"),
     ({"model": {"kind": "lstm9"}}, "model"),
+    ({"steps": True}, "steps: a number is needed"),
+    ({"model": {"kind": "transformer", "width": 8, "n_heads": 2}, "chunk_len": 5000}, "model.max_len 4096"),
 ]
 
 
@@ -132,6 +136,18 @@ def test_train_refuses(here, data_file, capsys, changes, named):
     base = {"name": "t", "data": str(data_file), "model": {"kind": "gru", "width": 8}, "chunk_len": 8, "steps": 2}
     config = write_config(here, merged(base, changes))
     refused(["train", config, "--no-progress"], here, capsys, named)
+
+
+def test_train_states_its_memory_and_refuses_a_job_that_cannot_fit(here, data_file, capsys):
+    """XLA sizes the compiled step before any folder exists: 65536 windows of 1e6 samples fit nowhere."""
+    base = {"name": "t", "data": str(data_file), "model": {"kind": "gru", "width": 8}, "chunk_len": 8, "steps": 2}
+    huge = write_config(here, merged(base, {"batch_size": 65536, "chunk_len": 1_000_000}))
+    refused(["train", huge, "--no-progress"], here, capsys, "memory: the run needs about")
+    small = write_config(here, base)
+    refused(["train", small, "--no-progress", "--memory-gb", "1e-6"], here, capsys, "--memory-gb if the estimate")
+    assert main(["train", str(small), "--no-progress", "--memory-gb", "1e-6"]) == 2
+    assert capsys.readouterr().out.startswith("job: 8 profiles, batch 32 x window 8; memory: ")
+    refused(["train", small, "--memory-gb", "nan"], here, capsys, "--memory-gb")
 
 
 def test_train_refuses_a_file_as_out_and_resume_without_a_run(here, data_file, capsys):
@@ -206,6 +222,22 @@ def test_fit_refuses_a_file_as_out_before_fitting(here, data_file, capsys):
     config = write_config(here, {**base, "data": str(data_file)})
     (here / "report").write_text("")
     refused(["fit", config, "--out", here / "report"], here, capsys, "is a file")
+
+
+# --------------------------------------------------------------------------- command-line arguments
+
+@pytest.mark.parametrize("argv, named", [
+    (["evaluate", "run", "--split", "bogus"], "argument --split: invalid choice: 'bogus'"),
+    (["train", "c.yaml", "--memory-gb", "abc"], "argument --memory-gb: invalid float value: 'abc'"),
+    (["data", "merge"], "the following arguments are required"),
+    (["colour"], "argument COMMAND: invalid choice: 'colour'"),
+], ids=["choice", "type", "missing", "command"])
+def test_argument_errors_are_one_line(here, capsys, argv, named):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("cellax: error: cellax"), err
+    assert named in err and not files(here)
 
 
 # --------------------------------------------------------------------------- evaluate and data

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cellax.config import Strict
+from cellax.config import Seed, Strict
 from cellax.data.datasheet import Datasheet, datasheet_for
 from cellax.data.profiles import ProfileConfig
 from cellax.physics.config import ParameterSetName, ThermalConfig
@@ -75,7 +75,7 @@ class DataConfig(Strict):
     """A synthetic-data job: which cell, which profiles, which conditions, how many."""
 
     name: str
-    seed: int = Field(ge=0)
+    seed: Seed
     n_profiles: int = Field(gt=0, le=MAX_PROFILES)
     backend: Literal["pybamm", "jax"] = "pybamm"
     simulation: SimulationConfig = SimulationConfig()

@@ -87,6 +87,26 @@ def _conditions(ds: Dataset, names: Sequence[str]) -> dict[str, np.ndarray]:
     return {n: condition_values(ds, n) for n in names if n not in ds.signal_names}
 
 
+def signal_bytes(path: str | Path, rows: Iterable[int], names: Sequence[str], min_length: int = 1) -> int:
+    """Bytes that the ``names`` signals (in the file's dtypes; conditions float64) of the profiles in ``rows``
+    at least ``min_length`` samples long take in memory (read from the index only)."""
+    with open_dataset(path) as ds:
+        names = _check_names(ds, names)
+        lengths = ds.file["profiles/length"][:][_check_rows(list(rows), len(ds), unique=False)]
+        itemsize = sum(ds.file["signals"][n].dtype.itemsize if n in ds.signal_names else 8 for n in names)
+    return int(lengths[lengths >= min_length].sum()) * itemsize
+
+
+def loader_resident_bytes(path: str | Path, rows: Iterable[int], signals: Sequence[str], window_len: int) -> int:
+    """Bytes a :class:`WindowLoader` (``cache_in_memory=None``) over these rows and signals keeps in RAM."""
+    nbytes = signal_bytes(path, rows, signals, window_len)
+    return nbytes if _cached(nbytes) else 0
+
+
+def _cached(nbytes: int) -> bool:
+    return nbytes <= _CACHE_AUTO_BYTES
+
+
 def _runs(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Merge ranges ``[start, start + length)`` that follow each other back to back in
     the given order into ``(start, length)`` runs, so adjacent profiles are one read."""
@@ -492,7 +512,7 @@ class WindowLoader:
         self.rows, self.skipped_rows = rows[keep], rows[~keep]
         self.num_windows = int(np.sum(lengths[keep] - window_len + 1))
         if cache_in_memory is None:
-            cache_in_memory = int(lengths[keep].sum()) * itemsize <= _CACHE_AUTO_BYTES
+            cache_in_memory = _cached(int(lengths[keep].sum()) * itemsize)
         self.cache_in_memory = bool(cache_in_memory)
         self._device = device
         plan = _Plan(

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cellax.config import Strict
+from cellax.config import Seed, Strict
 
 CASE_SIGNALS = {"thermal": ["I", "V", "U", "T", "Ts", "Ta"], "particle": ["c"], "circuit": ["I", "V"]}
 
@@ -18,8 +18,8 @@ class SourceConfig(Strict):
     kind: Literal["simulation", "dataset"] = "simulation"
     case: Literal["thermal", "particle", "circuit"] = "thermal"
     n_samples: int = Field(2400, ge=100)
-    seed: int = 0
-    held_out_seed: int = 1
+    seed: Seed = 0
+    held_out_seed: Seed = 1
     path: Path | None = None
     profile: int = Field(0, ge=0)
     held_out_profile: int = Field(1, ge=0)
@@ -49,7 +49,7 @@ class DiscoverConfig(Strict):
     signals: list[str] | None = None
     library: list[Literal["sinh", "arcsinh", "arrhenius", "inverse_T"]] = Field(default_factory=list)
     noise: float = Field(0.01, ge=0, le=0.5)
-    noise_seed: int = 0
+    noise_seed: Seed = 0
     solver: SolverConfig = SolverConfig()
     out: Path = Path("runs/discovery")
 

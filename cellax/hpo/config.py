@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from cellax.config import ConfigError, Strict, load_config
+from cellax.config import ConfigError, Seed, Strict, load_config
 from cellax.models import parse_model_config
 from cellax.train.config import TrainConfig
 
@@ -93,7 +93,7 @@ class Sampler(Strict):
     """TPE or random search; trial ``n`` samples with seed ``seed + n`` (reproducible with one worker)."""
 
     kind: Literal["tpe", "random"] = "tpe"
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     startup_trials: int = Field(8, ge=0, description="random trials before TPE models the history")
 
 

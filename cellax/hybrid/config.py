@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cellax.config import Strict
+from cellax.config import Seed, Strict
 from cellax.data.config import Range
 
 
@@ -60,7 +60,7 @@ class HybridConfig(Strict):
 
     name: str
     data: Path
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     split: HybridSplitConfig = HybridSplitConfig()
     model: HybridModelConfig = HybridModelConfig()
     train: HybridTrainConfig = HybridTrainConfig()

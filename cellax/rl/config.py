@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool, StrictInt, model_validator
 
-from cellax.config import Strict, UserError
+from cellax.config import Seed, Strict, UserError
 from cellax.physics.config import ParameterSetName
 
 
@@ -58,14 +58,9 @@ class EnvConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "EnvConfig":
-        from cellax.rl.fast_charge import EnvParams
+        from cellax.rl.fast_charge import EnvParams, check_params
 
-        p = EnvParams().replace(**self.params.changes())
-        if p.initial_soc_min > p.initial_soc_max:
-            raise ValueError(f"params: initial_soc_min {p.initial_soc_min} > initial_soc_max {p.initial_soc_max}")
-        if p.initial_temp_min_degc > p.initial_temp_max_degc:
-            raise ValueError(f"params: initial_temp_min_degc {p.initial_temp_min_degc} > "
-                             f"initial_temp_max_degc {p.initial_temp_max_degc}")
+        check_params(EnvParams().replace(**self.params.changes()))
         return self
 
 
@@ -89,7 +84,7 @@ class PPOConfig(Strict):
     hidden: StrictInt = Field(64, ge=1, le=16_384)
     init_log_std: float = Field(-0.5, ge=-20.0, le=5.0)
     num_seeds: StrictInt = Field(1, ge=1, le=1024)
-    seed: StrictInt = Field(0, ge=0)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _divisible(self) -> "PPOConfig":

@@ -37,6 +37,11 @@ interval). One step holds the chosen charging current for
   discarded: the state stays at the last valid one, so observations never carry
   NaN. **Truncation** after ``max_steps_in_episode`` steps (gymnax's
   ``is_truncated``).
+* **Invalid parameters** (:data:`PARAM_RULES`: NaN, SOC outside ``[0, 1]``, a C-rate or
+  control interval ``<= 0``, ...): concrete ``EnvParams`` raise ``ValueError`` in
+  :func:`check_params`, which ``reset`` and ``step`` call before they jit; traced ones cannot raise, so
+  the episode starts and ends at once with ``invalid``, status ``invalid_input``, a zero
+  observation and reward and no current applied.
 
 Transition gradients (gymnax's :meth:`with_transition_gradients`): by default
 observation and state are detached; on the configured copy, gradients of
@@ -49,10 +54,12 @@ invalid step), so that NaN never enters the differentiated computation.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
@@ -71,6 +78,7 @@ VOLTAGE_EXCESS_V = 0.01  # penalty scales: one penalty weight per this much exce
 TEMP_EXCESS_K = 1.0
 PLATING_EXCESS_V = 0.01
 FIRST_INVALID = STATUS.index(INVALID[0])  # codes from here on: the model is invalid
+INVALID_INPUT = STATUS.index("invalid_input")
 
 
 @struct.dataclass
@@ -116,6 +124,57 @@ class EnvParams(environment.EnvParams):
     max_steps_in_episode: int = 240
 
 
+def _weight(name):
+    return name, ">= 0", lambda p: getattr(p, name) >= 0
+
+
+PARAM_RULES = (
+    ("ambient_temp_degc", "above -273.15 degC", lambda p: p.ambient_temp_degc > -KELVIN),
+    ("initial_soc_min", "in [0, initial_soc_max]",
+     lambda p: (p.initial_soc_min >= 0) & (p.initial_soc_min <= p.initial_soc_max)),
+    ("initial_soc_max", "at most 1", lambda p: p.initial_soc_max <= 1),
+    ("initial_temp_min_degc", "above -273.15 degC and at most initial_temp_max_degc",
+     lambda p: (p.initial_temp_min_degc > -KELVIN) & (p.initial_temp_min_degc <= p.initial_temp_max_degc)),
+    ("initial_temp_max_degc", "", lambda p: True),
+    ("target_soc", "in (0, 1]", lambda p: (p.target_soc > 0) & (p.target_soc <= 1)),
+    ("max_c_rate", "> 0", lambda p: p.max_c_rate > 0),
+    ("voltage_max_v", "> 0", lambda p: p.voltage_max_v > 0),
+    ("surface_temp_max_degc", "", lambda p: True),
+    ("anode_potential_min_v", "", lambda p: True),
+    ("control_interval_s", "> 0", lambda p: p.control_interval_s > 0),
+    *(_weight(name) for name in ("soc_reward", "time_penalty", "voltage_penalty", "temperature_penalty",
+                                 "plating_penalty", "invalid_penalty")),
+    ("max_steps_in_episode", ">= 1", lambda p: p.max_steps_in_episode >= 1),
+)
+"""``(field, wanted, predicate)`` per :class:`EnvParams` field; every field must also be finite."""
+
+
+def check_params(params: EnvParams) -> EnvParams:
+    """``params``, or ``ValueError`` naming the first concrete field that breaks :data:`PARAM_RULES`
+    (traced fields are skipped: :func:`params_valid` checks them inside ``jit``)."""
+    concrete = params.replace(**{
+        f.name: np.asarray(getattr(params, f.name)) for f in dataclasses.fields(params)
+        if not isinstance(getattr(params, f.name), jax.core.Tracer)
+    })
+    for name, wanted, rule in PARAM_RULES:
+        value = getattr(concrete, name)
+        if isinstance(value, jax.core.Tracer):
+            continue
+        ok = np.isfinite(value) & rule(concrete)
+        if not isinstance(ok, jax.core.Tracer) and not np.all(ok):
+            wanted = f"finite and {wanted}" if wanted else "finite"
+            raise ValueError(f"EnvParams.{name} must be {wanted}, got {getattr(params, name)}")
+    return params
+
+
+def params_valid(params: EnvParams) -> jax.Array:
+    """Whether ``params`` meet :data:`PARAM_RULES` (traceable; :func:`check_params` raises instead)."""
+    return jnp.all(jnp.stack([
+        jnp.all(jnp.isfinite(jnp.asarray(getattr(params, name))) & jnp.asarray(rule(params)))
+        for name, _, rule in PARAM_RULES
+    ]))
+
+
 class FastCharge(environment.Environment[EnvState, EnvParams]):
     """Fast charging of one cell (a cell model + two-node thermal) under voltage, temperature and plating limits.
 
@@ -154,6 +213,14 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         self.capacity_ah = float(params.scalars["nominal_capacity_ah"])
         self.obs_shape = (OBS_SIZE,)
 
+    def reset(self, key: jax.Array, params: EnvParams | None = None) -> tuple[jax.Array, EnvState]:
+        """gymnax's ``reset`` (jitted); concrete ``params`` are checked first (:func:`check_params`)."""
+        return super().reset(key, None if params is None else check_params(params))
+
+    def step(self, key: jax.Array, state: EnvState, action, params: EnvParams | None = None):
+        """gymnax's ``step`` (jitted, auto-reset); concrete ``params`` are checked first (:func:`check_params`)."""
+        return super().step(key, state, action, None if params is None else check_params(params))
+
     @property
     def default_params(self) -> EnvParams:
         """Defaults, with the voltage limit from the parameter set."""
@@ -163,9 +230,11 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         self, key: jax.Array, state: EnvState, action: int | float | jax.Array, params: EnvParams
     ) -> tuple[jax.Array, EnvState, jax.Array, jax.Array, dict[str, Any]]:
         """Hold the action's charging current for one control interval."""
-        dt_s = jnp.asarray(params.control_interval_s, self.dtype)
-        ambient_k = jnp.asarray(params.ambient_temp_degc + KELVIN, self.dtype)
-        c_rate = action_to_c_rate(action, params)
+        check_params(params)
+        valid_params = params_valid(params)
+        dt_s = jnp.where(valid_params, jnp.asarray(params.control_interval_s, self.dtype), 0.0)
+        ambient_k = self._ambient_k(params, valid_params)
+        c_rate = jnp.where(valid_params, action_to_c_rate(action, params), 0.0)
         current_a = (-c_rate * self.capacity_ah).astype(self.dtype)
 
         if self.transition_gradients_enabled:
@@ -176,6 +245,8 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         else:
             new_cell, signals, code = self._advance(state.cell, current_a, dt_s, ambient_k)
             invalid = code >= FIRST_INVALID
+        code = jnp.where(valid_params, code, INVALID_INPUT)
+        invalid = invalid | ~valid_params
 
         def keep(new, old):  # the last valid state on an invalid step
             return jnp.where(invalid, old, new)
@@ -199,6 +270,7 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
             - params.plating_penalty * (plating + jnp.maximum(plating_excess, 0) / PLATING_EXCESS_V)
             - params.invalid_penalty * invalid
         )
+        reward = jnp.where(valid_params, reward, 0.0)
         reached = soc >= params.target_soc
         terminated = reached | invalid
 
@@ -241,7 +313,10 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         return obs, state, reward.astype(jnp.float32), terminated, info
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        """A cell at rest with SOC and temperature drawn uniformly from their ranges."""
+        """A cell at rest with SOC and temperature drawn uniformly from their ranges (invalid ``params``:
+        a cell at 50 % and 25 degC, ``invalid`` set)."""
+        check_params(params)
+        valid_params = params_valid(params)
         key_soc, key_temp = jax.random.split(key)
         soc = jax.random.uniform(
             key_soc, (), self.dtype, minval=params.initial_soc_min, maxval=params.initial_soc_max
@@ -249,7 +324,9 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         temp_k = KELVIN + jax.random.uniform(
             key_temp, (), self.dtype, minval=params.initial_temp_min_degc, maxval=params.initial_temp_max_degc
         )
-        ambient_k = jnp.asarray(params.ambient_temp_degc + KELVIN, self.dtype)
+        soc = jnp.where(valid_params, soc, 0.5)
+        temp_k = jnp.where(valid_params, temp_k, KELVIN + 25.0)
+        ambient_k = self._ambient_k(params, valid_params)
         cell = self.model.initial_state(self.parameter_set, soc, temp_k)
         zero = jnp.zeros((), self.dtype)
         signals = self.model.outputs(self.parameter_set, cell, zero, ambient_k)
@@ -266,18 +343,22 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
             n_voltage_violations=count,
             n_temperature_violations=count,
             n_plating_violations=count,
-            invalid=jnp.array(False),
+            invalid=~valid_params,
             time=count,
         )
         return self.get_obs(state, params), state
 
     def get_obs(self, state: EnvState, params: EnvParams | None = None, key=None) -> jax.Array:
-        """The normalised observation of the module docstring (float32, shape (7,))."""
-        return observation(state, self.default_params if params is None else params, self.capacity_ah)
+        """The normalised observation of the module docstring (float32, shape (7,)); zero for invalid ``params``."""
+        params = self.default_params if params is None else params
+        return jnp.where(params_valid(params), observation(state, params, self.capacity_ah), 0.0)
 
     def is_terminated(self, state: EnvState, params: EnvParams) -> jax.Array:
         """Target reached or the last step was invalid."""
         return (state.soc >= params.target_soc) | state.invalid
+
+    def _ambient_k(self, params: EnvParams, valid_params) -> jax.Array:
+        return jnp.where(valid_params, jnp.asarray(params.ambient_temp_degc + KELVIN, self.dtype), KELVIN + 25.0)
 
     def _advance(self, cell, current_a, dt_s, ambient_k):
         """``(new_cell, signals, status)``; status is a :data:`STATUS` code >= FIRST_INVALID when invalid."""

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float
 
-from cellax.rl.fast_charge import EnvParams, decode_observation
+from cellax.rl.fast_charge import EnvParams, check_params, decode_observation
 
 
 class ProtocolTable(eqx.Module):
@@ -89,6 +89,7 @@ def optimise_protocol(
     ``env`` is made differentiable here (``with_transition_gradients()``); ``env_params`` should fix the
     initial conditions (equal ``initial_*_min`` and ``*_max``) so that every iteration sees the same episode.
     """
+    check_params(env_params)
     env = env.with_transition_gradients()
     protocol = protocol or ProtocolTable(max_c_rate=float(env_params.max_c_rate))
     n_steps = n_steps or int(env_params.max_steps_in_episode)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cellax.config import Strict
+from cellax.config import Seed, Strict
 from cellax.models.registry import ModelConfig
 from cellax.models.rnn import GRUConfig
 from cellax.signals import MODEL_SIGNALS
@@ -99,8 +99,8 @@ class TrainConfig(Strict):
     )
     split_fractions: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)],
                            Annotated[float, Field(ge=0, le=1)]] = (0.8, 0.1, 0.1)
-    split_seed: int = Field(0, ge=0)
-    seed: int = Field(0, ge=0)
+    split_seed: Seed = 0
+    seed: Seed = 0
     out: Path | None = None
 
     @field_validator("outputs")
@@ -141,6 +141,9 @@ class TrainConfig(Strict):
             check_terms(self.physics.weights, self.input_signals, self.output_signals)
         if abs(sum(self.split_fractions) - 1.0) > 1e-9:
             raise ValueError(f"split_fractions {list(self.split_fractions)} must sum to 1")
+        max_len = getattr(self.model, "max_len", None)
+        if max_len is not None and self.chunk_len > max_len:
+            raise ValueError(f"chunk_len {self.chunk_len} is longer than model.max_len {max_len}")
         return self
 
     @property

@@ -19,8 +19,10 @@ the data, which this single-host loader does not do yet).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -40,6 +42,8 @@ from cellax.data.loader import (
     compute_stats,
     condition_values,
     iterate_profiles,
+    loader_resident_bytes,
+    signal_bytes,
     split_profiles,
 )
 from cellax.data.store import StoreError, open_dataset
@@ -92,17 +96,31 @@ def batch_loss(model, task: Task, batch: dict, weights, config: TrainConfig, phy
 
 
 def make_step(task: Task, config: TrainConfig, tx: optax.GradientTransformation, physics: PhysicsLoss | None = None):
+    """``step(model, opt_state, batch) -> (model, opt_state, loss, per_output, grad_norm)``, one jitted update;
+    ``step.lower(model, opt_state, batch)`` lowers it for a batch of ``jax.ShapeDtypeStruct`` without running it
+    (compiling the lowered step fills the same cache the calls use)."""
     weights = loss_weights(task.outputs, config.loss.weights)
 
-    @eqx.filter_jit
-    def step(model, opt_state, batch):
-        (loss, per_output), grads = eqx.filter_value_and_grad(
-            lambda m: batch_loss(m, task, batch, weights, config, physics), has_aux=True
-        )(model)
-        params = eqx.filter(model, eqx.is_array)
+    @functools.partial(jax.jit, static_argnums=1)
+    def arrays_step(params, static, opt_state, batch):
+        model = eqx.combine(params, jax.tree_util.tree_unflatten(*static))
+        (loss, per_output), grads = jax.value_and_grad(
+            lambda p: batch_loss(eqx.combine(p, model), task, batch, weights, config, physics), has_aux=True
+        )(params)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return eqx.apply_updates(model, updates), opt_state, loss, per_output, optax.tree.norm(grads)
+        return eqx.apply_updates(params, updates), opt_state, loss, per_output, optax.tree.norm(grads)
 
+    def split(model):  # arrays, and the rest in a hashable form (a static argument)
+        params, static = eqx.partition(model, eqx.is_array)
+        leaves, treedef = jax.tree_util.tree_flatten(static)
+        return params, (treedef, tuple(leaves)), static
+
+    def step(model, opt_state, batch):
+        params, key, static = split(model)
+        params, *rest = arrays_step(params, key, opt_state, batch)
+        return eqx.combine(params, static), *rest
+
+    step.lower = lambda model, opt_state, batch: arrays_step.lower(*split(model)[:2], opt_state, batch)
     return step
 
 
@@ -166,6 +184,66 @@ def changed_fields(run_dir: Path, config: TrainConfig) -> list[str]:
     return sorted(k for k in new if stored.get(k) != new[k])
 
 
+def available_memory_bytes() -> int:
+    """Memory this process may still take: ``MemAvailable`` of ``/proc/meminfo`` (else the free physical pages),
+    capped by a cgroup v2 limit (``memory.max - memory.current``) where one is set."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        free = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def memory_need(config: TrainConfig, task: Task, splits: dict, step_fn, model, opt_state, sharding) -> tuple[int, int]:
+    """``(step_bytes, data_bytes)``: XLA's size of the compiled training step per device (arguments, outputs and
+    temporaries: parameters, optimiser state, gradients and the activations of batch x window), and the data held
+    in RAM (the loader's cached training signals, the validation profiles). Compiles the step (its calls reuse it)."""
+    names = [*task.inputs, *task.outputs]
+    batch = {name: jax.ShapeDtypeStruct((config.batch_size, config.window_len), jnp.float32, sharding=sharding)
+             for name in names}
+    stats = step_fn.lower(model, opt_state, batch).compile().memory_analysis()
+    step_bytes = 0 if stats is None else (stats.argument_size_in_bytes + stats.output_size_in_bytes
+                                          - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+    signals = [name for name in names if name not in config.conditions]
+    data_bytes = (loader_resident_bytes(config.data, splits["train"], signals, config.window_len)
+                  + signal_bytes(config.data, splits["val"][: config.eval_profiles], names))
+    return step_bytes, data_bytes
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.2f} GB" if abs(n_bytes) >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def _check_memory(config: TrainConfig, step_bytes: int, data_bytes: int, memory_bytes: float | None, log) -> None:
+    """State the job's memory and refuse one that cannot fit: on the CPU, step and data share RAM; on an
+    accelerator the step must fit its free memory and the data the host's. ``memory_bytes`` overrides the RAM."""
+    ram = available_memory_bytes() if memory_bytes is None else int(memory_bytes)
+    device = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in device:
+        pools = [("device memory", step_bytes, device["bytes_limit"] - device.get("bytes_in_use", 0)),
+                 ("RAM", data_bytes, ram)]
+    else:
+        pools = [("RAM", step_bytes + data_bytes, ram)]
+    with open_dataset(config.data) as ds:
+        n_profiles = len(ds)
+    log(f"job: {n_profiles} profiles, batch {config.batch_size} x window {config.window_len}; memory: "
+        f"{_size(step_bytes)} for the training step + {_size(data_bytes)} of data; "
+        + ", ".join(f"{_size(free)} {name} available" for name, _, free in pools))
+    for name, need, free in pools:
+        if need > free:
+            raise TrainError(f"memory: the run needs about {_size(need)} of {name} (training step {_size(step_bytes)}, "
+                             f"data {_size(data_bytes)}) but {_size(free)} are available; lower batch_size, chunk_len or "
+                             "the model's width (or give --memory-gb if the estimate is wrong)")
+
+
 def has_checkpoint(folder: Path) -> bool:
     """Whether an orbax manager folder holds a finished step (a folder named by its step number)."""
     return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
@@ -191,6 +269,7 @@ def train(
     time_budget_s: float | None = None,
     log=print,
     on_eval=None,
+    memory_gb: float | None = None,
 ) -> Path:
     """Train ``config`` into ``config.run_dir`` (see the module docstring); returns the run folder.
 
@@ -198,7 +277,11 @@ def train(
     (with a checkpoint), as a crash would, for tests of resumption; ``time_budget_s`` ends it (validated
     and checkpointed) once that much wall time has passed since the first step. ``on_eval(step, report)``
     is called after each validation (after its checkpoint); an exception it raises (a prune signal) ends the run.
+    Before any folder is written the job's memory is stated and checked (:func:`memory_need`); ``memory_gb``
+    replaces the RAM found free.
     """
+    if memory_gb is not None and not (math.isfinite(memory_gb) and memory_gb > 0):
+        raise TrainError(f"--memory-gb must be a positive number of GB, got {memory_gb}")
     run_dir = config.run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainError(f"out: {run_dir} is a file, not a run folder")
@@ -230,7 +313,6 @@ def train(
             physics = physics_loss(config, splits, stats, dt_s)
         except ValueError as err:
             raise TrainError(str(err)) from None
-        log(f"physics terms {physics.weights}; rate scales {physics.scales}")
     devices = jax.devices()
     if config.batch_size % len(devices):
         raise TrainError(f"batch_size {config.batch_size} must be a multiple of the {len(devices)} visible devices")
@@ -240,6 +322,18 @@ def train(
     model = make_model(config.model, task.n_features, task.n_outputs, jax.random.key(config.seed))
     tx = optimizer(config)
     opt_state = tx.init(eqx.filter(model, eqx.is_array))
+    model, opt_state = jax.device_put((model, opt_state), replicated)
+    step_fn = make_step(task, config, tx, physics)
+    try:
+        need = memory_need(config, task, splits, step_fn, model, opt_state, sharded)
+    except (MemoryError, jax.errors.JaxRuntimeError) as err:
+        raise TrainError(f"memory: cannot even compile the training step with batch_size {config.batch_size} x "
+                         f"window {config.window_len} ({str(err).splitlines()[0][:200]})") from None
+    except ValueError as err:
+        raise TrainError(f"model: {config.model.kind} cannot be built for this config: {err}") from None
+    _check_memory(config, *need, None if memory_gb is None else memory_gb * 1e9, log)
+    if physics is not None:
+        log(f"physics terms {physics.weights}; rate scales {physics.scales}")
     start, best = 0, math.inf
     if resume:
         checkpoints = Checkpoints(run_dir / "checkpoints")
@@ -259,12 +353,9 @@ def train(
                                                        "fingerprint": data_fingerprint(config.data)}, indent=2))
         checkpoints = Checkpoints(run_dir / "checkpoints")
     try:
-        model, opt_state = jax.device_put((model, opt_state), replicated)
-
         val_rows = splits["val"][: config.eval_profiles]
         val_profiles = list(iterate_profiles(config.data, val_rows, [*task.inputs, *task.outputs]))
         weights = loss_weights(task.outputs, config.loss.weights)
-        step_fn = make_step(task, config, tx, physics)
         last = config.steps if stop_after is None else min(config.steps, start + stop_after)
         try:
             loader = WindowLoader(

@@ -119,10 +119,10 @@ def test_bad_flags_are_refused_before_any_work(tmp_path, config):
 
 
 def _cli(*args, **kwargs):
-    env = {**os.environ, "PYBAMM_DISABLE_TELEMETRY": "true"}
+    kwargs.setdefault("env", {**os.environ, "PYBAMM_DISABLE_TELEMETRY": "true"})
     return subprocess.Popen(
         [sys.executable, "-m", "cellax.cli", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **kwargs,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs,
     )
 
 
@@ -166,13 +166,20 @@ def test_ctrl_c_with_workers_stops_promptly_and_keeps_finished_profiles(tmp_path
     config_path = tmp_path / "job.yaml"
     config_path.write_text(yaml.safe_dump({**SMALL, "n_profiles": n_profiles, "profiles": {"duration_s": 1800}}))
     out = tmp_path / "d.h5"
-    proc = _cli("generate", config_path, "--out", out, "--workers", 2, "--flush-every", 1, "--no-progress")
+    proc = _cli("generate", config_path, "--out", out, "--workers", 2, "--flush-every", 1, "--no-progress",
+                env={**os.environ, "PYBAMM_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"})
+    seen = []
+    for line in proc.stdout:  # the job is sized inside main(), whose KeyboardInterrupt handler is then active
+        seen.append(line)
+        if line.startswith("job: "):
+            break
     parts = parts_dir(out)
     while not list(parts.glob("part-*.h5")):  # states, not seconds: pytest's timeout catches a hang
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, "".join(seen) + proc.stdout.read()
         time.sleep(0.05)
+    assert len(list(parts.glob("part-*.h5"))) < n_profiles and not out.exists()  # still running
     proc.send_signal(signal.SIGINT)
-    output = proc.communicate()[0]
+    output = "".join(seen) + proc.communicate()[0]
     assert proc.returncode == 130, output
     assert "run again with --resume" in output
     assert not out.exists()

@@ -51,6 +51,15 @@ def test_invalid_inputs_raise_outside_jit_and_return_a_status_inside(params):
         assert all(bool(jnp.all(jnp.isfinite(v))) for v in solution.signals.values())
 
 
+def test_kvaerno5_with_a_nan_current_under_jit_says_invalid_input(params):
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        simulate(SPM(6), params, jnp.ones(5).at[2].set(jnp.nan), 1.0, 0.5, 298.15, solver="kvaerno5")
+    run = jax.jit(lambda current: simulate(SPM(6), params, current, 1.0, 0.5, 298.15, solver="kvaerno5"))
+    solution = run(jnp.ones(5).at[2].set(jnp.nan))
+    assert STATUS[int(solution.status)] == "invalid_input"
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in solution.signals.values())
+
+
 def test_vmap_over_profiles_and_grad_through_the_solver(params):
     model = SPM(10)
     currents = jnp.stack([jnp.full(30, 5.0), jnp.full(30, 10.0)])

@@ -136,6 +136,54 @@ def test_bad_actions_keep_the_state_finite(env, params, action, c_rate):
     assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in leaves)
 
 
+BAD_PARAMS = [
+    ({"max_c_rate": jnp.nan}, "max_c_rate"),
+    ({"max_c_rate": 0.0}, "max_c_rate"),
+    ({"target_soc": jnp.nan}, "target_soc"),
+    ({"target_soc": 1.2}, "target_soc"),
+    ({"initial_soc_min": -0.1}, "initial_soc_min"),
+    ({"initial_soc_max": 1.5}, "initial_soc_max"),
+    ({"initial_soc_min": 0.5, "initial_soc_max": 0.3}, "initial_soc_min"),
+    ({"initial_temp_min_degc": -300.0}, "initial_temp_min_degc"),
+    ({"ambient_temp_degc": jnp.inf}, "ambient_temp_degc"),
+    ({"control_interval_s": 0.0}, "control_interval_s"),
+    ({"time_penalty": jnp.nan}, "time_penalty"),
+    ({"max_steps_in_episode": 0}, "max_steps_in_episode"),
+]
+
+
+@pytest.mark.parametrize("changes, field", BAD_PARAMS, ids=[f for _, f in BAD_PARAMS])
+def test_concrete_bad_params_raise_before_any_work(env, params, changes, field):
+    from cellax.rl.fast_charge import check_params
+
+    bad = params.replace(**changes)
+    for call in (lambda: env.reset(KEY, bad), lambda: env.step(KEY, None, ONE_C, bad), lambda: check_params(bad),
+                 lambda: jax.jit(lambda key: env.reset(key, bad))(KEY)):  # closed over: concrete under jit too
+        with pytest.raises(ValueError, match=f"EnvParams.{field} must be"):
+            call()
+
+
+def test_traced_bad_params_end_the_episode_with_status_invalid_input(env, params):
+    """Inside jit the values cannot raise: the episode starts invalid and ends at once, all finite."""
+    batch = [params] + [params.replace(**changes) for changes, _ in BAD_PARAMS]
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.asarray(leaves), *batch)
+
+    @jax.jit
+    @jax.vmap
+    def first_step(p):
+        obs0, state = env.reset(KEY, p)
+        obs, state, reward, terminated, info = env.step_env(KEY, state, ONE_C, p)
+        return obs0, state.invalid, obs, reward, terminated, info["status"], info["soc"]
+
+    obs0, invalid, obs, reward, terminated, status, soc = first_step(stacked)
+    for value in (obs0, obs, reward, soc):
+        assert np.all(np.isfinite(np.asarray(value)))
+    assert not bool(invalid[0]) and STATUS[int(status[0])] == "completed" and float(soc[0]) > 0.1
+    assert np.all(np.asarray(invalid[1:])) and np.all(np.asarray(terminated[1:]))
+    assert {STATUS[int(code)] for code in status[1:]} == {"invalid_input"}
+    assert np.all(np.asarray(reward[1:]) == 0.0) and np.all(np.asarray(obs[1:]) == 0.0)
+
+
 def test_action_clipping(env, params):
     from cellax.rl.fast_charge import action_to_c_rate
 
