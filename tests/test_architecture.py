@@ -11,7 +11,7 @@ FORBIDDEN = {  # layer -> layers it must not import
     "physics": {"data", "train", "rl", "models", "workflows", *APPLICATIONS},
     "data": {"train", "rl", "models", "workflows", *APPLICATIONS},
     "models": {"data", "physics", "train", "rl", "workflows", *APPLICATIONS},
-    "train": {"rl", "physics", "workflows", *APPLICATIONS},
+    "train": {"rl", "workflows", *APPLICATIONS},
     "rl": {"data", "train", "models", "workflows", *APPLICATIONS},
     "workflows": APPLICATIONS,
     **{app: APPLICATIONS - {app} for app in APPLICATIONS},
@@ -32,6 +32,11 @@ def test_no_layer_imports_a_forbidden_one(layer):
     bad = {str(f.relative_to(PACKAGE)): sorted(_imported_layers(f) & FORBIDDEN[layer])
            for f in (PACKAGE / layer).rglob("*.py")}
     assert {f: b for f, b in bad.items() if b} == {}
+
+
+def test_train_uses_physics_only_for_its_physics_informed_terms():
+    users = sorted(str(f.relative_to(PACKAGE)) for f in (PACKAGE / "train").rglob("*.py") if "physics" in _imported_layers(f))
+    assert users == ["train/physics.py"]
 
 
 def test_the_root_modules_import_no_layer():
