@@ -9,10 +9,11 @@ from cellax.rl.config import PPOConfig
 from cellax.rl.ppo import train
 
 
-def test_ppo_improves_the_return_on_pendulum_over_two_seeds(tmp_path):
+@pytest.mark.parametrize("env_block", [0, 16])  # one vmap over the envs; blocks of 16 envs scanned in turn
+def test_ppo_improves_the_return_on_pendulum_over_two_seeds(tmp_path, env_block):
     env, params = gymnax.make("Pendulum-v1")
     config = PPOConfig(num_envs=32, num_steps=64, total_updates=100, updates_per_segment=20, learning_rate=1e-3,
-                       num_seeds=2)
+                       num_seeds=2, env_block=env_block)
     networks, curve = train(config, LogWrapper(env), params, out=tmp_path, progress=False)
     returns = [row["episode_return"] for row in curve if row["episode_return"] is not None]
     early, late = np.mean(returns[:5]), np.mean(returns[-5:])
@@ -24,7 +25,8 @@ def test_ppo_improves_the_return_on_pendulum_over_two_seeds(tmp_path):
 
 @pytest.mark.parametrize("changes, field", [({"num_minibatches": 7}, "num_minibatches"),
                                             ({"updates_per_segment": 3}, "updates_per_segment"),
-                                            ({"num_envs": 0}, "num_envs")])
+                                            ({"num_envs": 0}, "num_envs"),
+                                            ({"num_envs": 64, "env_block": 24}, "env_block")])
 def test_bad_settings_name_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
         PPOConfig(**changes)
