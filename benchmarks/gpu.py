@@ -142,6 +142,8 @@ def train(results: Results, work: Path, profiles: int, batch: int | None, window
 
 
 def ppo(results: Results, work: Path, updates: int | None, envs: int | None) -> None:
+    import jax
+
     from cellax.config import load_config
     from cellax.rl.config import RLConfig
     from cellax.workflows.rl import train_run
@@ -151,6 +153,8 @@ def ppo(results: Results, work: Path, updates: int | None, envs: int | None) -> 
     ppo_config = {**config.ppo.model_dump(), **{k: v for k, v in overrides.items() if v}}
     if updates:
         ppo_config["updates_per_segment"] = min(ppo_config["updates_per_segment"], updates)
+    if jax.default_backend() != "cpu":
+        ppo_config["env_block"] = 0  # cache-sized blocks pay on a CPU; an accelerator wants the whole batch at once
     ppo_config = type(config.ppo).model_validate(ppo_config)
     run_dir = work / f"ppo_{time.strftime('%Y%m%dT%H%M%S')}"
     config = config.model_copy(update={"ppo": ppo_config, "out": run_dir,

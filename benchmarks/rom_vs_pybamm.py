@@ -8,10 +8,13 @@ Chen2020, 20 shells per particle and 20 cells per region. Measured (medians of
   cell-hours/s on one core (a new interpolant and simulation per profile, as the
   data backend does) and on all cores (one PyBaMM process per core); cellax one
   profile, and a vmapped batch of ``--batch`` sharded over the host's cores
-  (one XLA CPU device per core), in float64 and float32;
+  (one XLA CPU device per core), in float64 and float32, each both as one ``vmap``
+  and in cache-sized blocks of ``--block`` cells (:func:`cellax.batching.blocked_vmap`,
+  the two timed in interleaved rounds);
 * 1C discharge from 98 % SOC to 2.5 V: PyBaMM solves/s (model built once,
   ``Simulation.solve`` repeated; one core and all cores) against cellax single
-  and batched, on the 1 s grid and on a 10 s grid;
+  and batched, on the 1 s grid and on a 10 s grid, and on the 1 s grid with one
+  step per ``--samples-per-step`` samples (signals interpolated between steps);
 * cellax compile time; a reverse-mode gradient of a 1 h voltage loss in four
   parameters against the forward solve;
 * accuracy: cellax voltage and temperatures against PyBaMM on the same profiles,
@@ -25,7 +28,7 @@ from __future__ import annotations
 import os
 
 from devices import use_host_cores  # noqa: E402  (beside this script)
-from timing import timed  # noqa: E402
+from timing import interleaved, timed  # noqa: E402
 
 CORES = use_host_cores()
 os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
@@ -44,6 +47,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
+from cellax.batching import blocked_vmap  # noqa: E402
 from cellax.data.datasheet import LG_M50  # noqa: E402
 from cellax.data.profiles import ProfileConfig, make_profile, profile_rng  # noqa: E402
 from cellax.physics import load_parameter_set, pybamm_parameter_values  # noqa: E402
@@ -116,8 +120,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--pybamm-profiles", type=int, default=16, help="profiles PyBaMM solves per measurement")
+    parser.add_argument("--block", type=int, default=64, help="cells per block in the blocked rows")
+    parser.add_argument("--samples-per-step", type=int, nargs="*", default=[5, 10],
+                        help="1C on the 1 s grid with one step per this many samples")
     parser.add_argument("--out", type=Path, default=RESULTS / "rom_vs_pybamm.json")
     args = parser.parse_args()
+    load_at_start = list(os.getloadavg())
 
     params = load_parameter_set("Chen2020")
     ambient = float(params.scalars["ambient_temp_k"])
@@ -127,13 +135,20 @@ def main() -> None:
     devices = jax.devices()
     batch_sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
 
-    def run(p, current, soc, dt_s=1.0):
-        sol = simulate(model, p, current, dt_s, soc, ambient)
+    def run(p, current, soc, dt_s=1.0, samples_per_step=1):
+        sol = simulate(model, p, current, dt_s, soc, ambient, samples_per_step=samples_per_step)
         return sol.signals["voltage_v"], sol.signals["core_temp_degc"], sol.stop_index
 
-    one = jax.jit(run, static_argnames="dt_s")
-    batch = jax.jit(jax.vmap(run, in_axes=(None, 0, 0)))
-    batch_10s = jax.jit(jax.vmap(lambda p, current, soc: run(p, current, soc, dt_s=10.0), in_axes=(None, 0, 0)))
+    def batched(dt_s=1.0, samples_per_step=1, block=0):
+        def cells(p, current, soc):
+            fn = lambda c, s: run(p, c, s, dt_s, samples_per_step)  # noqa: E731
+            return (blocked_vmap(fn, block, len(devices)) if block else jax.vmap(fn))(current, soc)
+
+        return jax.jit(cells)
+
+    one = jax.jit(run, static_argnames=("dt_s", "samples_per_step"))
+    batch, batch_blocked = batched(), batched(block=args.block)
+    batch_10s = batched(dt_s=10.0)
     seconds, runs, accuracy = {}, {}, {}
 
     # compile (first call: trace + compile + one run, minus a run)
@@ -150,7 +165,11 @@ def main() -> None:
         x = jax.device_put(jnp.asarray(profiles, dtype=dtype), batch_sharding)
         s = jax.device_put(jnp.full(args.batch, 0.5, dtype=dtype), batch_sharding)
         results[name] = jax.block_until_ready(batch(p, x, s))
-        seconds[f"cellax_1h_batch_{name}"], runs[f"cellax_1h_batch_{name}"] = timed(lambda: batch(p, x, s), args.repeats)
+        blocked = jax.block_until_ready(batch_blocked(p, x, s))
+        accuracy[f"blocked_vs_plain_{name}_voltage_max_v"] = float(jnp.max(jnp.abs(blocked[0] - results[name][0])))
+        ab = interleaved({"plain": lambda: batch(p, x, s), "blocked": lambda: batch_blocked(p, x, s)}, args.repeats)
+        seconds[f"cellax_1h_batch_{name}"], runs[f"cellax_1h_batch_{name}"] = ab["plain"]
+        seconds[f"cellax_1h_batch_{name}_blocked"], runs[f"cellax_1h_batch_{name}_blocked"] = ab["blocked"]
         if name == "f32":
             one(p, jnp.asarray(profiles[0], dtype=dtype), jnp.float32(0.5))
             seconds["cellax_1h_single_f32"], _ = timed(
@@ -181,14 +200,25 @@ def main() -> None:
         n = int(DISCHARGE_S / dt_s)
         cc = jax.device_put(jnp.full((args.batch, n), 5.0), batch_sharding)
         soc = jax.device_put(jnp.full(args.batch, 0.98), batch_sharding)
-        jax.block_until_ready(one(params, cc[0], 0.98, dt_s=dt_s))
-        batched = batch if dt_s == 1.0 else batch_10s
-        jax.block_until_ready(batched(params, cc, soc))
+        jax.block_until_ready(one(params, jnp.full(n, 5.0), 0.98, dt_s=dt_s))
+        batch_dt = batch if dt_s == 1.0 else batch_10s
+        jax.block_until_ready(batch_dt(params, cc, soc))
         tag = f"{int(dt_s)}s"
         seconds[f"cellax_1c_single_{tag}"], _ = timed(lambda: one(params, jnp.full(n, 5.0), 0.98, dt_s=dt_s), args.repeats)
-        seconds[f"cellax_1c_batch_{tag}"], _ = timed(lambda: batched(params, cc, soc), args.repeats)
+        seconds[f"cellax_1c_batch_{tag}"], _ = timed(lambda: batch_dt(params, cc, soc), args.repeats)
         v, _, stop = one(params, jnp.full(n, 5.0), 0.98, dt_s=dt_s)
         results[f"1c_{tag}"] = (np.asarray(v), int(stop), dt_s)
+    # 1C on the 1 s grid, one step per m samples (plain and blocked, interleaved)
+    cc = jax.device_put(jnp.full((args.batch, DISCHARGE_S), 5.0), batch_sharding)
+    for m in args.samples_per_step:
+        tag = f"1s_grid_{m}s_steps"
+        fns = {"plain": batched(samples_per_step=m), "blocked": batched(samples_per_step=m, block=args.block)}
+        for fn in fns.values():
+            jax.block_until_ready(fn(params, cc, soc))
+        ab = interleaved({k: (lambda fn=fn: fn(params, cc, soc)) for k, fn in fns.items()}, args.repeats)
+        seconds[f"cellax_1c_batch_{tag}"], seconds[f"cellax_1c_batch_{tag}_blocked"] = ab["plain"][0], ab["blocked"][0]
+        v, _, stop = one(params, jnp.full(DISCHARGE_S, 5.0), 0.98, samples_per_step=m)
+        results[f"1c_{tag}"] = (np.asarray(v), int(stop), 1.0)
 
     # PyBaMM: one core, then one process per core
     pybamm_dyn = [_pybamm_dynamic(profiles[k]) for k in range(args.repeats)]
@@ -211,7 +241,7 @@ def main() -> None:
         accuracy[f"1h_voltage_rmse_mv_max_vs_{tag}"] = 1e3 * float(max(errors))
         accuracy[f"1h_core_temp_max_error_k_vs_{tag}"] = float(
             max(np.abs(t64[k] + 273.15 - r[2]).max() for k, r in enumerate(reference)))
-    for tag in ("1s", "10s"):
+    for tag in ["1s", "10s"] + [f"1s_grid_{m}s_steps" for m in args.samples_per_step]:
         v, stop, dt_s = results[f"1c_{tag}"]
         t_ref = np.arange(len(v_ref))
         ours_t = np.arange(stop + 1) * dt_s
@@ -225,20 +255,30 @@ def main() -> None:
         "1h_batch_f64_vs_pybamm_one_core": seconds["pybamm_1h_single"] / (seconds["cellax_1h_batch_f64"] / b),
         "1h_batch_f64_vs_pybamm_all_cores": seconds["pybamm_1h_all_cores_per_profile"] / (seconds["cellax_1h_batch_f64"] / b),
         "1h_batch_f32_vs_pybamm_all_cores": seconds["pybamm_1h_all_cores_per_profile"] / (seconds["cellax_1h_batch_f32"] / b),
+        **{f"1h_batch_{name}_blocked_vs_pybamm_all_cores": seconds["pybamm_1h_all_cores_per_profile"]
+           / (seconds[f"cellax_1h_batch_{name}_blocked"] / b) for name in ("f64", "f32")},
+        **{f"1h_batch_{name}_blocked_vs_plain": seconds[f"cellax_1h_batch_{name}"]
+           / seconds[f"cellax_1h_batch_{name}_blocked"] for name in ("f64", "f32")},
         "1h_single_f64_vs_pybamm_single": seconds["pybamm_1h_single"] / seconds["cellax_1h_single_f64"],
         "1h_single_f32_vs_pybamm_single": seconds["pybamm_1h_single"] / seconds["cellax_1h_single_f32"],
         "1c_batch_1s_vs_pybamm_all_cores": seconds["pybamm_1c_all_cores_per_solve"] / (seconds["cellax_1c_batch_1s"] / b),
         "1c_batch_10s_vs_pybamm_all_cores": seconds["pybamm_1c_all_cores_per_solve"] / (seconds["cellax_1c_batch_10s"] / b),
         "1c_single_1s_vs_pybamm_single": seconds["pybamm_1c_single"] / seconds["cellax_1c_single_1s"],
+        **{f"1c_batch_1s_grid_{m}s_steps{kind}_vs_pybamm_all_cores": seconds["pybamm_1c_all_cores_per_solve"]
+           / (seconds[f"cellax_1c_batch_1s_grid_{m}s_steps{kind}"] / b)
+           for m in args.samples_per_step for kind in ("", "_blocked")},
         "gradient_cost_vs_forward": seconds["cellax_1h_loss_value_and_grad"] / seconds["cellax_1h_loss_forward"],
     }
     result = {
         "benchmark": "rom_vs_pybamm",
-        "machine": {"platform": platform.platform(), "cpus": CORES, "jax_devices": str(devices)},
+        "machine": {"platform": platform.platform(), "cpus": CORES, "jax_devices": str(devices),
+                    "load_average_1_5_15_min_at_start": load_at_start,
+                    "load_average_1_5_15_min_at_end": list(os.getloadavg())},
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "setup": {"model": "SPMe + two-node lumped thermal", "parameter_set": "Chen2020", "mesh": VAR_PTS,
                   "cellax_solver": "ROS2 Rosenbrock-W, one step per sample, spectral stiff blocks",
-                  "pybamm_solver": "IDAKLU defaults", "batch": b, "repeats": args.repeats,
+                  "pybamm_solver": "IDAKLU defaults", "batch": b, "repeats": args.repeats, "block": args.block,
+                  "samples_per_step": args.samples_per_step,
                   "pybamm_profiles_per_measurement": args.pybamm_profiles},
         "seconds": seconds,
         "runs": runs,

@@ -189,6 +189,17 @@ class SPMe(AbstractCellModel):
         f = self._fields(params, state, current_a)
         return self._rates(params, state, f, ambient_temp_k), self._outputs(params, state, f, current_a, ambient_temp_k)
 
+    def rest_outputs(self, params: ParameterSet, state: SPMeState, ambient_temp_k) -> dict[str, Array]:
+        """:meth:`outputs` at zero current of a cell in equilibrium (uniform particles and electrolyte, as
+        :meth:`initial_state` makes it), without the kinetics and transport: there the overpotentials vanish
+        and the electrolyte terms cancel, so ``V = U_p(y_s) - U_n(x_s)`` and the anode potential is ``U_n(x_s)``."""
+        s = params.scalars
+        temp = state.core_temp_k
+        neg_ocp = params.neg_ocp(surface_value(state.c_neg) / s["neg_max_conc_mol_m3"], temp)
+        pos_ocp = params.pos_ocp(surface_value(state.c_pos) / s["pos_max_conc_mol_m3"], temp)
+        f = {"temp": temp, "voltage": pos_ocp - neg_ocp, "anode_potential": neg_ocp}
+        return self._outputs(params, state, f, jnp.zeros((), params.dtype), ambient_temp_k)
+
     def stiff_operators(self, params: ParameterSet) -> dict[str, SpectralOperator]:
         """Uniform-coefficient diffusion operators of particles and electrolyte (see :mod:`cellax.physics.stepping`)."""
         mesh = self.cell_mesh(params)

@@ -85,9 +85,14 @@ class PPOConfig(Strict):
     init_log_std: float = Field(-0.5, ge=-20.0, le=5.0)
     num_seeds: StrictInt = Field(1, ge=1, le=1024)
     seed: Seed = 0
+    env_block: StrictInt = Field(0, ge=0, le=65_536, description="collect rollouts in blocks of this many "
+                                 "environments, each scanning all its steps in turn (cache-sized, pays on a CPU; "
+                                 "0 or >= num_envs: one vmap)")
 
     @model_validator(mode="after")
     def _divisible(self) -> "PPOConfig":
+        if 0 < self.env_block < self.num_envs and self.num_envs % self.env_block:
+            raise ValueError(f"env_block ({self.env_block}) must divide num_envs ({self.num_envs})")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise ValueError(f"num_minibatches ({self.num_minibatches}) must divide num_envs x num_steps "
                              f"({self.num_envs * self.num_steps})")

@@ -329,7 +329,7 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
         ambient_k = self._ambient_k(params, valid_params)
         cell = self.model.initial_state(self.parameter_set, soc, temp_k)
         zero = jnp.zeros((), self.dtype)
-        signals = self.model.outputs(self.parameter_set, cell, zero, ambient_k)
+        signals = self.model.rest_outputs(self.parameter_set, cell, ambient_k)  # gymnax resets at every step
         count = jnp.zeros((), jnp.int32)
         state = EnvState(
             cell=cell,

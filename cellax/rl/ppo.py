@@ -12,7 +12,10 @@ and takes ``update_epochs`` passes of minibatch gradient steps on the clipped
 surrogate :math:`\\min(\\rho_t \\hat A_t, \\operatorname{clip}(\\rho_t, 1\\pm\\epsilon) \\hat A_t)`
 plus ``vf_coef`` times a clipped value loss minus ``ent_coef`` times the entropy.
 The policy is a diagonal Gaussian (state-independent log-std); the environment
-clips the sampled action to its Box.
+clips the sampled action to its Box. With ``env_block`` the rollout runs in blocks
+of that many environments, each scanning all ``num_steps`` before the next block
+(:mod:`cellax.batching`: a block's environment states stay in cache); the policy is
+fixed during a rollout, so only the order and the random streams differ.
 
 :func:`make_train` returns ``init(key)`` and ``segment(runner)``: ``segment`` runs
 ``updates_per_segment`` updates under one ``jit`` and is ``vmap``-ed over seeds
@@ -83,21 +86,51 @@ def make_train(config: PPOConfig, env, env_params):
         obs, env_state = reset(jax.random.split(k_env, config.num_envs), env_params)
         return (net, tx.init(net), env_state, obs, k_run)
 
-    def collect(carry, _):
-        net, opt_state, env_state, obs, key = carry
-        key, k_act, k_step = jax.random.split(key, 3)
+    def act_and_step(net, env_state, obs, k_act, k_step):
+        """One policy sample and environment step for a batch of environments: ``(state, obs, transition)``."""
         mean, log_std, value = jax.vmap(eqx.combine(net, static))(obs)
         action = mean + jnp.exp(log_std) * jax.random.normal(k_act, mean.shape)
         log_prob = gaussian_log_prob(action, mean, log_std)
         next_obs, next_state, reward, terminated, truncated, info = step(
-            jax.random.split(k_step, config.num_envs), env_state, action, env_params
+            jax.random.split(k_step, obs.shape[0]), env_state, action, env_params
         )
         # keep the carry's dtypes (with jax_enable_x64 some environments promote float32 state to float64)
-        env_state = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), next_state, env_state)
-        next_obs = next_obs.astype(obs.dtype)
+        next_state = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), next_state, env_state)
         transition = dict(obs=obs, action=action, log_prob=log_prob, value=value, reward=reward,
                           done=jnp.logical_or(terminated, truncated), terminated=terminated, info=info)
-        return (net, opt_state, env_state, next_obs, key), transition
+        return next_state, next_obs.astype(obs.dtype), transition
+
+    def collect(carry, _):
+        net, opt_state, env_state, obs, key = carry
+        key, k_act, k_step = jax.random.split(key, 3)
+        env_state, obs, transition = act_and_step(net, env_state, obs, k_act, k_step)
+        return (net, opt_state, env_state, obs, key), transition
+
+    def blocked_rollout(carry):
+        """The ``num_steps`` of ``collect`` for blocks of ``env_block`` environments, one block after another."""
+        net, opt_state, env_state, obs, key = carry
+        key, k_blocks = jax.random.split(key)
+        n_blocks = config.num_envs // config.env_block
+
+        def one_block(block):
+            state, block_obs, block_key = block
+
+            def transition(c, _):
+                state, block_obs, k = c
+                k, k_act, k_step = jax.random.split(k, 3)
+                state, block_obs, t = act_and_step(net, state, block_obs, k_act, k_step)
+                return (state, block_obs, k), t
+
+            (state, block_obs, _), traj = jax.lax.scan(transition, (state, block_obs, block_key), None, config.num_steps)
+            return state, block_obs, traj
+
+        split = lambda x: x.reshape(n_blocks, config.env_block, *x.shape[1:])  # noqa: E731
+        env_state, obs, traj = jax.lax.map(
+            one_block, (jax.tree_util.tree_map(split, env_state), split(obs), jax.random.split(k_blocks, n_blocks)))
+        merge = lambda x: x.reshape(config.num_envs, *x.shape[2:])  # noqa: E731
+        traj = jax.tree_util.tree_map(
+            lambda x: jnp.swapaxes(x, 0, 1).reshape(config.num_steps, config.num_envs, *x.shape[3:]), traj)
+        return (net, opt_state, jax.tree_util.tree_map(merge, env_state), merge(obs), key), traj
 
     def advantages(traj, last_value):
         def back(carry, t):
@@ -121,7 +154,10 @@ def make_train(config: PPOConfig, env, env_params):
         return actor + config.vf_coef * critic - config.ent_coef * entropy, (actor, critic, entropy)
 
     def update(carry, _):
-        carry, traj = jax.lax.scan(collect, carry, None, config.num_steps)
+        if config.env_block and config.env_block < config.num_envs:
+            carry, traj = blocked_rollout(carry)
+        else:
+            carry, traj = jax.lax.scan(collect, carry, None, config.num_steps)
         net, opt_state, env_state, obs, key = carry
         _, _, last_value = jax.vmap(eqx.combine(net, static))(obs)
         adv, target = advantages(traj, last_value)

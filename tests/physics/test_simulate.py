@@ -178,3 +178,30 @@ def test_unknown_solver_and_bad_substeps_are_refused(params):
         simulate(SPM(10), params, np.ones(5), 1.0, 0.5, 298.15, solver="euler")
     with pytest.raises(ValueError, match="substeps"):
         simulate(SPM(10), params, np.ones(5), 1.0, 0.5, 298.15, substeps=0)
+
+
+def test_steps_spanning_several_samples_track_the_sample_grid(params):
+    """One ROS2 step per 5 samples of a constant-current discharge, interpolated back to the 1 s grid, follows
+    the step-per-sample solution (same grid, same cut-off) to within the coarser step's error."""
+    model = SPM(10)
+    current = jnp.full(2001, 10.0)
+    fine = simulate(model, params, current, 1.0, 0.5, 298.15)
+    coarse = jax.jit(lambda i: simulate(model, params, i, 1.0, 0.5, 298.15, samples_per_step=5))(current)
+    assert STATUS[int(coarse.status)] == STATUS[int(fine.status)] == "voltage_min"
+    assert abs(int(coarse.stop_index) - int(fine.stop_index)) <= 1
+    assert abs(float(coarse.event_time_s) - float(fine.event_time_s)) < 1.0
+    stop = min(int(coarse.stop_index), int(fine.stop_index))
+    for name in ("voltage_v", "soc", "core_temp_degc", "current_a", "time_s"):
+        assert coarse.signals[name].shape == fine.signals[name].shape
+        assert float(jnp.max(jnp.abs(coarse.signals[name][:stop + 1] - fine.signals[name][:stop + 1]))) < 2e-3, name
+    assert bool(jnp.all(coarse.signals["voltage_v"][int(coarse.stop_index):] == coarse.signals["voltage_v"][int(coarse.stop_index)]))
+    short = simulate(model, params, jnp.full(23, 1.0), 1.0, 0.5, 298.15, samples_per_step=5)  # 22 not a multiple of 5
+    assert STATUS[int(short.status)] == "completed" and int(short.stop_index) == 22 and float(short.event_time_s) == 22.0
+
+
+def test_bad_samples_per_step_is_refused(params):
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="samples_per_step"):
+            simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, samples_per_step=bad)
+    with pytest.raises(ValueError, match="samples_per_step > 1 needs solver='ros2'"):
+        simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, solver="kvaerno5", samples_per_step=2)

@@ -6,6 +6,7 @@ import pytest
 
 from cellax.data.datasheet import LG_M50
 from cellax.data.profiles import ProfileConfig, make_profile, profile_rng
+from cellax.physics import load_parameter_set
 from cellax.physics.spme import SPMe, SPMeState
 from tests.physics.discharge import assert_discharge_matches_pybamm, simulate_like_pybamm
 from tests.physics.pybamm_reference import BuiltModel, pybamm_run
@@ -59,3 +60,14 @@ def test_one_hour_dynamic_profile_matches_pybamm(cell):
     assert np.sqrt(np.mean((voltage - reference["voltage_v"]) ** 2)) <= 2e-3
     for ours_name, ref_name in (("core_temp_degc", "core_temp_k"), ("surface_temp_degc", "surface_temp_k")):
         np.testing.assert_allclose(np.asarray(ours.signals[ours_name]) + 273.15, reference[ref_name], atol=0.1)
+
+
+@pytest.mark.parametrize("soc, temp_k", [(0.05, 283.15), (0.5, 298.15), (0.97, 318.15)])
+def test_rest_outputs_equal_outputs_at_zero_current(soc, temp_k):
+    params = load_parameter_set("Chen2020")
+    model = SPMe(10, (6, 4, 6))
+    state = model.initial_state(params, soc, temp_k)
+    full, rest = model.outputs(params, state, 0.0, 298.15), model.rest_outputs(params, state, 298.15)
+    assert set(full) == set(rest)
+    for name in full:
+        np.testing.assert_allclose(rest[name], full[name], rtol=0, atol=1e-12, err_msg=name)
