@@ -18,10 +18,13 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,6 +241,27 @@ def _prepare_output(out: Path, config: DataConfig, shard: Shard, resume: bool, o
     return parts, set(), 0
 
 
+@contextmanager
+def _remembered_ctrl_c():
+    """SIGINT raises ``KeyboardInterrupt`` as usual and is also remembered: one swallowed where Python
+    ignores exceptions (a finaliser, e.g. h5py closing a file during a flush) is raised again at the next
+    finished profile, so a Ctrl-C never lets the job run on to the end."""
+    hit = {"ctrl_c": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield hit
+        return
+
+    def handler(signum, frame):
+        hit["ctrl_c"] = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield hit
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def generate(
     config: DataConfig,
     out: str | Path,
@@ -294,6 +318,8 @@ def generate(
 
     def collect(record: ProfileRecord) -> None:
         buffer.append(record)
+        if interrupted["ctrl_c"]:
+            raise KeyboardInterrupt
         ok = record.meta["status"] == "ok"
         stats["ok" if ok else "failed"] += 1
         stats["hours"] += record.length * config.profiles.dt_s / 3600
@@ -303,29 +329,32 @@ def generate(
         if len(buffer) >= flush_every or time.perf_counter() - last_flush >= FLUSH_SECONDS:
             flush()
 
-    try:
-        if config.backend == "jax":
-            for start in range(0, len(todo), JAX_BATCH):
-                for record in simulate_profiles(backend, config, todo[start : start + JAX_BATCH]):
-                    collect(record)
-        elif workers == 1:
-            for profile_id in todo:
-                collect(simulate_profile(backend, config, profile_id))
-        else:
-            context = multiprocessing.get_context("spawn")
-            config_json = config.model_dump_json()
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(config_json,))
-            try:
-                futures = [pool.submit(_worker_simulate, config_json, i) for i in todo]
-                for future in as_completed(futures):
-                    collect(future.result())
-            except BrokenProcessPool as err:
-                raise GenerateError(f"a worker process died ({err}); finished profiles are kept, run again with --resume") from None
-            finally:
-                pool.shutdown(wait=False, cancel_futures=True)
-    finally:
-        flush()  # every finished profile is kept, also on Ctrl-C or an error
-        bar.close()
+    with _remembered_ctrl_c() as interrupted:
+        try:
+            if config.backend == "jax":
+                for start in range(0, len(todo), JAX_BATCH):
+                    for record in simulate_profiles(backend, config, todo[start : start + JAX_BATCH]):
+                        collect(record)
+            elif workers == 1:
+                for profile_id in todo:
+                    collect(simulate_profile(backend, config, profile_id))
+            else:
+                context = multiprocessing.get_context("spawn")
+                config_json = config.model_dump_json()
+                pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(config_json,))
+                try:
+                    futures = [pool.submit(_worker_simulate, config_json, i) for i in todo]
+                    for future in as_completed(futures):
+                        collect(future.result())
+                except BrokenProcessPool as err:
+                    raise GenerateError(f"a worker process died ({err}); finished profiles are kept, run again with --resume") from None
+                finally:
+                    pool.shutdown(wait=False, cancel_futures=True)
+        finally:
+            flush()  # every finished profile is kept, also on Ctrl-C or an error
+            bar.close()
+        if interrupted["ctrl_c"]:
+            raise KeyboardInterrupt
     wall_s = time.perf_counter() - started
 
     from cellax.pybamm_import import pybamm_version

@@ -127,6 +127,11 @@ class HybridSPMe(AbstractCellModel):
         """The SPMe's signals with voltage and anode potential corrected."""
         return self._corrected(params, state, current_a, self.spme.outputs(params, state, current_a, ambient_temp_k))
 
+    def rest_outputs(self, params: ParameterSet, state: SPMeState, ambient_temp_k) -> dict[str, Array]:
+        """The SPMe's equilibrium signals at zero current, corrected as :meth:`outputs` corrects them."""
+        zero = jnp.zeros((), params.dtype)
+        return self._corrected(params, state, zero, self.spme.rest_outputs(params, state, ambient_temp_k))
+
     def rates_and_outputs(self, params: ParameterSet, state: SPMeState, current_a, ambient_temp_k):
         """``(vector_field, outputs)`` from one evaluation of the SPMe's fields."""
         rates, outputs = self.spme.rates_and_outputs(params, state, current_a, ambient_temp_k)

@@ -37,6 +37,11 @@ class AbstractCellModel(eqx.Module):
     def outputs(self, params: ParameterSet, state, current_a, ambient_temp_k) -> dict[str, Array]:
         """The canonical signals (:mod:`cellax.signals`) of ``state``; temperatures in °C."""
 
+    def rest_outputs(self, params: ParameterSet, state, ambient_temp_k) -> dict[str, Array]:
+        """:meth:`outputs` at zero current of a cell in equilibrium (as :meth:`initial_state` makes it); a model
+        may override it with a cheaper form (the environment evaluates it at every reset)."""
+        return self.outputs(params, state, jnp.zeros((), params.dtype), ambient_temp_k)
+
     @abc.abstractmethod
     def rates_and_outputs(self, params: ParameterSet, state, current_a, ambient_temp_k):
         """``(vector_field, outputs)`` sharing one evaluation of the model's algebra."""
