@@ -1,6 +1,10 @@
 """Physics-informed loss terms: zero on the cell's own trajectories, large on wrong ones, refused when unservable."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -53,10 +57,8 @@ def measured_windows(config: TrainConfig, length: int = 600):
     return loss, targets, batch
 
 
-@pytest.mark.parametrize("source", ["jax", "pybamm"])
-def test_every_term_vanishes_on_the_cells_own_trajectories_and_not_on_perturbed_ones(source, dataset,
-                                                                                      generated_dataset):
-    data = dataset if source == "jax" else generated_dataset
+def vanishing_terms(data: Path, source: str) -> None:
+    """The spec of test 1, run in a fresh process (see :func:`in_fresh_process`)."""
     terms = ALL_TERMS if source == "jax" else {"charge": 1.0, "ocv": 1.0, "thermal": 1.0}
     conditions = [] if source == "jax" else ["heat_transfer_coeff"]  # the PyBaMM fixture varies it
     loss, targets, batch = measured_windows(config_for(data, physics=terms, conditions=conditions), length=500)
@@ -66,6 +68,23 @@ def test_every_term_vanishes_on_the_cells_own_trajectories_and_not_on_perturbed_
     for term in terms:
         assert float(measured[term]) < 0.05 * float(perturbed[term]), (term, measured, perturbed)
     assert float(measured["charge"]) < 1e-3 and float(measured["ocv"]) < 1e-3
+
+
+def in_fresh_process(function: str, *args) -> None:
+    """Run ``function(*args)`` of this module in a new interpreter. The full suite compiles thousands of
+    XLA programs in one process; after them, compiling the SPMe inside these terms crashed XLA's CPU
+    compiler twice (abort, segfault) while the same test passes alone, so these tests get a clean one."""
+    root = Path(__file__).resolve().parents[2]
+    code = f"import sys; from tests.train.test_physics import {function}; {function}(*sys.argv[1:])"
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("source", ["jax", "pybamm"])
+def test_every_term_vanishes_on_the_cells_own_trajectories_and_not_on_perturbed_ones(source, dataset,
+                                                                                      generated_dataset):
+    in_fresh_process("vanishing_terms", dataset if source == "jax" else generated_dataset, source)
 
 
 def test_a_term_without_its_signals_or_with_a_bad_weight_is_refused_naming_it(dataset):
@@ -84,9 +103,10 @@ def test_a_varying_heat_transfer_coefficient_must_come_as_a_condition_channel(ge
     assert not (tmp_path / "run").exists()
 
 
-def test_training_adds_the_weighted_terms_to_the_loss_and_logs_each(dataset, tmp_path):
+def weighted_training(data: Path, out: Path) -> None:
+    """The spec of the training test, run in a fresh process."""
     weights = {"charge": 0.01, "thermal": 0.02, "ocv": 0.5, "cell_model": 0.1}
-    run = train(config_for(dataset, out=tmp_path / "run", physics=weights), progress=False, log=lambda *_: None)
+    run = train(config_for(data, out=Path(out), physics=weights), progress=False, log=lambda *_: None)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r and "physics" in r]
     assert len(steps) == 6
@@ -94,6 +114,10 @@ def test_training_adds_the_weighted_terms_to_the_loss_and_logs_each(dataset, tmp
         data_loss = np.mean(list(r["per_output"].values()))
         assert set(r["physics"]) == set(weights)
         assert r["loss"] == pytest.approx(data_loss + sum(weights[k] * v for k, v in r["physics"].items()), rel=1e-4)
+
+
+def test_training_adds_the_weighted_terms_to_the_loss_and_logs_each(dataset, tmp_path):
+    in_fresh_process("weighted_training", dataset, tmp_path / "run")
 
 
 def test_loading_the_cell_from_pybamm_leaves_the_process_float_width_as_it_was(dataset):
