@@ -56,6 +56,11 @@ def build_model(config: HybridConfig) -> HybridSPMe:
                       dtype=jnp.dtype(m.dtype))
 
 
+def invalid_since(codes):
+    """Per sample, whether an :data:`~cellax.status.INVALID` status has occurred at or before it."""
+    return jnp.cumsum(jnp.isin(codes, jnp.asarray([STATUS.index(name) for name in INVALID]))) > 0
+
+
 def _guarded(tree, trusted):
     """``tree`` whose float arrays pass gradient only where ``trusted`` (a select, so NaN cotangents stop)."""
     return jax.tree_util.tree_map(
@@ -118,13 +123,11 @@ def with_corrections(model: HybridSPMe, nets) -> HybridSPMe:
 def _chunk_loss(nets, model, params, operators, dt_s, batch):
     model = with_corrections(model, nets)
 
-    invalid_codes = jnp.asarray([STATUS.index(name) for name in INVALID])
-
     def one(state, current, targets, mask, ambient_k, h):
         p = params.with_values({"heat_transfer_coeff_w_m2k": h})
         _, _, probe = rollout(_guarded(model, False), p, operators, jax.lax.stop_gradient(state), current, dt_s,
                               ambient_k)  # a forward pass finds where the chunk leaves validity
-        bad = jnp.cumsum(jnp.isin(probe, invalid_codes)) > 0
+        bad = invalid_since(probe)
         trusted = ~jnp.concatenate([bad[1:], bad[-1:]])  # the step into the first invalid state is not trusted
         outputs, _, codes = rollout(model, p, operators, state, current, dt_s, ambient_k, trusted)
         return masked_loss(outputs, targets, mask, codes)
@@ -144,12 +147,10 @@ def chunk_states(model, params, operators, dt_s, chunk: int, y0, current, ambien
     """``(states, valid)``: the model's states at every ``chunk``-th sample of each profile (from ``y0``), and
     whether the trajectory is still a valid state there (no :data:`~cellax.status.INVALID` status before it:
     past electrolyte depletion or a stoichiometry out of range a start would only carry NaN gradients)."""
-    invalid_codes = jnp.asarray([STATUS.index(name) for name in INVALID])
-
     def one(state, c, a, hh):
         p = params.with_values({"heat_transfer_coeff_w_m2k": hh})
         _, states, codes = rollout(model, p, operators, state, c, dt_s, a)
-        broken = jnp.cumsum(jnp.isin(codes, invalid_codes)) > 0
+        broken = invalid_since(codes)
         return jax.tree_util.tree_map(lambda leaf: leaf[::chunk], states), ~broken[::chunk]
 
     return jax.vmap(one)(y0, current, ambient_k, h)
