@@ -85,14 +85,16 @@ def keep_report(run_dir: Path, report: dict, results: Path) -> None:
 
 
 def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KINDS, suffix: str = "") -> dict:
+    import equinox as eqx
     import jax
 
     from cellax.config import load_config
-    from cellax.data.loader import WindowLoader, compute_stats, split_profiles
+    from cellax.models import make_model
+    from cellax.train.budget import measure_step_s, steps_for_seconds
     from cellax.train.config import TrainConfig
-    from cellax.workflows.evaluate import evaluate
-    from cellax.train.loop import make_step, optimizer, train
+    from cellax.train.loop import train
     from cellax.train.task import Task
+    from cellax.workflows.evaluate import evaluate
 
     results = {}
     for task_name in ("simulate", "estimate"):
@@ -100,27 +102,12 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
             name = f"{task_name}_{kind}"
             config = load_config(ROOT / "configs" / "train" / f"{name}.yaml", TrainConfig)
             config = config.model_copy(update={"data": data, "out": out / f"{name}{suffix}"})
-            # step time -> steps that fill the budget (the schedule then ends with it)
+            step_s = measure_step_s(config)  # -> steps that fill the budget (the schedule then ends with it)
+            steps = steps_for_seconds(step_s, budget_s)
+            config = config.model_copy(update={"steps": steps, "eval_every": max(steps // 8, 1),
+                                               "checkpoint_every": max(steps // 8, 1)})
             task = Task.from_config(config)
-            splits = split_profiles(data, config.split_fractions, config.split_seed)
-            names = [*task.inputs, *task.outputs]
-            stats = compute_stats(data, splits["train"], names)
-            from cellax.models import make_model
-
             model = make_model(config.model, task.n_features, task.n_outputs, jax.random.key(0))
-            tx = optimizer(config)
-            import equinox as eqx
-
-            state = (model, tx.init(eqx.filter(model, eqx.is_array)))
-            with WindowLoader(data, splits["train"], names, config.window_len, config.batch_size, seed=0,
-                              stats=stats, num_batches=12) as loader:
-                batches = list(loader)
-            step = make_step(task, config, tx)
-            jax.block_until_ready(step(*state, batches[0]))
-            step_s, _ = timed_steps(step, state, batches[1:], 1)
-            steps = max(200, int(0.85 * budget_s / step_s))
-            config = config.model_copy(update={"steps": steps, "eval_every": max(steps // 8, 50),
-                                               "checkpoint_every": max(steps // 8, 50)})
             started = time.perf_counter()
             train(config, progress=False, time_budget_s=budget_s, log=lambda *_: None)
             wall = time.perf_counter() - started

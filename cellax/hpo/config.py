@@ -67,19 +67,33 @@ class Param(Strict):
 class Budget(Strict):
     """Training budget per trial: ``steps`` (the schedule's length; default the base's) and/or wall ``seconds``.
 
-    With both, the schedule is ``steps`` long and training stops at ``seconds`` (set ``steps`` to about what
-    fits, so the learning rate has decayed when time runs out)."""
+    With both, the schedule is ``steps`` long and training stops at ``seconds``. ``steps: fit`` sizes each
+    trial's schedule from its own measured step time so that it ends with ``seconds``
+    (:mod:`cellax.train.budget`): a small, fast config gets more steps than a large one, as it would in the
+    same time. Its validations then fall at ``evals`` even fractions of the schedule, and the pruner compares
+    trials at equal fractions of the budget."""
 
-    steps: int | None = Field(None, gt=0)
+    steps: int | Literal["fit"] | None = Field(None, description="schedule length, or fit (needs seconds)")
     seconds: float | None = Field(None, gt=0)
     eval_every: int | None = Field(None, gt=0, description="validation period of the trials (the pruner's rungs); "
                                                            "default the base's")
+    evals: int = Field(6, gt=0, description="validations per trial with steps: fit")
 
     @model_validator(mode="after")
     def _one(self) -> "Budget":
         if self.steps is None and self.seconds is None:
             raise ValueError("give steps, seconds, or both")
+        if isinstance(self.steps, int) and self.steps <= 0:
+            raise ValueError(f"steps must be positive or fit, got {self.steps}")
+        if self.steps == "fit" and self.seconds is None:
+            raise ValueError("steps: fit sizes the schedule to seconds; give seconds")
+        if self.steps == "fit" and self.eval_every is not None:
+            raise ValueError("with steps: fit the validations are set by evals, not eval_every")
         return self
+
+    @property
+    def fitted(self) -> bool:
+        return self.steps == "fit"
 
 
 class Objective(Strict):
@@ -98,11 +112,22 @@ class Sampler(Strict):
 
 
 class Pruner(Strict):
-    """Multi-fidelity pruning on the validation errors reported at each evaluation (resource = training steps)."""
+    """Multi-fidelity pruning on the validation errors reported at each evaluation.
+
+    The resource is training steps, or with ``budget.steps: fit`` the fraction of each trial's schedule
+    (reported to Optuna in per mille), so that trials of different speeds are compared at equal time."""
 
     kind: Literal["asha", "hyperband", "median", "none"] = "asha"
     min_steps: int = Field(100, gt=0, description="steps before a trial may be pruned")
+    min_fraction: float = Field(1 / 9, gt=0, lt=1, description="with budget.steps: fit, the fraction of the "
+                                                               "schedule before a trial may be pruned")
     reduction_factor: int = Field(3, ge=2)
+
+    def min_resource(self, fitted: bool) -> int:
+        return max(1, round(PER_MILLE * self.min_fraction)) if fitted else self.min_steps
+
+
+PER_MILLE = 1000
 
 
 class HpoConfig(Strict):
@@ -121,6 +146,15 @@ class HpoConfig(Strict):
     grace_s: int | None = Field(None, gt=0, description="silence after which a trial counts as dead (default 2 heartbeats)")
     max_retry: int = Field(3, ge=0, description="re-runs of a trial whose worker died")
     out: Path | None = None
+
+    @model_validator(mode="after")
+    def _resource(self) -> "HpoConfig":
+        if self.budget.fitted and "min_steps" in self.pruner.model_fields_set:
+            raise ValueError("pruner.min_steps: with budget.steps: fit trials are compared at fractions of their "
+                             "schedule; give pruner.min_fraction")
+        if not self.budget.fitted and "min_fraction" in self.pruner.model_fields_set:
+            raise ValueError("pruner.min_fraction needs budget.steps: fit; give pruner.min_steps")
+        return self
 
     @property
     def out_dir(self) -> Path:

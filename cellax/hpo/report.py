@@ -18,13 +18,15 @@ from cellax.train.config import TrainConfig
 def best_config(study: optuna.Study, config: HpoConfig, base: TrainConfig) -> TrainConfig:
     """The best trial's train config, named ``<study>_best``, training into ``runs/<study>_best``."""
     best = study.best_trial
-    trained = sample(optuna.trial.FixedTrial(best.params, best.number), config, base, config.out_dir)
+    trained = sample(optuna.trial.FixedTrial(best.params, best.number), config, base, config.out_dir,
+                     best.user_attrs.get("planned_steps"))
     return trained.model_copy(update={"name": f"{config.name}_best", "out": None})
 
 
 def trial_rows(study: optuna.Study) -> list[dict]:
     return [{
         "number": t.number, "state": t.state.name, "value": t.value, "steps": t.user_attrs.get("steps"),
+        "planned_steps": t.user_attrs.get("planned_steps"), "step_s": t.user_attrs.get("step_s"),
         "train_s": t.user_attrs.get("train_s"), "load_avg": t.user_attrs.get("load_avg"), "params": t.params,
         "retry_of": t.system_attrs.get("failed_trial"), "fail_reason": t.user_attrs.get("fail_reason", ""),
     } for t in study.get_trials(deepcopy=False)]
@@ -71,7 +73,8 @@ def table(summary: dict, unit: str) -> str:
         value = f"{r['value']:.4g}" if r["value"] is not None else ""
         note = r["fail_reason"] or (f"retry of {r['retry_of']}" if r["retry_of"] is not None else "")
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-        lines.append(f"| {r['number']} | {r['state'].lower()} | {value} | {r['steps'] or ''} | {r['train_s'] or ''} "
+        steps = f"{r['steps']}/{r['planned_steps']}" if r.get("planned_steps") else (r["steps"] or "")
+        lines.append(f"| {r['number']} | {r['state'].lower()} | {value} | {steps} | {r['train_s'] or ''} "
                      f"| {params} | {note} |")
     if summary["importances"]:
         lines += ["", "importances: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items())]

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from cellax.config import ConfigError
-from cellax.hpo.config import HpoConfig, model_fields, model_for, set_path
+from cellax.hpo.config import PER_MILLE, HpoConfig, model_fields, model_for, set_path
 from cellax.train.config import TrainConfig
 
 PLANNED = "cellax_planned_trials"
@@ -72,14 +72,15 @@ def sampler_for(config: HpoConfig, number: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(config: HpoConfig) -> optuna.pruners.BasePruner:
-    p = config.pruner
+    p, fitted = config.pruner, config.budget.fitted
+    least = p.min_resource(fitted)
     if p.kind == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_steps, reduction_factor=p.reduction_factor)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=least, reduction_factor=p.reduction_factor)
     if p.kind == "hyperband":
-        max_steps = config.budget.steps or "auto"
-        return optuna.pruners.HyperbandPruner(p.min_steps, max_steps, reduction_factor=p.reduction_factor)
+        most = PER_MILLE if fitted else (config.budget.steps or "auto")
+        return optuna.pruners.HyperbandPruner(least, most, reduction_factor=p.reduction_factor)
     if p.kind == "median":
-        return optuna.pruners.MedianPruner(n_warmup_steps=p.min_steps)
+        return optuna.pruners.MedianPruner(n_warmup_steps=least)
     return optuna.pruners.NopPruner()
 
 
@@ -103,8 +104,11 @@ def plan_study(config: HpoConfig, storage: RDBStorage) -> optuna.Study:
     return study
 
 
-def sample(trial: optuna.Trial, config: HpoConfig, base: TrainConfig, out_dir: Path) -> TrainConfig:
-    """The train config of ``trial``: the base with the sampled fields (model fields the kind lacks are not sampled)."""
+def sample(trial: optuna.Trial, config: HpoConfig, base: TrainConfig, out_dir: Path,
+           planned_steps: int | None = None) -> TrainConfig:
+    """The train config of ``trial``: the base with the sampled fields (model fields the kind lacks are not sampled).
+
+    With ``budget.steps: fit`` its schedule is ``planned_steps`` long, or sized here from its measured step time."""
     data = base.model_dump(mode="json")
     kind = suggest(trial, "model.kind", config.space["model.kind"]) if "model.kind" in config.space else base.model.kind
     data["model"] = model_for(data["model"], kind)
@@ -113,11 +117,25 @@ def sample(trial: optuna.Trial, config: HpoConfig, base: TrainConfig, out_dir: P
             continue
         data = set_path(data, name, suggest(trial, name, param))  # a retried trial gets its stored value
     data.update(name=f"{config.name}_trial{trial.number}", out=str(out_dir / "trials" / f"trial-{trial.number:04d}"))
-    if config.budget.steps:
-        data["steps"] = config.budget.steps
-    if config.budget.eval_every:
-        data["eval_every"] = config.budget.eval_every
-    return TrainConfig.model_validate(data)
+    budget = config.budget
+    if isinstance(budget.steps, int):
+        data["steps"] = budget.steps
+    if budget.eval_every:
+        data["eval_every"] = budget.eval_every
+    train_config = TrainConfig.model_validate(data)
+    if budget.fitted:
+        steps = planned_steps
+        if steps is None:
+            from cellax.train.budget import measure_step_s, steps_for_seconds
+
+            step_s = measure_step_s(train_config)
+            steps = steps_for_seconds(step_s, budget.seconds)
+            trial.set_user_attr("step_s", step_s)
+            trial.set_user_attr("planned_steps", steps)
+        every = max(1, -(-steps // budget.evals))
+        train_config = train_config.model_copy(update={"steps": steps, "eval_every": every,
+                                                       "checkpoint_every": every})
+    return train_config
 
 
 def suggest(trial: optuna.Trial, name: str, param):
@@ -176,18 +194,21 @@ def run_trial(config: HpoConfig, base: TrainConfig, storage: RDBStorage, trial_i
     started = time.perf_counter()
     state, value, reason, steps = TrialState.FAIL, None, "", 0
 
+    planned = None  # the fitted schedule's length: progress is then reported in per mille of it
+
     def on_eval(step: int, report: dict) -> None:
         nonlocal value, steps
         value, steps = report["outputs"][objective.output][objective.metric], step
         if not math.isfinite(value):
             raise TrainError(f"validation {objective.output} {objective.metric} became {value} at step {step}")
-        trial.report(value, step)
+        trial.report(value, step if planned is None else min(PER_MILLE, round(PER_MILLE * step / planned)))
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}")
 
     with _Heartbeat(storage, trial_id, config.heartbeat_s):
         try:
             train_config = sample(trial, config, base, config.out_dir)
+            planned = train_config.steps if config.budget.fitted else None
             trial.set_user_attr("run_dir", str(train_config.run_dir))
             train(train_config, progress=False, time_budget_s=config.budget.seconds, log=lambda *_: None,
                   on_eval=on_eval)

@@ -43,7 +43,14 @@ def test_an_unreachable_storage_is_refused_before_any_trial(tmp_path, capsys, hp
 def test_other_study_fields_are_checked_too(tmp_path, capsys, hpo_dataset):
     for changes, message in (({"objective": {"output": "current_a"}}, "objective.output 'current_a' is not an output"),
                              ({"budget": {}}, "give steps, seconds, or both"),
-                             ({"trials": 0}, "trials"), ({"base": "nothere.yaml"}, "base: cannot read config")):
+                             ({"trials": 0}, "trials"),
+                             ({"budget": {"steps": "fit"}}, "steps: fit sizes the schedule to seconds; give seconds"),
+                             ({"budget": {"steps": "fit", "seconds": 5, "eval_every": 2}}, "set by evals, not eval_every"),
+                             ({"budget": {"steps": "fit", "seconds": 5}}, "pruner.min_steps: with budget.steps: fit"),
+                             ({"budget": {"steps": "often"}}, "budget.steps"),
+                             ({"budget": {"steps": 0}}, "steps must be positive or fit"),
+                             ({"pruner": {"min_fraction": 0.2}}, "pruner.min_fraction needs budget.steps: fit"),
+                             ({"base": "nothere.yaml"}, "base: cannot read config")):
         study = write_study(tmp_path, hpo_dataset, **changes)
         assert main(["hpo", str(study)]) == 2
         err = capsys.readouterr().err

@@ -51,3 +51,24 @@ def test_a_joining_run_must_plan_the_same_study(tmp_path, hpo_dataset, capsys):
     assert main(["hpo", str(other), "--storage", f"sqlite:///{tmp_path / 'out' / 'study.db'}"]) == 2
     assert "plans 1 trials, not 2" in capsys.readouterr().err
     assert yaml.safe_load(other.read_text())["trials"] == 2
+
+
+def test_a_time_budget_sizes_each_trials_schedule_and_prunes_at_equal_fractions_of_it(tmp_path, hpo_dataset):
+    budget = {"steps": "fit", "seconds": 3, "evals": 3}
+    study_yaml = write_study(tmp_path, hpo_dataset, trials=2, budget=budget,
+                             pruner={"kind": "asha", "min_fraction": 0.3, "reduction_factor": 2},
+                             space={"model.width": {"choices": [4, 16]}, "batch_size": {"choices": [2, 8]}})
+    assert main(["hpo", str(study_yaml)]) == 0
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}")
+    for t in study.get_trials():
+        planned, step_s = t.user_attrs["planned_steps"], t.user_attrs["step_s"]
+        assert planned == max(1, int(0.85 * 3 / step_s))  # the schedule fills the budget at the measured speed
+        config = json.loads((tmp_path / "out" / "trials" / f"trial-{t.number:04d}" / "config.json").read_text())
+        assert config["steps"] == planned and config["eval_every"] == -(-planned // 3)
+        # progress is reported in per mille of the trial's own schedule, whatever its length
+        assert t.intermediate_values and all(0 < k <= 1000 for k in t.intermediate_values)
+        assert set(t.intermediate_values) <= {min(1000, round(1000 * s / planned))
+                                              for s in range(1, planned + 1)}
+    best = load_config(tmp_path / "out" / "best_config.yaml", TrainConfig)
+    assert best.steps == study.best_trial.user_attrs["planned_steps"]

@@ -1,0 +1,74 @@
+"""Training budgets in wall seconds: the schedule's length from the measured step time.
+
+A run given ``seconds`` of training should end its warm-up + cosine schedule when the time runs out: a schedule
+that is too long stops at a high learning rate, one too short idles at its floor. The step count is
+
+.. math::
+
+    N = \\max\\left(1, \\left\\lfloor f \\, \\frac{T}{t_\\text{step}} \\right\\rfloor\\right)
+
+with ``T`` the budget, ``t_step`` the median time of the compiled training step on this config's batches, and a
+fill fraction ``f`` (default 0.85) that leaves room for the validations inside the budget. The reference runs of
+``benchmarks/models.py`` and the trials of ``cellax hpo`` with ``budget.steps: fit`` both size their runs here.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import equinox as eqx
+import jax
+
+from cellax.data.loader import WindowLoader
+from cellax.models import make_model
+from cellax.train.config import TrainConfig
+from cellax.train.loop import TrainError, make_step, optimizer, prepare
+from cellax.train.physics import physics_loss
+from cellax.train.task import Task
+
+FILL = 0.85
+
+
+def measure_step_s(config: TrainConfig, n_batches: int = 8) -> float:
+    """Median wall time (s) of one compiled training step of ``config`` on its own training batches.
+
+    The step is compiled (and its first call discarded) before timing; ``n_batches`` steps are then timed one by
+    one, each waited for, so the figure is the steady-state cost, not the compile's."""
+    if n_batches < 1:
+        raise ValueError(f"n_batches must be at least 1, got {n_batches}")
+    splits, stats, dt_s = prepare(config)
+    task = Task.from_config(config)
+    physics = None
+    if config.physics is not None and config.physics.weights:
+        try:
+            physics = physics_loss(config, splits, stats, dt_s)
+        except ValueError as err:
+            raise TrainError(str(err)) from None
+    model = make_model(config.model, task.n_features, task.n_outputs, jax.random.key(config.seed))
+    tx = optimizer(config)
+    state = (model, tx.init(eqx.filter(model, eqx.is_array)))
+    step = make_step(task, config, tx, physics)
+    try:
+        loader = WindowLoader(config.data, splits["train"], [*task.inputs, *task.outputs], config.window_len,
+                              config.batch_size, seed=config.seed, stats=stats, num_batches=n_batches + 1)
+    except ValueError as err:
+        raise TrainError(f"chunk_len x chunks_per_window = {config.window_len}: {err}") from None
+    with loader:
+        batches = list(loader)
+    state = step(*state, batches[0])[:2]  # compiles
+    jax.block_until_ready(state)
+    times = []
+    for batch in batches[1:]:
+        started = time.perf_counter()
+        state = step(*state, batch)[:2]
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def steps_for_seconds(step_s: float, seconds: float, fill: float = FILL) -> int:
+    """Schedule length that fills ``fill`` of ``seconds`` at ``step_s`` per step (at least one step)."""
+    if not (step_s > 0 and seconds > 0 and 0 < fill <= 1):
+        raise ValueError(f"need step_s > 0, seconds > 0 and 0 < fill <= 1; got {step_s}, {seconds}, {fill}")
+    return max(1, int(fill * seconds / step_s))
