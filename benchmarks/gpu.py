@@ -10,7 +10,7 @@ goes on. Parts (``--only`` picks some):
 * ``env``: FastCharge steps/s (PyBaMM mesh, float64 and float32) at each
   ``--env-sizes``, against PyBaMM's gymnasium env on one core;
 * ``train``: training sample-steps/s of the reference Transformer
-  (``simulate_transformer.yaml``), a ~26 M-parameter Transformer in bfloat16 (width 512,
+  (``models.SPEED_MODELS``), a ~26 M-parameter Transformer in bfloat16 (width 512,
   8 layers, 8 heads) beside the same PyTorch model on the same device, and the
   reference Mamba (cellax only);
 * ``ppo``: PPO wall time of ``configs/rl/fast_charge.yaml`` (``--ppo-updates`` to shorten).

@@ -41,6 +41,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 KINDS = ("transformer", "mamba", "gru")
+# The throughput comparisons keep the models they were first measured on (the reference configs before the
+# issue-14 search changed them), so that figures stay comparable across runs; --model changes fields on top.
+SPEED_MODELS = {"simulate_transformer": {"width": 64, "n_layers": 3, "n_heads": 4, "positional": "rope"},
+                "simulate_mamba": {"width": 64, "n_layers": 3}}
 BASELINES = ("ecm",)
 
 
@@ -119,6 +123,7 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
                 "train_wall_s": wall, "planned_steps": steps, "step_s": step_s,
                 "test": {k: {m: v[m] for m in ("rmse", "mae", "max", "unit")} for k, v in report["outputs"].items()},
                 "test_profiles": report["n_profiles"], "test_hours": report["hours"],
+                "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_avg": os.getloadavg(),
             }
             print(name, json.dumps(results[name]["test"]), flush=True)
     return results
@@ -195,7 +200,7 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
 
     Each round times every variant once over the same batches (``repeats`` passes, median); the
     figures are the medians over rounds, so a load change on a shared machine hits all of them alike.
-    Sizes default to ``configs/train/<config_name>.yaml``; PyTorch runs on the device JAX uses. A
+    Sizes default to ``configs/train/<config_name>.yaml`` (the model to ``SPEED_MODELS``); PyTorch runs on the device JAX uses. A
     model other than the Transformer is timed alone (no PyTorch twin here).
     """
     import equinox as eqx
@@ -212,7 +217,8 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
     from cellax.train.task import Task
 
     config = load_config(ROOT / "configs" / "train" / f"{config_name}.yaml", TrainConfig)
-    update = {"data": data, "chunks_per_window": 1, "charge_throughput": False, "model": with_fields(config.model, model)}
+    update = {"data": data, "chunks_per_window": 1, "charge_throughput": False,
+              "model": with_fields(config.model, {**SPEED_MODELS.get(config_name, {}), **(model or {})})}
     if batch_size:
         update["batch_size"] = batch_size
     if window:

@@ -2,7 +2,7 @@
 
 In one run: the machine's achievable matmul rate (a large float32 ``jnp.dot``) and
 memory bandwidth (a copy-and-scale of an array far larger than the caches), then the
-reference Transformer's forward + backward (``simulate_transformer.yaml``: width 64,
+reference Transformer's forward + backward (``models.SPEED_MODELS``: width 64,
 3 layers, 4 heads, batch 32 × 256 samples) for each attention implementation, with
 XLA's own count of its flops and bytes accessed (``cost_analysis`` of the compiled
 step) beside its measured time. The bound of a step is
