@@ -104,4 +104,35 @@ def plots(study: optuna.Study, out_dir: Path) -> list[str]:
             fig.savefig(path, dpi=110)
             plt.close(fig)
             drawn.append(str(path))
+    if any("step_s" in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        drawn.append(speed_accuracy(study, out_dir / "speed_accuracy.png"))
     return drawn
+
+
+def speed_accuracy(study: optuna.Study, path: Path) -> str:
+    """Each trial's last validation value against its measured training-step time (``budget.steps: fit``).
+
+    Under a wall-time budget a slower step buys fewer steps; the lower-left edge of the cloud is the
+    speed/accuracy Pareto front of the searched space. Pruned trials are drawn at the value they were stopped with."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for state, marker in ((TrialState.COMPLETE, "o"), (TrialState.PRUNED, "x")):
+        points = [(t.user_attrs["step_s"], t.value if t.value is not None else t.intermediate_values[t.last_step])
+                  for t in study.get_trials(deepcopy=False, states=(state,))
+                  if "step_s" in t.user_attrs and (t.value is not None or t.intermediate_values)]
+        if points:
+            ax.scatter(*zip(*points), marker=marker, label=f"{state.name.lower()} ({len(points)})")
+    ax.set(xscale="log", yscale="log", xlabel="training step time (s)",
+           ylabel=f"validation {study.user_attrs.get('objective', 'objective')}",
+           title=f"{study.study_name}: speed and accuracy of the trials")
+    for axis in (ax.xaxis, ax.yaxis):  # 1-2-5 ticks: readable on a log axis of one or two decades
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

@@ -72,3 +72,4 @@ def test_a_time_budget_sizes_each_trials_schedule_and_prunes_at_equal_fractions_
                                               for s in range(1, planned + 1)}
     best = load_config(tmp_path / "out" / "best_config.yaml", TrainConfig)
     assert best.steps == study.best_trial.user_attrs["planned_steps"]
+    assert (tmp_path / "out" / "speed_accuracy.png").stat().st_size > 0  # the speed/accuracy front
