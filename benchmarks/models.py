@@ -44,7 +44,7 @@ KINDS = ("transformer", "mamba", "gru")
 # The throughput comparisons keep the models they were first measured on (the reference configs before the
 # issue-14 search changed them), so that figures stay comparable across runs; --model changes fields on top.
 SPEED_MODELS = {"simulate_transformer": {"width": 64, "n_layers": 3, "n_heads": 4, "positional": "rope"},
-                "simulate_mamba": {"width": 64, "n_layers": 3}}
+                "simulate_mamba": {"width": 64, "n_layers": 3, "state_size": 16, "expand": 2}}
 BASELINES = ("ecm",)
 
 
@@ -88,7 +88,8 @@ def keep_report(run_dir: Path, report: dict, results: Path) -> None:
     (results / f"{name}.json").write_text(json.dumps(kept, indent=2) + "\n")
 
 
-def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KINDS, suffix: str = "") -> dict:
+def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KINDS, suffix: str = "",
+             tasks=("simulate", "estimate")) -> dict:
     import equinox as eqx
     import jax
 
@@ -101,7 +102,7 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
     from cellax.workflows.evaluate import evaluate
 
     results = {}
-    for task_name in ("simulate", "estimate"):
+    for task_name in tasks:
         for kind in kinds:
             name = f"{task_name}_{kind}"
             config = load_config(ROOT / "configs" / "train" / f"{name}.yaml", TrainConfig)
@@ -422,6 +423,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["accuracy", "throughput", "latency"], action="append")
     parser.add_argument("--kinds", nargs="+", choices=KINDS + BASELINES, default=list(KINDS + BASELINES),
                         help="models in the accuracy part (ecm: the fitted equivalent circuit, simulate task)")
+    parser.add_argument("--tasks", nargs="+", choices=["simulate", "estimate"], default=["simulate", "estimate"],
+                        help="tasks of the accuracy part's sequence models")
     parser.add_argument("--accuracy-key", default="accuracy",
                         help="JSON key of the accuracy part (e.g. accuracy_900s for a longer budget beside it); "
                              "its run folders and reports get the part after the last '_' as a suffix")
@@ -479,7 +482,8 @@ def main() -> None:
                               "runs": {**result.get(args.accuracy_key, {}).get("runs", {}),
                                        **accuracy(data, args.work, args.budget_s, args.out.parent,
                                                   [k for k in args.kinds if k not in BASELINES],
-                                                  "" if args.accuracy_key == "accuracy" else "_" + args.accuracy_key.split("_")[-1])},
+                                                  "" if args.accuracy_key == "accuracy" else "_" + args.accuracy_key.split("_")[-1],
+                                                  args.tasks)},
                               "targets": {"simulate": "voltage RMSE <= 10 mV, temperatures <= 0.2 K",
                                           "estimate": "SOC RMSE <= 1 %"}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
