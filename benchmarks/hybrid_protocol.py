@@ -82,8 +82,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=150, help="protocol gradient iterations per model")
     parser.add_argument("--cccv", type=float, default=1.1, help="C-rate of the reference CC-CV")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "bench_hybrid_protocol")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
     parser.add_argument("--out", type=Path, default=RESULTS / "hybrid_protocol.json")
     args = parser.parse_args()
+    hybrid_vs_dfn = _load_benchmark("hybrid_vs_dfn")
+    hybrid_vs_dfn.refuse_existing(parser, args.run_dir, args.overwrite)
     load_before, started = os.getloadavg(), time.perf_counter()
     wall = {}
 
@@ -97,12 +100,12 @@ def main() -> None:
     from cellax.rl.protocols import cccv
     from cellax.workflows.rl import build, charge_metrics, tightened
 
-    hybrid_vs_dfn = _load_benchmark("hybrid_vs_dfn")
     t0 = time.perf_counter()
     hybrid_vs_dfn.ensure_data(args.data, ROOT / "configs" / "data" / "dfn_charge.yaml")
     wall["data_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    config, summary = hybrid_vs_dfn.train_hybrid(args.config, args.data, args.steps, args.run_dir, progress=False)
+    config, summary = hybrid_vs_dfn.train_hybrid(args.config, args.data, args.steps, args.run_dir, progress=False,
+                                                 overwrite=args.overwrite)
     wall["hybrid_training_s"] = time.perf_counter() - t0
     accuracy = evaluate_run(args.run_dir, pictures=False)["test"]
 

@@ -345,6 +345,10 @@ def _missing_ids(config: dict, shard: str, present: dict) -> list[int]:
     return [i for i in range(index, n_profiles, count) if i not in present]
 
 
+_WRITTEN_ATTRS = ("schema_version", "cellax_version", "created_utc", "complete", "shard", "missing_profile_ids")
+"""Root attributes a copy (merge, subset) writes anew rather than taking from its inputs."""
+
+
 def merge_datasets(
     inputs: Sequence[str | Path], output: str | Path, attrs: dict | None = None, overwrite: bool = False
 ) -> Path:
@@ -382,8 +386,7 @@ def merge_datasets(
                 seen[pid] = Path(path)
                 order.append((pid, index, row))
     order.sort()
-    merged_attrs = {k: v for k, v in base_attrs.items()
-                    if k not in ("schema_version", "cellax_version", "created_utc", "complete", "shard", "missing_profile_ids")}
+    merged_attrs = {k: v for k, v in base_attrs.items() if k not in _WRITTEN_ATTRS}
     merged_attrs["config"] = base_config
     merged_attrs.update(attrs or {})
     merged_attrs["missing_profile_ids"] = _missing_ids(base_config, merged_attrs.get("shard", "0/1"), seen)
@@ -394,3 +397,28 @@ def merge_datasets(
     finally:
         for ds in datasets:
             ds.close()
+
+
+def subset_dataset(source: str | Path, rows: Sequence[int], output: str | Path, overwrite: bool = False) -> Path:
+    """Copy the profiles in index rows ``rows`` of ``source`` (in that order) into a new dataset ``output``.
+
+    The copy keeps the source's signals and root attributes (``config``, ``backend_version``) and records
+    ``subset_of``: the source's path and :attr:`Dataset.fingerprint`. For training or evaluating on a split
+    chosen elsewhere (e.g. :func:`cellax.hybrid.data.write_split`) with the tools that read whole files.
+    """
+    output = Path(output)
+    if output.exists() and Path(source).exists() and output.resolve() == Path(source).resolve():
+        raise StoreError(f"{output}: a subset cannot replace its own source")
+    if output.exists() and not overwrite:
+        raise StoreError(f"{output} exists; pass overwrite to replace it")
+    with open_dataset(source) as ds:
+        rows = [int(r) for r in rows]
+        outside = [r for r in rows if not 0 <= r < len(ds)]
+        if outside:
+            raise StoreError(f"{source}: rows {outside} are outside its {len(ds)} profiles")
+        if len(set(rows)) != len(rows):
+            raise StoreError(f"{source}: rows {rows} name a profile twice")
+        attrs = {k: v for k, v in ds.attrs.items() if k not in _WRITTEN_ATTRS}
+        attrs["subset_of"] = {"path": str(source), "fingerprint": ds.fingerprint}
+        dtype = ds.file["signals"][ds.signal_names[0]].dtype.name if ds.signal_names else "float64"
+        return write_dataset(output, (ds.record(r) for r in rows), attrs, ds.signal_names, dtype)

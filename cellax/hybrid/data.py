@@ -4,7 +4,8 @@ Every profile with at least two samples is used, also those the DFN ended at a v
 samples up to the cut are valid). Profiles are padded to the longest by holding the last current;
 ``mask`` marks the samples that carry DFN data. The split is a hash of ``(seed, profile_id)``;
 profiles whose ambient lies in ``holdout_ambient_degc`` are kept out of training entirely
-(extrapolation set).
+(extrapolation set). :func:`write_split` writes the three sets as cellax datasets, so that models trained
+and evaluated by the tools that read whole files (``cellax train``, ``cellax fit``) see the same profiles.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellax.data.store import open_dataset
+from cellax.data.store import open_dataset, subset_dataset
 
 TARGETS = ("voltage_v", "anode_potential_v", "core_temp_degc", "surface_temp_degc")
 
@@ -82,3 +83,23 @@ def split(profiles: Profiles, test_fraction: float, seed: int, holdout_ambient_d
         band = (profiles.ambient_temp_degc >= low) & (profiles.ambient_temp_degc <= high)
     test = ~band & (draws < test_fraction)
     return {"train": np.flatnonzero(~band & ~test), "test": np.flatnonzero(test), "holdout": np.flatnonzero(band)}
+
+
+def config_split(config, profiles: Profiles) -> dict[str, np.ndarray]:
+    """:func:`split` with the settings of a :class:`~cellax.hybrid.config.HybridConfig`."""
+    band = config.split.holdout_ambient_degc
+    return split(profiles, config.split.test_fraction, config.seed, None if band is None else (band.low, band.high))
+
+
+def write_split(config, out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """The profiles of each set of ``config``'s split (``train``, ``test``, ``holdout``) as datasets
+    ``out_dir/<set>.h5``, in the order of :func:`split`'s rows, with the source's signals and config."""
+    profiles, _ = load_profiles(config.data)
+    rows = config_split(config, profiles)
+    with open_dataset(config.data) as ds:
+        row_of = {int(p): r for r, p in enumerate(ds.profiles["profile_id"])}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {name: subset_dataset(config.data, [row_of[int(p)] for p in profiles.profile_id[r]], out_dir / f"{name}.h5",
+                                 overwrite)
+            for name, r in rows.items()}

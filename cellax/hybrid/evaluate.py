@@ -55,10 +55,11 @@ def run_model(model, params, profiles: Profiles, batch: int = 16) -> tuple[dict,
 
 
 def errors(signals: dict, stop: np.ndarray, profiles: Profiles) -> dict:
-    """Per-profile sums of squared errors, max errors and sample counts (display units)."""
+    """Per-profile sums of squared errors, max errors and sample counts (display units) of the signals in
+    ``signals`` (a model without anode potential leaves it out)."""
     valid = profiles.mask & (np.arange(profiles.mask.shape[1])[None, :] <= stop[:, None])
     out = {"n": valid.sum(1), "dfn_samples": profiles.mask.sum(1)}
-    for name in TARGETS:
+    for name in (k for k in TARGETS if k in signals):
         e = np.where(valid, (signals[name] - profiles.targets[name]) * UNITS[name], 0.0)
         out[f"sse_{name}"] = (e**2).sum(1)
         out[f"max_{name}"] = np.abs(e).max(1)
@@ -71,7 +72,7 @@ def summarise(err: dict, rows: np.ndarray) -> dict:
         return {"profiles": 0}
     n = max(int(err["n"][rows].sum()), 1)
     out = {"profiles": int(len(rows)), "coverage": float(err["n"][rows].sum() / max(err["dfn_samples"][rows].sum(), 1))}
-    for name in TARGETS:
+    for name in (k for k in TARGETS if f"sse_{k}" in err):
         out[f"rmse_{SHORT[name]}"] = float(np.sqrt(err[f"sse_{name}"][rows].sum() / n))
         out[f"max_{SHORT[name]}"] = float(err[f"max_{name}"][rows].max())
     return out
@@ -116,7 +117,8 @@ def plot_report(run_dir: Path, profiles: Profiles, results: dict, signals: dict,
     for ax, name in zip(axes, ("voltage_v", "anode_potential_v")):
         ax.plot(t, profiles.targets[name][hard, :n], "k", lw=2, label="DFN")
         for model_name, sig in signals.items():
-            ax.plot(t, sig[name][hard, :n], lw=1, label=model_name)
+            if name in sig:
+                ax.plot(t, sig[name][hard, :n], lw=1, label=model_name)
         ax.set_ylabel(name)
     axes[0].legend()
     axes[1].set_xlabel(f"time (min), profile {int(profiles.profile_id[hard])}")
@@ -125,27 +127,37 @@ def plot_report(run_dir: Path, profiles: Profiles, results: dict, signals: dict,
     plt.close(fig)
 
 
+def held_out(config) -> tuple[Profiles, dict[str, np.ndarray], int]:
+    """``(profiles, rows, n_train)``: the held-out profiles of a :class:`~cellax.hybrid.config.HybridConfig`'s split
+    (test, then holdout), the rows of each set among them, and the number of training profiles."""
+    from cellax.hybrid.data import config_split, load_profiles
+
+    profiles, _ = load_profiles(config.data)
+    rows = config_split(config, profiles)
+    data = profiles.take(np.concatenate([rows["test"], rows["holdout"]]))
+    local = {"test": np.arange(len(rows["test"])), "holdout": len(rows["test"]) + np.arange(len(rows["holdout"]))}
+    return data, local, int(rows["train"].size)
+
+
+def tables(results: dict, profiles: Profiles, capacity_ah: float, rows: dict[str, np.ndarray]) -> dict:
+    """``{set: {model: band_table}}`` of each model's :func:`errors` on each set of ``rows``."""
+    return {set_name: {name: band_table(err, profiles, capacity_ah, set_rows) for name, err in results.items()}
+            for set_name, set_rows in rows.items()}
+
+
 def evaluate_run(run_dir: str | Path, pictures: bool = True) -> dict:
     """Plain SPMe and the run's hybrid on its held-out profiles: ``report.json`` (+ pictures) in ``run_dir``."""
-    from cellax.hybrid.data import load_profiles, split
     from cellax.hybrid.train import load_run
 
     run_dir = Path(run_dir)
     config, hybrid, params, _ = load_run(run_dir)
-    profiles, _ = load_profiles(config.data)
-    band = config.split.holdout_ambient_degc
-    rows = split(profiles, config.split.test_fraction, config.seed, None if band is None else (band.low, band.high))
-    held = np.concatenate([rows["test"], rows["holdout"]])
-    data = profiles.take(held)
+    data, local, n_train = held_out(config)
     capacity = float(params.scalars["nominal_capacity_ah"])
     results, signals = {}, {}
     for name, model in (("spme", hybrid.spme), ("hybrid", hybrid)):
         sig, stop = run_model(model, params, data)
         signals[name], results[name] = sig, errors(sig, stop, data)
-    local = {"test": np.arange(len(rows["test"])), "holdout": len(rows["test"]) + np.arange(len(rows["holdout"]))}
-    report = {"run": str(run_dir), "n_train_profiles": int(rows["train"].size)}
-    for split_name, split_rows in local.items():
-        report[split_name] = {name: band_table(err, data, capacity, split_rows) for name, err in results.items()}
+    report = {"run": str(run_dir), "n_train_profiles": n_train, **tables(results, data, capacity, local)}
     (run_dir / "report.json").write_text(json.dumps(report, indent=1))
     if pictures:
         plot_report(run_dir, data, results, signals, np.arange(len(data)), capacity)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from cellax.data.cell import dataset_parameters
 from cellax.events import EventLog
 from cellax.hybrid.config import HybridConfig
-from cellax.hybrid.data import TARGETS, Profiles, load_profiles, split
+from cellax.hybrid.data import TARGETS, Profiles, config_split, load_profiles
 from cellax.hybrid.model import HybridSPMe
 from cellax.physics.simulate import check_state, state_flags, status_code
 from cellax.physics.spme import SPMe
@@ -228,9 +228,7 @@ def train(config: HybridConfig, run_dir: str | Path, resume: bool = False, progr
     run_dir = Path(run_dir)
     check_run_folder(run_dir, config, resume)
     profiles, data_config = load_profiles(config.data)
-    rows = split(profiles, config.split.test_fraction, config.seed,
-                 None if config.split.holdout_ambient_degc is None else
-                 (config.split.holdout_ambient_degc.low, config.split.holdout_ambient_degc.high))
+    rows = config_split(config, profiles)
     if not rows["train"].size:
         raise HybridError(f"{config.data}: no training profiles after the split")
     meta = run_meta(config, data_config)

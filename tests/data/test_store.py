@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cellax.data.store import SIGNALS, StoreError, merge_datasets, open_dataset, write_dataset
+from cellax.data.store import SIGNALS, StoreError, merge_datasets, open_dataset, subset_dataset, write_dataset
 from tests.conftest import synthetic_records
 
 
@@ -94,3 +94,24 @@ def test_merge_sorts_by_profile_id_and_refuses_duplicates_and_foreign_jobs(tmp_p
     other = write_dataset(tmp_path / "o.h5", records[:1], {"config": {"name": "other"}})
     with pytest.raises(StoreError, match="config differs"):
         merge_datasets([a, other], tmp_path / "x.h5")
+
+
+def test_subset_copies_chosen_rows_in_order_and_never_replaces_its_source(tmp_path):
+    records = synthetic_records(5)
+    source = write_dataset(tmp_path / "a.h5", records, {"config": {"name": "job"}, "backend_version": 2})
+    part = subset_dataset(source, [3, 0], tmp_path / "part.h5")
+    with open_dataset(part) as ds, open_dataset(source) as src:
+        assert ds.profiles["profile_id"].tolist() == [3, 0]
+        assert ds.config == {"name": "job"} and ds.attrs["backend_version"] == 2
+        assert ds.attrs["subset_of"] == {"path": str(source), "fingerprint": src.fingerprint}
+        np.testing.assert_array_equal(ds.profile(0)["voltage_v"], records[3].signals["voltage_v"])
+        assert ds.record(1).meta == records[0].meta
+    with pytest.raises(StoreError, match="exists"):
+        subset_dataset(source, [1], part)
+    with pytest.raises(StoreError, match="own source"):
+        subset_dataset(source, [1], source, overwrite=True)
+    with pytest.raises(StoreError, match=r"rows \[7\] are outside"):
+        subset_dataset(source, [1, 7], tmp_path / "b.h5")
+    assert not (tmp_path / "b.h5").exists()
+    with open_dataset(source) as ds:
+        assert len(ds) == 5
