@@ -42,7 +42,7 @@ LEVELS = (0.0, 0.01, 0.05)
 N_MEMBERS = 200
 OUT = Path(__file__).parent / "results" / "discovery.json"
 CASES = ("a", "b", "c", "d")
-D_TRAIN, D_HELD_OUT = tuple(range(0, 14)), (14, 15, 16, 17, 18, 19, 20, 21)
+D_TRAIN, D_HELD_OUT = tuple(range(14)), (14, 15, 16, 17, 18, 19, 20, 21)
 
 
 def pysindy_stlsq(g, y, threshold):
@@ -241,6 +241,7 @@ def fitted_spme(train, held, cache: Path | None):
     """:func:`correction.fitted_spme`, or its fitted values read from ``cache`` (a JSON written by an earlier
     run with the same training seeds and parameters; the fit's timing is the earlier run's) and scored again."""
     from cellax.data.pybamm_backend import VERSION
+    from cellax.physics import load_parameter_set
 
     key = {"train_seeds": list(D_TRAIN), "parameters": list(correction.FIT_PARAMETERS), "backend_version": VERSION}
     if cache is not None and cache.exists():
@@ -256,7 +257,7 @@ def fitted_spme(train, held, cache: Path | None):
     fitted = correction.fitted_spme(train, held)
     refitted = fitted.pop("refitted_profiles")
     if cache is not None:
-        plain = lambda v: v.tolist() if hasattr(v, "tolist") else v  # noqa: E731
+        plain = lambda v: v.tolist() if hasattr(v, "tolist") else v
         cache.write_text(json.dumps({"key": key, "fitted": {k: plain(v) for k, v in fitted.items()}}, default=plain))
     return fitted, refitted
 
