@@ -5,16 +5,18 @@ same seeded pulse profiles. The SPMe's voltage error :math:`e = V_\\text{DFN} - 
 regressed on a library of the SPMe's own states and inputs only: current ``I``, SOC, temperature
 ``T``, the SPMe's overpotential :math:`\\eta = U(\\bar x) - V_\\text{SPMe}`, its lowest electrolyte
 concentration ``ce``, the slopes and curvatures of the electrodes' open-circuit potentials at its
-SOC (``dUn``, ``d2Up``, ``dU`` of the cell), and first-order filters :math:`F_\\tau[\\cdot]`
-of a few time constants. A filtered term is the error-dynamics form: :math:`\\dot e_k = (\\theta_k
-- e_k)/\\tau`, a hidden first-order state of the error driven by the SPMe's signals. Filtered
+SOC (``dUn``, ``d2Up``, ``dU`` of the cell), low-SOC factors :math:`1/(\\text{soc} + s_0)`, and
+first-order filters :math:`F_\\tau[\\cdot]` of a few time constants. A filtered term is the
+error-dynamics form: :math:`\\dot e_k = (\\theta_k - e_k)/\\tau`, a hidden first-order state of the
+error driven by the SPMe's signals. Filtered
 currents times OCP slopes and curvatures are the first- and second-order terms of the DFN's
 through-thickness spread of lithiation, which smears the open-circuit potential where it bends.
 
 Model selection, training profiles only: best subsets of ``1..max_terms`` terms by a greedy forward
 pass from every term followed by swaps (least squares on the normal equations), the subset with
-the lowest leave-one-profile-out error chosen. On held-out profiles the report is the share of the
-SPMe-vs-DFN mean-squared voltage error that :math:`V_\\text{SPMe} + \\Theta\\xi` removes, beside the
+the lowest leave-one-profile-out error chosen; its coefficients and time constants (one per error
+state) are then refined on the training trajectories (:func:`refine_correction`). On held-out
+profiles the report is the share of the SPMe-vs-DFN mean-squared voltage error that :math:`V_\\text{SPMe} + \\Theta\\xi` removes, beside the
 same share for the SPMe with its parameters refitted on the training profiles by
 :func:`cellax.physics.fit.fit` (:func:`fitted_spme`).
 """
