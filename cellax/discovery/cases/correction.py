@@ -5,16 +5,18 @@ same seeded pulse profiles. The SPMe's voltage error :math:`e = V_\\text{DFN} - 
 regressed on a library of the SPMe's own states and inputs only: current ``I``, SOC, temperature
 ``T``, the SPMe's overpotential :math:`\\eta = U(\\bar x) - V_\\text{SPMe}`, its lowest electrolyte
 concentration ``ce``, the slopes and curvatures of the electrodes' open-circuit potentials at its
-SOC (``dUn``, ``d2Up``, ``dU`` of the cell), and first-order filters :math:`F_\\tau[\\cdot]`
-of a few time constants. A filtered term is the error-dynamics form: :math:`\\dot e_k = (\\theta_k
-- e_k)/\\tau`, a hidden first-order state of the error driven by the SPMe's signals. Filtered
+SOC (``dUn``, ``d2Up``, ``dU`` of the cell), low-SOC factors :math:`1/(\\text{soc} + s_0)`, and
+first-order filters :math:`F_\\tau[\\cdot]` of a few time constants. A filtered term is the
+error-dynamics form: :math:`\\dot e_k = (\\theta_k - e_k)/\\tau`, a hidden first-order state of the
+error driven by the SPMe's signals. Filtered
 currents times OCP slopes and curvatures are the first- and second-order terms of the DFN's
 through-thickness spread of lithiation, which smears the open-circuit potential where it bends.
 
 Model selection, training profiles only: best subsets of ``1..max_terms`` terms by a greedy forward
 pass from every term followed by swaps (least squares on the normal equations), the subset with
-the lowest leave-one-profile-out error chosen. On held-out profiles the report is the share of the
-SPMe-vs-DFN mean-squared voltage error that :math:`V_\\text{SPMe} + \\Theta\\xi` removes, beside the
+the lowest leave-one-profile-out error chosen; its coefficients and time constants (one per error
+state) are then refined on the training trajectories (:func:`refine_correction`). On held-out
+profiles the report is the share of the SPMe-vs-DFN mean-squared voltage error that :math:`V_\\text{SPMe} + \\Theta\\xi` removes, beside the
 same share for the SPMe with its parameters refitted on the training profiles by
 :func:`cellax.physics.fit.fit` (:func:`fitted_spme`).
 """
@@ -28,9 +30,13 @@ import numpy as np
 from cellax.discovery import library as lib
 from cellax.discovery.cases.circuit import filtered
 from cellax.discovery.cases.thermal import pulse_profile
+from cellax.discovery.refine import refine
 from cellax.signals import KELVIN
 
 TAUS_S = (10.0, 30.0, 100.0, 300.0, 1000.0)
+SOC_OFFSET = 0.1
+"""``s0`` of the low-SOC terms ``1/(soc + s0)``: of 0.02, 0.05, 0.1, 0.2 and 0.4 the lowest
+leave-one-profile-out error on the training profiles."""
 SPME_SIGNALS = ("I", "V_spme", "soc", "T", "eta", "ce", "dU", "dUn", "dUp", "d2Up")
 FIT_PARAMETERS = ("neg_diffusivity_scale", "pos_diffusivity_scale", "neg_exchange_current_scale",
                   "pos_exchange_current_scale", "electrolyte_conductivity_scale", "electrolyte_diffusivity_scale")
@@ -90,29 +96,56 @@ def with_spme(profiles: list[dict], params=None) -> list[dict]:
     return [{**p, **spme_signals(p, params)} for p in profiles]
 
 
-def correction_library(dt_s: float) -> lib.Library:
-    """Static terms of the SPMe's signals and, for every ``tau`` of :data:`TAUS_S`, their filtered
-    (error-dynamics) forms; readable names (``F100s[I*dU]``: ``I·dU/dsoc`` through a 100 s filter)."""
-    def f(x, tau):
-        return filtered(x, tau, dt_s)
+STATIC_TERMS = (
+    lib.constant(), lib.signal("I"), lib.Term("I^2", lambda s: s["I"] ** 2), lib.signal("soc"),
+    lib.Term("I*soc", lambda s: s["I"] * s["soc"]), lib.Term("I/T", lambda s: s["I"] / s["T"]), lib.arcsinh("I", 5.0),
+    lib.signal("eta"), lib.Term("I/ce", lambda s: s["I"] / s["ce"]), lib.Term("I*dU", lambda s: s["I"] * s["dU"]),
+    lib.Term("I^2*dUn", lambda s: s["I"] ** 2 * s["dUn"]), lib.Term("I^2*dUp", lambda s: s["I"] ** 2 * s["dUp"]),
+    lib.Term("I/(soc+s0)", lambda s: s["I"] / (s["soc"] + SOC_OFFSET)),
+    lib.Term("I^2/(soc+s0)", lambda s: s["I"] ** 2 / (s["soc"] + SOC_OFFSET)),
+)
+FILTERED_TERMS = {  # name template ({t}: the time constant) -> term of the signals s and the filter f = F_tau
+    "F{t}[I]": lambda s, f: f(s["I"]),
+    "soc*F{t}[I]": lambda s, f: s["soc"] * f(s["I"]),
+    "F{t}[I]/T": lambda s, f: f(s["I"]) / s["T"],
+    "F{t}[I*dU]": lambda s, f: f(s["I"] * s["dU"]),
+    "F{t}[eta]": lambda s, f: f(s["eta"]),
+    "dUn*F{t}[I]^2": lambda s, f: s["dUn"] * f(s["I"]) ** 2,
+    "d2Up*F{t}[I]^2": lambda s, f: s["d2Up"] * f(s["I"]) ** 2,
+    "soc*F{t}[I*dU]": lambda s, f: s["soc"] * f(s["I"] * s["dU"]),
+    "soc*F{t}[eta]": lambda s, f: s["soc"] * f(s["eta"]),
+    "F{t}[I]/(soc+s0)": lambda s, f: f(s["I"]) / (s["soc"] + SOC_OFFSET),
+    "F{t}[eta]/(soc+s0)": lambda s, f: f(s["eta"]) / (s["soc"] + SOC_OFFSET),
+}
 
-    terms = [lib.constant(), lib.signal("I"), lib.Term("I^2", lambda s: s["I"] ** 2), lib.signal("soc"),
-             lib.Term("I*soc", lambda s: s["I"] * s["soc"]), lib.Term("I/T", lambda s: s["I"] / s["T"]),
-             lib.arcsinh("I", 5.0), lib.signal("eta"), lib.Term("I/ce", lambda s: s["I"] / s["ce"]),
-             lib.Term("I*dU", lambda s: s["I"] * s["dU"]), lib.Term("I^2*dUn", lambda s: s["I"] ** 2 * s["dUn"]),
-             lib.Term("I^2*dUp", lambda s: s["I"] ** 2 * s["dUp"])]
-    for tau in TAUS_S:
-        t = f"F{tau:g}s"
-        terms += [
-            lib.Term(f"{t}[I]", lambda s, tau=tau: f(s["I"], tau)),
-            lib.Term(f"soc*{t}[I]", lambda s, tau=tau: s["soc"] * f(s["I"], tau)),
-            lib.Term(f"{t}[I]/T", lambda s, tau=tau: f(s["I"], tau) / s["T"]),
-            lib.Term(f"{t}[I*dU]", lambda s, tau=tau: f(s["I"] * s["dU"], tau)),
-            lib.Term(f"{t}[eta]", lambda s, tau=tau: f(s["eta"], tau)),
-            lib.Term(f"dUn*{t}[I]^2", lambda s, tau=tau: s["dUn"] * f(s["I"], tau) ** 2),
-            lib.Term(f"d2Up*{t}[I]^2", lambda s, tau=tau: s["d2Up"] * f(s["I"], tau) ** 2),
-        ]
-    return lib.Library(terms)
+
+def _filtered_term(template: str, tau_s, dt_s: float):
+    """``fn(signals)`` of a :data:`FILTERED_TERMS` entry at time constant ``tau_s`` (a float or a traced value)."""
+    return lambda s: FILTERED_TERMS[template](s, lambda x: filtered(x, tau_s, dt_s))
+
+
+def correction_library(dt_s: float) -> lib.Library:
+    """:data:`STATIC_TERMS` of the SPMe's signals and, for every ``tau`` of :data:`TAUS_S`, the
+    filtered (error-dynamics) :data:`FILTERED_TERMS`; readable names (``F100s[I*dU]``: ``I·dU/dsoc``
+    through a 100 s filter)."""
+    filtered_terms = [lib.Term(template.format(t=f"{tau:g}s"), _filtered_term(template, tau, dt_s))
+                      for tau in TAUS_S for template in FILTERED_TERMS]
+    return lib.Library(list(STATIC_TERMS) + filtered_terms)
+
+
+def parse_term(name: str) -> tuple[str, float | None]:
+    """``(template, tau_s)`` of a filtered term's name (``"F100s[I*dU]"`` → ``("F{t}[I*dU]", 100.0)``),
+    ``(name, None)`` of a static one."""
+    for template in FILTERED_TERMS:
+        head, tail = template.split("{t}")
+        if name.startswith(head) and name.endswith(tail) and name[len(head):len(name) - len(tail)].endswith("s"):
+            try:
+                return template, float(name[len(head):len(name) - len(tail) - 1])
+            except ValueError:
+                continue
+    if name not in {t.name for t in STATIC_TERMS}:
+        raise ValueError(f"unknown correction term {name!r}")
+    return name, None
 
 
 def normal_equations(profiles: list[dict], library: lib.Library):
@@ -180,9 +213,59 @@ def cross_validated_mse(systems, support) -> float:
     return float(sse / sum(s[3] for s in systems))
 
 
-def discover_correction(train: list[dict], held_out: list[dict], max_terms: int = 5) -> dict:
-    """The correction (≤ ``max_terms`` terms, chosen by leave-one-profile-out error among best subsets)
-    and the share of the SPMe-vs-DFN mean-squared voltage error it removes on ``held_out``."""
+def correction_voltage(profiles: list[dict], terms, coefficients, tau_s: dict) -> list:
+    """Per profile the correction :math:`\\sum_k \\xi_k \\theta_k` of ``terms`` (names), a filtered term's
+    time constant replaced by ``tau_s[its grid tau]`` (a float or a traced value)."""
+    static = {t.name: t for t in STATIC_TERMS}
+    out = []
+    for p in profiles:
+        s = {k: jnp.asarray(p[k]) for k in SPME_SIGNALS}
+        columns = []
+        for name in terms:
+            template, tau = parse_term(name)
+            fn = static[template] if tau is None else _filtered_term(template, tau_s[tau], p["dt_s"])
+            columns.append(jnp.broadcast_to(fn(s), s["I"].shape))
+        out.append(jnp.stack(columns, -1) @ jnp.asarray(coefficients))
+    return out
+
+
+def refine_correction(train: list[dict], terms: dict, max_steps: int = 50) -> dict:
+    """The chosen correction's coefficients and time constants (one per distinct ``tau`` of its filtered
+    terms: one error state each) refined on the training profiles' whole error trajectories by
+    :func:`cellax.discovery.refine.refine` (Levenberg–Marquardt through the filters' ``lax.scan``), with
+    Gauss–Newton standard deviations."""
+    names = list(terms)
+    taus = sorted({tau for tau in (parse_term(n)[1] for n in names) if tau is not None})
+    k = len(names)
+    measured = jnp.concatenate([jnp.asarray(p["V"] - p["V_spme"]) for p in train])
+
+    def predict(theta):
+        return jnp.concatenate(correction_voltage(train, names, theta[:k], dict(zip(taus, theta[k:]))))
+
+    result = refine(predict, np.concatenate([list(terms.values()), taus]), measured, max_steps=max_steps)
+    tau_s = {tau: float(v) for tau, v in zip(taus, result.values[k:])}
+
+    def renamed(name):
+        template, tau = parse_term(name)
+        return name if tau is None else template.format(t=f"{tau_s[tau]:.4g}s")
+
+    return {"terms": {renamed(n): float(v) for n, v in zip(names, result.values[:k])},
+            "std": {renamed(n): float(v) for n, v in zip(names, result.std[:k])},
+            "tau_s": {f"{tau:g}": v for tau, v in tau_s.items()},
+            "tau_std_s": {f"{tau:g}": float(v) for tau, v in zip(taus, result.std[k:])},
+            "coefficients": result.values[:k], "tau_by_grid": tau_s, "train_rmse_mv": 1e3 * result.rmse,
+            "steps": result.steps, "converged": result.converged}
+
+
+def _share_removed(profiles, corrections) -> float:
+    e = np.concatenate([p["V"] - p["V_spme"] for p in profiles])
+    return float(1 - np.mean((e - np.concatenate([np.asarray(c) for c in corrections])) ** 2) / np.mean(e**2))
+
+
+def discover_correction(train: list[dict], held_out: list[dict], max_terms: int = 5, refine_steps: int = 50) -> dict:
+    """The correction (≤ ``max_terms`` terms, chosen by leave-one-profile-out error among best subsets,
+    then refined by :func:`refine_correction`) and the share of the SPMe-vs-DFN mean-squared voltage
+    error it removes on ``held_out``, before and after the refinement."""
     if len(train) < 2:
         raise ValueError("discover_correction: leave-one-profile-out selection needs at least 2 training profiles")
     library = correction_library(train[0]["dt_s"])
@@ -197,15 +280,27 @@ def discover_correction(train: list[dict], held_out: list[dict], max_terms: int 
     xi = _solve(a, b, chosen["support"])
     held = normal_equations(held_out, library)
     mse_spme = sum(s[2] for s in held) / sum(s[3] for s in held)
-    mse_corrected = sum(_sse(s, xi) for s in held) / sum(s[3] for s in held)
+    mse_grid = sum(_sse(s, xi) for s in held) / sum(s[3] for s in held)
     terms = {n: float(c) for n, c in zip(library.names, xi) if c != 0}
+    refined = refine_correction(train, terms, refine_steps) if refine_steps else None
+    if refined is not None:
+        corrections = correction_voltage(held_out, list(terms), refined["coefficients"], refined["tau_by_grid"])
+        share = _share_removed(held_out, corrections)
+        train_share = _share_removed(train, correction_voltage(train, list(terms), refined["coefficients"],
+                                                               refined["tau_by_grid"]))
+        final = refined["terms"]
+    else:
+        share, train_share, final = 1 - mse_grid / mse_spme, 1 - chosen["train_mse"] * n / ee, terms
     front = [min((r for r in rows if r["n_terms"] == k), key=lambda r: r["cv_mse"]) for k in range(1, max_terms + 1)]
-    return {"equation": "V_DFN - V_SPMe = " + " + ".join(f"{c:.4g}·{n}" for n, c in terms.items()), "terms": terms,
-            "n_terms": len(terms), "library_size": len(library), "candidate_subsets": len(rows),
+    return {"equation": "V_DFN - V_SPMe = " + " + ".join(f"{c:.4g}·{n}" for n, c in final.items()), "terms": final,
+            "n_terms": len(final), "library_size": len(library), "candidate_subsets": len(rows),
             "front": [{k: v for k, v in r.items() if k != "support"} for r in front],
-            "train_mse_share_removed": 1 - chosen["train_mse"] * n / ee,
-            "held_out_rmse_spme_mv": 1e3 * mse_spme**0.5, "held_out_rmse_corrected_mv": 1e3 * mse_corrected**0.5,
-            "mse_share_removed": 1 - mse_corrected / mse_spme}
+            "grid": {"terms": terms, "train_mse_share_removed": 1 - chosen["train_mse"] * n / ee,
+                     "mse_share_removed": 1 - mse_grid / mse_spme},
+            "refined": None if refined is None else {k: v for k, v in refined.items()
+                                                     if k not in ("coefficients", "tau_by_grid")},
+            "train_mse_share_removed": train_share, "held_out_rmse_spme_mv": 1e3 * mse_spme**0.5,
+            "held_out_rmse_corrected_mv": 1e3 * (mse_spme * (1 - share)) ** 0.5, "mse_share_removed": share}
 
 
 def fitted_spme(train: list[dict], held_out: list[dict], names=FIT_PARAMETERS, max_steps: int = 40) -> dict:
