@@ -118,13 +118,16 @@ class Pruner(Strict):
     (reported to Optuna in per mille), so that trials of different speeds are compared at equal time."""
 
     kind: Literal["asha", "hyperband", "median", "none"] = "asha"
-    min_steps: int = Field(100, gt=0, description="steps before a trial may be pruned")
-    min_fraction: float = Field(1 / 9, gt=0, lt=1, description="with budget.steps: fit, the fraction of the "
-                                                               "schedule before a trial may be pruned")
+    min_steps: int | None = Field(None, gt=0, description="steps before a trial may be pruned (default 100)")
+    min_fraction: float | None = Field(None, gt=0, lt=1, description="with budget.steps: fit, the fraction of "
+                                                                     "the schedule before a trial may be pruned "
+                                                                     "(default 1/9)")
     reduction_factor: int = Field(3, ge=2)
 
     def min_resource(self, fitted: bool) -> int:
-        return max(1, round(PER_MILLE * self.min_fraction)) if fitted else self.min_steps
+        if fitted:
+            return max(1, round(PER_MILLE * (self.min_fraction or 1 / 9)))
+        return self.min_steps or 100
 
 
 PER_MILLE = 1000
@@ -149,10 +152,10 @@ class HpoConfig(Strict):
 
     @model_validator(mode="after")
     def _resource(self) -> "HpoConfig":
-        if self.budget.fitted and "min_steps" in self.pruner.model_fields_set:
+        if self.budget.fitted and self.pruner.min_steps is not None:
             raise ValueError("pruner.min_steps: with budget.steps: fit trials are compared at fractions of their "
                              "schedule; give pruner.min_fraction")
-        if not self.budget.fitted and "min_fraction" in self.pruner.model_fields_set:
+        if not self.budget.fitted and self.pruner.min_fraction is not None:
             raise ValueError("pruner.min_fraction needs budget.steps: fit; give pruner.min_steps")
         return self
 

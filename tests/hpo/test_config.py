@@ -66,3 +66,15 @@ def test_the_shipped_study_configs_load():
     for path in sorted(Path(__file__).resolve().parents[2].glob("configs/hpo/*.yaml")):
         config, base = load_hpo_config(path)
         assert config.budget.seconds == 300 and base.task in config.name
+
+
+@pytest.mark.parametrize("budget, pruner", [({"steps": 8}, {"kind": "asha", "min_steps": 4}),
+                                            ({"steps": "fit", "seconds": 3}, {"kind": "asha", "min_fraction": 0.3}),
+                                            ({"steps": "fit", "seconds": 3}, {"kind": "median"})])
+def test_a_study_config_reaches_its_worker_processes_unchanged(tmp_path, hpo_dataset, budget, pruner):
+    """Workers get the study config as JSON: every valid config must validate again on the way."""
+    from cellax.hpo import load_hpo_config
+    from cellax.hpo.config import HpoConfig
+
+    config, _ = load_hpo_config(write_study(tmp_path, hpo_dataset, budget=budget, pruner=pruner))
+    assert HpoConfig.model_validate_json(config.model_dump_json()) == config
