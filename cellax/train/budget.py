@@ -20,11 +20,9 @@ import time
 import equinox as eqx
 import jax
 
-from cellax.data.loader import WindowLoader
 from cellax.models import make_model
 from cellax.train.config import TrainConfig
-from cellax.train.loop import TrainError, make_step, optimizer, prepare
-from cellax.train.physics import physics_loss
+from cellax.train.loop import make_step, optimizer, prepare, train_loader, training_physics
 from cellax.train.task import Task
 
 FILL = 0.85
@@ -41,22 +39,12 @@ def measure_step_s(config: TrainConfig, n_batches: int = 8, passes: int = 2) -> 
         raise ValueError(f"n_batches and passes must be at least 1, got {n_batches} and {passes}")
     splits, stats, dt_s = prepare(config)
     task = Task.from_config(config)
-    physics = None
-    if config.physics is not None and config.physics.weights:
-        try:
-            physics = physics_loss(config, splits, stats, dt_s)
-        except ValueError as err:
-            raise TrainError(str(err)) from None
+    physics = training_physics(config, splits, stats, dt_s)
     model = make_model(config.model, task.n_features, task.n_outputs, jax.random.key(config.seed))
     tx = optimizer(config)
     state = (model, tx.init(eqx.filter(model, eqx.is_array)))
     step = make_step(task, config, tx, physics)
-    try:
-        loader = WindowLoader(config.data, splits["train"], [*task.inputs, *task.outputs], config.window_len,
-                              config.batch_size, seed=config.seed, stats=stats, num_batches=n_batches + 1)
-    except ValueError as err:
-        raise TrainError(f"chunk_len x chunks_per_window = {config.window_len}: {err}") from None
-    with loader:
+    with train_loader(config, task, splits, stats, num_batches=n_batches + 1) as loader:
         batches = list(loader)
     state = step(*state, batches[0])[:2]  # compiles
     jax.block_until_ready(state)

@@ -172,6 +172,25 @@ def prepare(config: TrainConfig):
     return splits, stats, dt_s
 
 
+def training_physics(config: TrainConfig, splits: dict, stats, dt_s: float) -> PhysicsLoss | None:
+    """The config's physics-informed loss terms on its training data, or None when it asks for none."""
+    if config.physics is None or not config.physics.weights:
+        return None
+    try:
+        return physics_loss(config, splits, stats, dt_s)
+    except ValueError as err:
+        raise TrainError(str(err)) from None
+
+
+def train_loader(config: TrainConfig, task: Task, splits: dict, stats, **kwargs) -> WindowLoader:
+    """Random training windows of ``config`` (``kwargs``: the loader's batch range and device)."""
+    try:
+        return WindowLoader(config.data, splits["train"], [*task.inputs, *task.outputs], config.window_len,
+                            config.batch_size, seed=config.seed, stats=stats, **kwargs)
+    except ValueError as err:
+        raise TrainError(f"chunk_len x chunks_per_window = {config.window_len}: {err}") from None
+
+
 def data_fingerprint(path: Path) -> str:
     with open_dataset(path) as ds:
         return ds.fingerprint
@@ -307,12 +326,7 @@ def train(
     if resume:
         stats = NormStats.from_json((run_dir / "stats.json").read_text())
     task = Task.from_config(config)
-    physics = None
-    if config.physics is not None and config.physics.weights:
-        try:
-            physics = physics_loss(config, splits, stats, dt_s)
-        except ValueError as err:
-            raise TrainError(str(err)) from None
+    physics = training_physics(config, splits, stats, dt_s)
     devices = jax.devices()
     if config.batch_size % len(devices):
         raise TrainError(f"batch_size {config.batch_size} must be a multiple of the {len(devices)} visible devices")
@@ -357,13 +371,8 @@ def train(
         val_profiles = list(iterate_profiles(config.data, val_rows, [*task.inputs, *task.outputs]))
         weights = loss_weights(task.outputs, config.loss.weights)
         last = config.steps if stop_after is None else min(config.steps, start + stop_after)
-        try:
-            loader = WindowLoader(
-                config.data, splits["train"], [*task.inputs, *task.outputs], config.window_len, config.batch_size,
-                seed=config.seed, stats=stats, start_batch=start, num_batches=last - start, device=sharded,
-            )
-        except ValueError as err:
-            raise TrainError(f"chunk_len x chunks_per_window = {config.window_len}: {err}") from None
+        loader = train_loader(config, task, splits, stats, start_batch=start, num_batches=last - start,
+                              device=sharded)
 
         metrics = (run_dir / "metrics.jsonl").open("a")
         events = EventLog(run_dir / "events")
