@@ -128,7 +128,7 @@ def train_gru(config_path: Path, train_file: Path, out_dir: Path, seconds: float
     raw.update(data=str(train_file), out=str(out_dir), outputs=GRU_OUTPUTS, split_fractions=list(GRU_SPLIT))
     config = validate_config(TrainConfig, raw, str(config_path))
     with jax.enable_x64(False):
-        step_s = measure_step_s(config)
+        step_s = measure_step_s(config, budget_s=seconds)
         steps = steps_for_seconds(step_s, seconds)
         every = max(steps // 4, 1)
         config = config.model_copy(update={"steps": steps, "eval_every": every, "checkpoint_every": every})

@@ -107,7 +107,7 @@ def accuracy(data: Path, out: Path, budget_s: float, results_dir: Path, kinds=KI
             name = f"{task_name}_{kind}"
             config = load_config(ROOT / "configs" / "train" / f"{name}.yaml", TrainConfig)
             config = config.model_copy(update={"data": data, "out": out / f"{name}{suffix}"})
-            step_s = measure_step_s(config)  # -> steps that fill the budget (the schedule then ends with it)
+            step_s = measure_step_s(config, budget_s=budget_s)  # -> steps that fill the budget (the schedule then ends with it)
             steps = steps_for_seconds(step_s, budget_s)
             config = config.model_copy(update={"steps": steps, "eval_every": max(steps // 8, 1),
                                                "checkpoint_every": max(steps // 8, 1)})

@@ -128,7 +128,7 @@ def sample(trial: optuna.Trial, config: HpoConfig, base: TrainConfig, out_dir: P
         if steps is None:
             from cellax.train.budget import measure_step_s, steps_for_seconds
 
-            step_s = measure_step_s(train_config)
+            step_s = measure_step_s(train_config, budget_s=budget.seconds)
             steps = steps_for_seconds(step_s, budget.seconds)
             trial.set_user_attr("step_s", step_s)
             trial.set_user_attr("planned_steps", steps)

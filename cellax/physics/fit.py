@@ -142,28 +142,27 @@ def fit(
     if not data:
         raise ValueError("fit: no measurements")
     sigmas = {"sigma_v": sigma_v, "sigma_temp_k": sigma_temp_k}
-    batches = [_Batch.of(m, sigmas) for m in data]
+    groups = [_Group.of([data[i] for i in members], sigmas) for members in _group_members(data)]
+    order = [i for members in _group_members(data) for i in members]
 
     def values_of(z):
         return {p.name: to_value(p, z[i]) for i, p in enumerate(parameters)}
 
     def residuals(z, args):
-        cell, batches = args
-        values = values_of(z)
-        return jnp.concatenate([b.residuals(model, cell.with_values({**b.overrides, **values})) for b in batches])
+        cell, groups = args
+        return jnp.concatenate([g.residuals(model, cell, values_of(z)) for g in groups])
 
     def solve(z, args):
         """The whole fit in one compiled call: LM, then the Jacobian and the predictions at its answer."""
         solution = optx.least_squares(residuals, optx.LevenbergMarquardt(rtol=rtol, atol=atol), z, args,
                                       max_steps=max_steps, throw=False)
         z = solution.value
-        cell, batches = args
-        values = values_of(z)
-        predictions = [b.solve(model, cell.with_values({**b.overrides, **values})).signals for b in batches]
+        cell, groups = args
+        predictions = [g.solve(model, cell, values_of(z)).signals for g in groups]
         return z, solution.result, solution.stats["num_steps"], jax.jacfwd(residuals)(z, args), predictions
 
     z0 = jnp.asarray([to_unconstrained(p, p.initial) for p in parameters], dtype=jnp.float64)
-    args = (params, batches)
+    args = (params, groups)
     started = time.perf_counter()
     compiled = jax.jit(solve).lower(z0, args).compile()
     compile_seconds = time.perf_counter() - started
@@ -173,7 +172,11 @@ def fit(
     covariance_z = jnp.linalg.pinv(jacobian.T @ jacobian)
     derivative = jnp.asarray([jax.grad(functools.partial(to_value, p))(z[i]) for i, p in enumerate(parameters)])
     std = jnp.sqrt(jnp.diag(covariance_z)) * jnp.abs(derivative)
-    predictions = [{k: np.asarray(v) for k, v in pred.items()} for pred in predictions]
+    unstacked = [
+        {k: np.asarray(v[j, : len(data[i].current_a)]) for k, v in pred.items()}
+        for pred, members in zip(predictions, _group_members(data)) for j, i in enumerate(members)
+    ]
+    predictions = [pred for _, pred in sorted(zip(order, unstacked), key=lambda pair: pair[0])]
     rmse = {}
     for name in MEASURED:
         pairs = [(pred[name], m.signals[name]) for pred, m in zip(predictions, data) if name in m.signals]
@@ -192,40 +195,86 @@ def fit(
     )
 
 
-class _Batch(eqx.Module):
-    """One measurement as arrays: the residual function's data."""
+LENGTH_BUCKET_RATIO = 1.25  # profiles are padded to the longest of their bucket: at most 25 % more steps
 
-    current_a: Float[Array, " n"]
+
+def _group_members(data: Sequence[Measurement]) -> list[list[int]]:
+    """Indices of the measurements simulated together in one ``vmap``: same sample step, signals,
+    overrides and cut-off kind, and lengths within ``LENGTH_BUCKET_RATIO`` of the bucket's shortest
+    (one compiled simulation per group, rather than one per profile)."""
+    kinds: dict[tuple, list[int]] = {}
+    for i, m in enumerate(data):
+        key = (float(m.dt_s), tuple(sorted(m.signals)), tuple(sorted(m.overrides)), m.end_time_s is None)
+        kinds.setdefault(key, []).append(i)
+    groups = []
+    for members in kinds.values():
+        members = sorted(members, key=lambda i: len(data[i].current_a))
+        bucket = [members[0]]
+        for i in members[1:]:
+            if len(data[i].current_a) > LENGTH_BUCKET_RATIO * len(data[bucket[0]].current_a):
+                groups.append(bucket)
+                bucket = []
+            bucket.append(i)
+        groups.append(bucket)
+    return groups
+
+
+class _Group(eqx.Module):
+    """Measurements of one kind stacked along a leading axis of size ``b`` and zero-padded to ``n``
+    samples (a padded sample is rest, after the measurement: the simulation is causal, so the samples
+    before it are unchanged, and they are masked out of the residuals)."""
+
+    current_a: Float[Array, "b n"]
+    n_samples: Float[Array, " b"]
+    initial_soc: Float[Array, " b"]
+    ambient_temp_k: Float[Array, " b"]
+    targets: dict[str, Float[Array, "b n"]]
+    overrides: dict[str, Float[Array, " b"]]
+    end_time_s: Float[Array, " b"] | None
     dt_s: float = eqx.field(static=True)
-    initial_soc: float = eqx.field(static=True)
-    ambient_temp_k: float = eqx.field(static=True)
-    targets: dict[str, Array]
-    overrides: dict[str, Array]
     scales: dict[str, float] = eqx.field(static=True)
-    end_time_s: float | None = eqx.field(static=True)
 
     @classmethod
-    def of(cls, m: Measurement, sigmas: dict[str, float]) -> _Batch:
+    def of(cls, members: Sequence[Measurement], sigmas: dict[str, float]) -> _Group:
+        n = max(len(m.current_a) for m in members)
+
+        def stacked(rows):
+            return jnp.asarray(np.stack([np.pad(np.asarray(r, dtype=np.float64), (0, n - len(r))) for r in rows]))
+
+        def column(values):
+            return jnp.asarray(np.asarray(values, dtype=np.float64))
+
+        first = members[0]
         return cls(
-            jnp.asarray(m.current_a, dtype=jnp.float64),
-            float(m.dt_s),
-            float(m.initial_soc),
-            float(m.ambient_temp_k),
-            {k: jnp.asarray(v, dtype=jnp.float64) for k, v in m.signals.items()},
-            {k: jnp.asarray(v, dtype=jnp.float64) for k, v in m.overrides.items()},
-            {k: float(sigmas[MEASURED[k]]) for k in m.signals},
-            None if m.end_time_s is None else float(m.end_time_s),
+            stacked([m.current_a for m in members]),
+            column([len(m.current_a) for m in members]),
+            column([m.initial_soc for m in members]),
+            column([m.ambient_temp_k for m in members]),
+            {k: stacked([m.signals[k] for m in members]) for k in first.signals},
+            {k: column([m.overrides[k] for m in members]) for k in first.overrides},
+            None if first.end_time_s is None else column([m.end_time_s for m in members]),
+            float(first.dt_s),
+            {k: float(sigmas[MEASURED[k]]) for k in first.signals},
         )
 
-    def solve(self, model, params):
-        return simulate(model, params, self.current_a, self.dt_s, self.initial_soc, self.ambient_temp_k)
+    def solve(self, model, cell: ParameterSet, values: dict):
+        def one(current_a, initial_soc, ambient_temp_k, overrides):
+            params = cell.with_values({**overrides, **values})
+            return simulate(model, params, current_a, self.dt_s, initial_soc, ambient_temp_k)
 
-    def residuals(self, model, params):
-        """Signal residuals up to the model's own stop (a cut-off, or an invalid state), and, when the data
-        end at a cut-off, the cut-off times' difference in units of ``END_TIME_SIGMA_S``."""
-        solution = self.solve(model, params)
-        valid = jnp.arange(self.current_a.shape[0]) <= solution.stop_index
-        parts = [jnp.where(valid, (solution.signals[k] - v) / self.scales[k], 0.0) for k, v in self.targets.items()]
+        return jax.vmap(one)(self.current_a, self.initial_soc, self.ambient_temp_k, self.overrides)
+
+    def residuals(self, model, cell: ParameterSet, values: dict):
+        """Signal residuals up to the model's own stop (a cut-off, or an invalid state) within each
+        measurement, and, when the data end at a cut-off, the cut-off times' difference in units of
+        ``END_TIME_SIGMA_S`` (the model's event time capped at the measurement's last sample, as an
+        unpadded simulation reports it)."""
+        solution = self.solve(model, cell, values)
+        index = jnp.arange(self.current_a.shape[1])
+        valid = (index <= solution.stop_index[:, None]) & (index < self.n_samples[:, None])
+        parts = [jnp.where(valid, (solution.signals[k] - v) / self.scales[k], 0.0).ravel()
+                 for k, v in self.targets.items()]
         if self.end_time_s is not None:
-            parts.append(jnp.reshape((solution.event_time_s - self.end_time_s) / END_TIME_SIGMA_S, (1,)))
+            event_time_s = jnp.minimum(solution.event_time_s, (self.n_samples - 1) * self.dt_s)
+            parts.append((event_time_s - self.end_time_s) / END_TIME_SIGMA_S)
         return jnp.concatenate(parts)

@@ -14,7 +14,7 @@ from cellax.data.generate import generate
 from cellax.data.profiles import ProfileConfig, make_profile, profile_rng
 from cellax.physics import load_parameter_set
 from cellax.physics.config import FitParameter
-from cellax.physics.fit import Measurement, fit
+from cellax.physics.fit import END_TIME_SIGMA_S, Measurement, _Group, _group_members, fit
 from cellax.workflows.fit import write_report
 from cellax.physics.simulate import simulate
 from cellax.physics.spme import SPMe
@@ -120,3 +120,33 @@ def test_cellax_fit_names_the_bad_field(tmp_path, capsys):
     (tmp_path / "fit.yaml").write_text(yaml.safe_dump({"data": "x.h5", "parameters": {"a": {"lower": 1, "upper": 0.5, "initial": 0.7}}}))
     assert main(["fit", str(tmp_path / "fit.yaml")]) == 2
     assert "parameters.a" in capsys.readouterr().err
+
+
+def test_profiles_of_one_kind_are_grouped_into_length_buckets():
+    def measurement(n, end=None, signals=("voltage_v",)):
+        return Measurement(np.ones(n), 1.0, 0.5, 298.15, {k: np.ones(n) for k in signals}, end_time_s=end)
+
+    data = [measurement(100), measurement(1000), measurement(120), measurement(110, end=100.0),
+            measurement(124), measurement(100, signals=("voltage_v", "core_temp_degc"))]
+    assert _group_members(data) == [[0, 2, 4], [1], [3], [5]]
+
+
+def test_a_padded_group_has_the_residuals_of_its_members_simulated_alone(params):
+    """Zero-padding to the bucket's length changes nothing before each profile's end, and a model cut-off
+    after a profile's last sample counts as at that sample, as in an unpadded simulation."""
+    model = SPMe(10, (6, 4, 6))
+    sigmas = {"sigma_v": 2e-3, "sigma_temp_k": 0.1}
+    members = []
+    for n, soc in ((1000, 0.25), (850, 0.35)):  # the first reaches 2.5 V inside its samples, the second after them
+        current = np.full(n, 5.0)
+        voltage = np.asarray(simulate(model, params, current, 1.0, soc, 298.15).signals["voltage_v"]) + 1e-3
+        members.append(Measurement(current, 1.0, soc, 298.15, {"voltage_v": voltage}, end_time_s=700.0))
+    together = np.asarray(_Group.of(members, sigmas).residuals(model, params, {}))
+    n = max(len(m.current_a) for m in members)
+    for j, m in enumerate(members):
+        alone = np.asarray(_Group.of([m], sigmas).residuals(model, params, {}))
+        k = len(m.current_a)
+        np.testing.assert_allclose(together[j * n: j * n + k], alone[:k], rtol=1e-9, atol=1e-9)
+        assert not np.any(together[j * n + k: (j + 1) * n])
+        assert together[2 * n + j] == pytest.approx(alone[-1], rel=1e-9)
+    assert together[2 * n + 1] == pytest.approx((849 - 700) / END_TIME_SIGMA_S)  # capped at its last sample

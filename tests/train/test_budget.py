@@ -20,6 +20,8 @@ def test_the_measured_step_time_is_that_of_the_compiled_step(tmp_path):
         "out": str(tmp_path / "run")})
     step_s = measure_step_s(config, n_batches=3)
     assert math.isfinite(step_s) and step_s > 0
+    once_s = measure_step_s(config, n_batches=3, budget_s=1e-9)  # too slow for that budget: one step is timed
+    assert math.isfinite(once_s) and once_s > 0
     assert not (tmp_path / "run").exists()  # measuring writes no run folder
 
 
