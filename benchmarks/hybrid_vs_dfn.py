@@ -11,7 +11,7 @@ The pictures go next to ``--out`` as ``<its stem>_overlay.png`` and ``<its stem>
 configs/hybrid/dfn_hard.yaml --out benchmarks/results/hybrid_vs_dfn_hard.json``).
 
 Generates the DFN dataset of ``--data-config`` at ``--data`` when it is missing (PyBaMM, one worker)
-and splits it as the hybrid of ``configs/hybrid/dfn.yaml`` does (:func:`cellax.hybrid.data.split`: the
+and splits it as the hybrid of ``--config`` does (:func:`cellax.hybrid.data.split`: the
 ambient band 0-10 degC kept out of training, a hashed quarter of the rest held out as "test"). On the
 training profiles of that split it trains, in the same process:
 
