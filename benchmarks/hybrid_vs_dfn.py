@@ -3,9 +3,15 @@
 
     python benchmarks/hybrid_vs_dfn.py [--data data/dfn.h5] [--steps 400] [--run-dir runs/bench_hybrid_vs_dfn]
                                        [--overwrite] [--fit-profiles 4] [--fit-steps 20] [--gru-seconds 300]
+                                       [--config configs/hybrid/dfn.yaml] [--data-config configs/data/dfn.yaml]
+                                       [--out benchmarks/results/hybrid_vs_dfn.json]
 
-Generates the DFN dataset of ``configs/data/dfn.yaml`` at ``--data`` when it is missing (PyBaMM, one worker)
-and splits it as the hybrid of ``configs/hybrid/dfn.yaml`` does (:func:`cellax.hybrid.data.split`: the
+The pictures go next to ``--out`` as ``<its stem>_overlay.png`` and ``<its stem>_error_vs_band.png``
+(the harder set: ``--data data/dfn_hard.h5 --data-config configs/data/dfn_hard.yaml --config
+configs/hybrid/dfn_hard.yaml --out benchmarks/results/hybrid_vs_dfn_hard.json``).
+
+Generates the DFN dataset of ``--data-config`` at ``--data`` when it is missing (PyBaMM, one worker)
+and splits it as the hybrid of ``--config`` does (:func:`cellax.hybrid.data.split`: the
 ambient band 0-10 degC kept out of training, a hashed quarter of the rest held out as "test"). On the
 training profiles of that split it trains, in the same process:
 
@@ -213,6 +219,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "dfn.h5")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "hybrid" / "dfn.yaml")
+    parser.add_argument("--data-config", type=Path, default=ROOT / "configs" / "data" / "dfn.yaml",
+                        help="data config that generates --data when it is missing")
     parser.add_argument("--steps", type=int, default=400, help="hybrid training steps")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "bench_hybrid_vs_dfn")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
@@ -224,7 +232,7 @@ def main() -> None:
     args = parser.parse_args()
     refuse_existing(parser, args.run_dir, args.overwrite)
     load_before = os.getloadavg()
-    ensure_data(args.data, ROOT / "configs" / "data" / "dfn.yaml")
+    ensure_data(args.data, args.data_config)
     started = time.perf_counter()
     config, summary = train_hybrid(args.config, args.data, args.steps, args.run_dir, overwrite=args.overwrite)
 
@@ -269,6 +277,14 @@ def main() -> None:
             "anode_potential_rmse_le_3mv": h["rmse_anode_potential_mv"] <= 3.0,
             "temperatures_within_0p3k": max(h["max_core_temp_k"], h["max_surface_temp_k"]) <= 0.3,
         }
+    c_rate = held.rms_current_a / capacity
+    per_profile = [
+        {"profile_id": int(held.profile_id[i]), "set": "test" if i < rows["test"].size else "holdout",
+         "kind": str(held.kind[i]), "rms_c_rate": float(c_rate[i]), "ambient_degc": float(held.ambient_temp_degc[i]),
+         "rmse_voltage_mv": {name: float(np.sqrt(err["sse_voltage_v"][i] / max(err["n"][i], 1)))
+                             for name, err in results.items()}}
+        for i in range(len(held))
+    ]
     targets["throughput_ge_0p5x_spme"] = speed["hybrid"] / speed["spme"] >= 0.5
     targets["throughput_ge_50x_dfn"] = speed["hybrid"] / speed["dfn_pybamm_idaklu"] >= 50
     result = {
@@ -284,6 +300,7 @@ def main() -> None:
         "refit": refit,
         "gru": gru,
         "accuracy": {"test": test, "holdout_0_10_degC": holdout},
+        "per_profile": per_profile,
         "throughput_cell_s_per_s": speed,
         "throughput_ratios": {"hybrid_over_spme": speed["hybrid"] / speed["spme"],
                               "hybrid_over_dfn": speed["hybrid"] / speed["dfn_pybamm_idaklu"],
@@ -297,7 +314,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     for picture in ("overlay.png", "error_vs_band.png"):
-        shutil.copy(args.run_dir / picture, args.out.parent / f"hybrid_vs_dfn_{picture}")
+        shutil.copy(args.run_dir / picture, args.out.parent / f"{args.out.stem}_{picture}")
     for set_name, table in (("test", test), ("holdout", holdout)):
         for name, bands in table.items():
             row = bands["all"]

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cellax.config import Seed, Strict
 from cellax.data.config import Range
+from cellax.hybrid.model import HEAT_SCALE_K_S, VOLTAGE_SCALE_V
 
 
 class HybridSplitConfig(Strict):
@@ -19,13 +20,24 @@ class HybridSplitConfig(Strict):
 
 
 class HybridModelConfig(Strict):
-    """The SPMe mesh and the correction networks."""
+    """The SPMe mesh and the correction networks (output scales ``s_v`` in V, ``s_q`` in K/s; history states'
+    time constants ``τ_k`` in s: docs/hybrid.md)."""
 
     n_shells: int = Field(20, ge=3)
     x_counts: tuple[int, int, int] = (20, 20, 20)
     width: int = Field(32, ge=1)
     depth: int = Field(2, ge=1)
+    voltage_scale_v: float = Field(VOLTAGE_SCALE_V, gt=0)
+    heat_scale_k_s: float = Field(HEAT_SCALE_K_S, gt=0)
+    time_constants_s: tuple[float, ...] = ()
     dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("time_constants_s")
+    @classmethod
+    def _slow(cls, taus):
+        if any(not tau >= 1.0 for tau in taus):
+            raise ValueError(f"history time constants must be at least 1 s, got {list(taus)}")
+        return taus
 
     @field_validator("x_counts")
     @classmethod

@@ -35,7 +35,7 @@ from cellax.data.cell import dataset_parameters
 from cellax.events import EventLog
 from cellax.hybrid.config import HybridConfig
 from cellax.hybrid.data import TARGETS, Profiles, config_split, load_profiles
-from cellax.hybrid.model import HybridSPMe
+from cellax.hybrid.model import HEAT_SCALE_K_S, VOLTAGE_SCALE_V, HybridSPMe
 from cellax.physics.simulate import check_state, state_flags, status_code
 from cellax.physics.spme import SPMe
 from cellax.physics.stepping import ros2_step
@@ -46,6 +46,9 @@ from cellax.train.loop import TrainError
 SCALES = {"voltage_v": 1e-3, "anode_potential_v": 1e-3, "core_temp_degc": 0.1, "surface_temp_degc": 0.1}
 
 
+META_DEFAULTS = {"voltage_scale_v": VOLTAGE_SCALE_V, "heat_scale_k_s": HEAT_SCALE_K_S, "time_constants_s": []}
+
+
 class HybridError(TrainError):
     """A hybrid run that cannot start or continue; the message says why and what was kept (exit 2)."""
 
@@ -53,7 +56,8 @@ class HybridError(TrainError):
 def build_model(config: HybridConfig) -> HybridSPMe:
     m = config.model
     return HybridSPMe(SPMe(m.n_shells, m.x_counts), m.width, m.depth, key=jax.random.PRNGKey(config.seed),
-                      dtype=jnp.dtype(m.dtype))
+                      dtype=jnp.dtype(m.dtype), voltage_scale_v=m.voltage_scale_v, heat_scale_k_s=m.heat_scale_k_s,
+                      time_constants_s=m.time_constants_s)
 
 
 def invalid_since(codes):
@@ -182,6 +186,9 @@ def run_meta(config: HybridConfig, data_config: dict) -> dict:
         "width": config.model.width,
         "depth": config.model.depth,
         "dtype": config.model.dtype,
+        "voltage_scale_v": config.model.voltage_scale_v,
+        "heat_scale_k_s": config.model.heat_scale_k_s,
+        "time_constants_s": list(config.model.time_constants_s),
     }
 
 
@@ -190,7 +197,7 @@ def check_meta(run_dir: Path, meta: dict) -> None:
     path = run_dir / "meta.json"
     if not path.exists():
         return
-    stored = json.loads(path.read_text())
+    stored = {**META_DEFAULTS, **json.loads(path.read_text())}  # runs from before these were settable
     differ = sorted(k for k in meta if stored.get(k) != meta[k])
     if differ:
         raise HybridError(

@@ -135,3 +135,37 @@ def test_chunk_starts_past_an_invalid_state_are_flagged_and_give_a_finite_masked
         assert np.isfinite(float(loss))
         leaves = jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_array))
         assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
+
+
+def test_output_and_heat_scales_multiply_the_corrections(setup):
+    _, params = setup
+    base = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0)))
+    scaled = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0), voltage_scale_v=0.03,
+                                      heat_scale_k_s=3e-4))
+    state = base.initial_state(params, 0.6, 298.15)
+    current = jnp.asarray(5.0, params.dtype)
+    spme_out = base.spme.outputs(params, state, current, 298.15)
+    spme_rate = base.spme.vector_field(params, state, current, 298.15).core_temp_k
+    for name in ("voltage_v", "anode_potential_v"):
+        dv_base = float(base.outputs(params, state, current, 298.15)[name] - spme_out[name])
+        dv_scaled = float(scaled.outputs(params, state, current, 298.15)[name] - spme_out[name])
+        assert dv_base != 0.0
+        np.testing.assert_allclose(dv_scaled, 3 * dv_base, rtol=1e-5)
+    dq_base = float(base.vector_field(params, state, current, 298.15).core_temp_k - spme_rate)
+    dq_scaled = float(scaled.vector_field(params, state, current, 298.15).core_temp_k - spme_rate)
+    assert dq_base != 0.0
+    np.testing.assert_allclose(dq_scaled, 3 * dq_base, rtol=1e-5)
+
+
+def test_history_states_low_pass_the_c_rate_and_leave_the_untrained_hybrid_the_spme(setup):
+    _, params = setup
+    model = HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0), time_constants_s=(60.0, 600.0))
+    current = jnp.full(300, 10.0)
+    hybrid, spme = simulate(model, params, current, 1.0, 0.5, 298.15), simulate(model.spme, params, current, 1.0, 0.5, 298.15)
+    np.testing.assert_array_equal(np.asarray(hybrid.signals["voltage_v"]), np.asarray(spme.signals["voltage_v"]))
+    c_rate = 10.0 / float(params.scalars["nominal_capacity_ah"])
+    expected = c_rate * (1 - np.exp(-300.0 / np.array([60.0, 600.0])))
+    np.testing.assert_allclose(np.asarray(hybrid.final_state.history), expected, rtol=5e-3)  # 299 or 300 steps
+    trained = _trained_like(model)
+    assert trained.heat.mlp.layers[0].weight.shape[1] == 13
+    assert int(simulate(trained, params, current, 1.0, 0.5, 298.15).status) == 0

@@ -94,7 +94,8 @@ def test_shipped_config_is_valid(dfn_small):
     from cellax.config import validate_config
     from cellax.hybrid.config import HybridConfig
 
-    path = Path(__file__).resolve().parents[2] / "configs/hybrid/dfn.yaml"
-    raw = {**yaml.safe_load(path.read_text()), "data": str(dfn_small)}
-    config = validate_config(HybridConfig, raw, str(path))
-    assert config.split.holdout_ambient_degc.high == 10.0
+    for name in ("dfn", "dfn_hard", "dfn_hard_history"):
+        path = Path(__file__).resolve().parents[2] / f"configs/hybrid/{name}.yaml"
+        raw = {**yaml.safe_load(path.read_text()), "data": str(dfn_small)}
+        config = validate_config(HybridConfig, raw, str(path))
+        assert config.split.holdout_ambient_degc.high == 10.0
