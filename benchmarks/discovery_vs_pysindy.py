@@ -143,8 +143,20 @@ def case_thermal(quick: bool) -> dict:
     return {"truth": {f"{t}:{n}": v for (t, n), v in truth.items()}, "levels": rows}
 
 
+def particle_row(result: dict, truth_d: float) -> dict:
+    d, given = result["diffusivity_m2_s"], result["diffusivity_given_structure_m2_s"]
+    return {"support_recovered": bool(result["spherical"]), "sindy_equation": str(result["equation"]),
+            "structure": result["structure"], "pair_ratio": result.get("pair_ratio"),
+            "pair_difference_z": result.get("pair_difference_z"), "noise_std_estimated": result["noise_std"],
+            "chi2_per_row": result["chi2_per_row"], "diffusivity_m2_s": d,
+            "diffusivity_error_pct": 100 * abs(d / truth_d - 1) if d else None,
+            "diffusivity_given_structure_error_pct": 100 * abs(given / truth_d - 1),
+            "diffusivity_given_structure_std_pct": 100 * result["diffusivity_given_structure_std_m2_s"] / truth_d}
+
+
 def case_particle(quick: bool) -> dict:
-    u, nodes, volumes, radius, diffusivity = particle.simulate_particle(n_samples=361 if quick else 721)
+    u, nodes, volumes, radius, diffusivity = particle.simulate_particle(n_samples=361 if quick else 721,
+                                                                        seed=particle.PROFILE_SEEDS)
     truth_d = float(diffusivity(jnp.asarray(0.5)))
     rows = {}
     for level in LEVELS:
@@ -152,26 +164,17 @@ def case_particle(quick: bool) -> dict:
         start = time.perf_counter()
         result = particle.discover_diffusion(noisy, nodes, volumes, radius, 10.0)
         seconds = time.perf_counter() - start
-        d = result["diffusivity_m2_s"]
-        given = result["diffusivity_given_structure_m2_s"]
-        row = {"cellax": {"support_recovered": bool(result["spherical"]), "equation": str(result["equation"]),
-                          "debiased": result.get("debiased"), "noise_std_estimated": result["noise_std"],
-                          "diffusivity_m2_s": d, "diffusivity_error_pct": 100 * abs(d / truth_d - 1) if d else None,
-                          "diffusivity_given_structure_error_pct": 100 * abs(given / truth_d - 1),
-                          "seconds_incl_compile": seconds}}
+        row = {"cellax": {**particle_row(result, truth_d), "seconds_incl_compile": seconds}}
         if level > 0:
-            seeds = [particle.discover_diffusion(add_noise({"c": u}, ["c"], level, seed=s)["c"], nodes, volumes, radius, 10.0)
-                     for s in range(1, 6)]
-            row["cellax"]["other_noise_seeds"] = {
-                "seeds": [1, 2, 3, 4, 5], "support_recovered": [bool(r["spherical"]) for r in seeds],
-                "diffusivity_error_pct": [100 * abs(r["diffusivity_m2_s"] / truth_d - 1) if r["diffusivity_m2_s"] else None
-                                          for r in seeds],
-                "diffusivity_given_structure_error_pct": [100 * abs(r["diffusivity_given_structure_m2_s"] / truth_d - 1)
-                                                          for r in seeds]}
+            seeds = [particle_row(particle.discover_diffusion(add_noise({"c": u}, ["c"], level, seed=s)["c"], nodes, volumes,
+                                                              radius, 10.0), truth_d) for s in range(1, 6)]
+            row["cellax"]["other_noise_seeds"] = {"seeds": [1, 2, 3, 4, 5], **{
+                k: [r[k] for r in seeds] for k in ("support_recovered", "diffusivity_error_pct",
+                                                   "diffusivity_given_structure_error_pct", "pair_ratio",
+                                                   "pair_difference_z")}}
         library = particle.constant_library(nodes)
         b, g = particle.weak_system(noisy, nodes, volumes, library, 10.0, particle.FIELD_CONFIG)
-        eq = result["equation"]
-        lam = chosen_threshold(g, b, eq.front)
+        lam = chosen_threshold(g, b, result["equation"].front)
         xi = dict(zip(library.names, pysindy_stlsq(g, b, lam)))
         found = {n: c for n, c in xi.items() if c != 0}
         spherical = set(found) == {"d2c/dr2", "(2/r)dc/dr"}
@@ -182,7 +185,8 @@ def case_particle(quick: bool) -> dict:
         row["ensemble"] = compare_ensembles(g, b, lam, library.names,
                                             {"d2c/dr2": truth_d / radius**2, "(2/r)dc/dr": truth_d / radius**2})
         rows[f"{level:g}"] = row
-    return {"truth_diffusivity_m2_s": truth_d, "levels": rows}
+    return {"truth_diffusivity_m2_s": truth_d, "records": {"pulse_seeds": particle.PROFILE_SEEDS, "n_samples": u.shape[1]},
+            "levels": rows}
 
 
 def case_circuit(quick: bool) -> dict:
@@ -308,9 +312,9 @@ def main():
     for name, fn in (("a_thermal", case_thermal), ("b_particle", case_particle), ("c_circuit", case_circuit)):
         if name[0] not in cases:
             continue
-        start = time.perf_counter()
+        start, load = time.perf_counter(), os.getloadavg()
         report[name] = fn(args.quick)
-        report[name]["wall_s"] = time.perf_counter() - start
+        report[name].update(wall_s=time.perf_counter() - start, loadavg_start_end=[load, os.getloadavg()])
         print(name, "done", flush=True)
     if {"a", "b", "c"} <= cases:
         report["machine"].update(machine)

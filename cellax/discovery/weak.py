@@ -55,15 +55,3 @@ def weak_field(c, theta, dt_s: float, weights, n_test_t: int = 20, half_width_t:
     g = dt_s * jnp.einsum("kt,mi,tip->kmp", phi, psi, theta).reshape(-1, theta.shape[-1])
     return b, g
 
-
-def field_noise_gram(operators, n_samples: int, dt_s: float, weights, n_test_t: int = 20, half_width_t: int = 10,
-                     n_test_r: int = 4, half_width_r: int = 3, power: int = 4) -> np.ndarray:
-    """:math:`E[N^\\top N] / \\sigma^2` for the ``G`` of :func:`weak_field` when white noise of variance
-    :math:`\\sigma^2` on the field enters through terms linear in it: ``operators[j, i, p]`` is term
-    ``p`` at interior node ``i`` of a unit field at node ``j``. The noise in ``b`` is uncorrelated with
-    it (:math:`\\sum_t \\phi\\dot\\phi = 0`), so :math:`(G^\\top G - \\sigma^2 E)^{-1} G^\\top b` removes the
-    least-squares attenuation of the coefficients."""
-    phi, _ = bumps(n_samples, n_test_t, half_width_t, power)
-    psi, _ = bumps(np.shape(operators)[1], n_test_r, half_width_r, power)
-    a = np.einsum("mi,jip->mjp", psi * np.asarray(weights)[None, :], np.asarray(operators, np.float64))
-    return dt_s**2 * np.sum(phi**2) * np.einsum("mjp,mjq->pq", a, a)
