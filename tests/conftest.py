@@ -1,9 +1,22 @@
 """Shared fixtures: small real HDF5 datasets written with cellax's own store."""
 
+import gc
+
+import jax
 import numpy as np
 import pytest
 
 from cellax.data.store import SIGNALS, ProfileRecord, write_dataset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drop JAX's compiled executables after each test module. Each one keeps memory mappings of its machine
+    code, and a whole-suite process that kept them all ran past the kernel's limit of mappings per process
+    (``vm.max_map_count``, 65530 by default) and crashed in XLA's compiler two thirds of the way through."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 def synthetic_records(n_profiles: int = 12, seed: int = 0) -> list[ProfileRecord]:
