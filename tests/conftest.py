@@ -12,8 +12,8 @@ from cellax.data.store import SIGNALS, ProfileRecord, write_dataset
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_code():
     """Drop JAX's compiled executables after each test module. Each one keeps memory mappings of its machine
-    code, and a whole-suite process that kept them all ran past the kernel's limit of mappings per process
-    (``vm.max_map_count``, 65530 by default) and crashed in XLA's compiler two thirds of the way through."""
+    code; a whole-suite process that kept them all crashed in XLA's compiler two thirds of the way through
+    (most likely at the kernel's limit of mappings per process, ``vm.max_map_count``, 65530 by default)."""
     yield
     jax.clear_caches()
     gc.collect()
