@@ -142,8 +142,9 @@ def fit(
     if not data:
         raise ValueError("fit: no measurements")
     sigmas = {"sigma_v": sigma_v, "sigma_temp_k": sigma_temp_k}
-    groups = [_Group.of([data[i] for i in members], sigmas) for members in _group_members(data)]
-    order = [i for members in _group_members(data) for i in members]
+    grouping = _group_members(data)
+    groups = [_Group.of([data[i] for i in members], sigmas) for members in grouping]
+    order = [i for members in grouping for i in members]
 
     def values_of(z):
         return {p.name: to_value(p, z[i]) for i, p in enumerate(parameters)}
@@ -174,7 +175,7 @@ def fit(
     std = jnp.sqrt(jnp.diag(covariance_z)) * jnp.abs(derivative)
     unstacked = [
         {k: np.asarray(v[j, : len(data[i].current_a)]) for k, v in pred.items()}
-        for pred, members in zip(predictions, _group_members(data)) for j, i in enumerate(members)
+        for pred, members in zip(predictions, grouping) for j, i in enumerate(members)
     ]
     predictions = [pred for _, pred in sorted(zip(order, unstacked), key=lambda pair: pair[0])]
     rmse = {}
