@@ -44,6 +44,7 @@ def main() -> None:
     if (args.work / "config.json").exists():
         raise SystemExit(f"{args.work} holds a run; remove it or pass another --work")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_before = os.getloadavg()
     run_dir = train_run(config, progress=False)
     report = evaluate_run(run_dir)
     print(format_report(report))
@@ -58,7 +59,8 @@ def main() -> None:
     result = {
         "benchmark": "rl_charging",
         "command": f"cellax rl train {args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config}",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
         "created_utc": started,
         "config": json.loads((run_dir / "config.json").read_text()),
         "training": json.loads((run_dir / "timing.json").read_text()),
