@@ -7,13 +7,14 @@ with and without the ``physics:`` terms, over ``--seeds`` seeds:
 * **extrapolation**: train on the 15-35 °C dataset, test on every profile of a 0-10 °C and a 40-45 °C one.
 
 Data: ``configs/studies/physics_{train,cold,hot}.yaml``. ``--backend pybamm`` simulates them with PyBaMM's
-DFN (the reference; ~1 min per half-hour profile); ``--backend jax`` with cellax's SPMe (seconds). The
+DFN (the reference; 176 half-hour profiles at ``--profiles-scale 4`` took 25 min on 2 loaded cores); ``--backend jax`` with cellax's SPMe (seconds). The
 ``cell_model`` term (consistency with the SPMe) is left out on SPMe data, where it would be the data's
 own generator. Datasets are made once in ``--work`` and reused; runs go there too. Writes
 ``benchmarks/results/physics_informed_<backend>.json`` with every run's test errors, means and standard
 deviations over seeds, and the relative change with the physics terms.
 
-    python benchmarks/physics_informed.py --backend jax --seeds 3 --steps 600
+    python benchmarks/physics_informed.py --backend jax --seeds 3 --steps 500 --profiles-scale 4
+    python benchmarks/physics_informed.py --backend pybamm --seeds 3 --steps 500 --profiles-scale 4
 """
 
 from __future__ import annotations
