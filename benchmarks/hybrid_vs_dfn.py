@@ -296,7 +296,7 @@ def main() -> None:
                  "duration_s": float(held.mask.sum(1).max() * held.dt_s)},
         "training": {"steps": summary["steps"], "wall_s": summary["train_wall_s"],
                      "final_loss": summary["history"][-1]["loss"] if summary["history"] else None,
-                     "config": json.loads(config.model_dump_json())},
+                     "config": json.loads(config.model_dump_json()), "learned": hybrid.learned(params)},
         "refit": refit,
         "gru": gru,
         "accuracy": {"test": test, "holdout_0_10_degC": holdout},

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from cellax.config import Seed, Strict
 from cellax.data.config import Range
-from cellax.hybrid.model import HEAT_SCALE_K_S, VOLTAGE_SCALE_V
+from cellax.hybrid.model import FITTABLE, HEAT_SCALE_K_S, VOLTAGE_SCALE_V
 
 
 class HybridSplitConfig(Strict):
@@ -20,8 +20,9 @@ class HybridSplitConfig(Strict):
 
 
 class HybridModelConfig(Strict):
-    """The SPMe mesh and the correction networks (output scales ``s_v`` in V, ``s_q`` in K/s; history states'
-    time constants ``τ_k`` in s: docs/hybrid.md)."""
+    """The SPMe mesh and the correction networks (output scales ``s_v`` in V, ``s_q`` in K/s; history and latent
+    states' time constants ``τ`` in s, trainable with ``learn_time_constants``; ``fit_parameters``: physics
+    parameters fitted jointly, name -> initial multiplier: docs/hybrid.md)."""
 
     n_shells: int = Field(20, ge=3)
     x_counts: tuple[int, int, int] = (20, 20, 20)
@@ -30,14 +31,35 @@ class HybridModelConfig(Strict):
     voltage_scale_v: float = Field(VOLTAGE_SCALE_V, gt=0)
     heat_scale_k_s: float = Field(HEAT_SCALE_K_S, gt=0)
     time_constants_s: tuple[float, ...] = ()
+    latent_time_constants_s: tuple[float, ...] = ()
+    learn_time_constants: bool = False
+    fit_parameters: dict[str, float] = Field(default_factory=dict)
+    heat_times_current: bool = False
+    voltage_heat: bool = False
     dtype: Literal["float32", "float64"] = "float32"
 
-    @field_validator("time_constants_s")
+    @field_validator("time_constants_s", "latent_time_constants_s")
     @classmethod
     def _slow(cls, taus):
         if any(not tau >= 1.0 for tau in taus):
             raise ValueError(f"history time constants must be at least 1 s, got {list(taus)}")
         return taus
+
+    @field_validator("fit_parameters")
+    @classmethod
+    def _fittable(cls, values):
+        unknown = sorted(set(values) - set(FITTABLE))
+        if unknown:
+            raise ValueError(f"cannot fit {unknown}; fittable: {', '.join(FITTABLE)}")
+        if any(not m > 0 for m in values.values()):
+            raise ValueError(f"initial multipliers must be positive, got {values}")
+        return values
+
+    @model_validator(mode="after")
+    def _learnable(self) -> "HybridModelConfig":
+        if self.learn_time_constants and not (self.time_constants_s or self.latent_time_constants_s):
+            raise ValueError("learn_time_constants needs time_constants_s or latent_time_constants_s")
+        return self
 
     @field_validator("x_counts")
     @classmethod
@@ -48,10 +70,12 @@ class HybridModelConfig(Strict):
 
 
 class HybridTrainConfig(Strict):
-    """Truncated backpropagation through the ROS2 solver on chunks of the model's own trajectories."""
+    """Truncated backpropagation through the ROS2 solver on chunks of the model's own trajectories (``physics_learning_rate``:
+    Adam's rate for the physics log-multipliers and log time constants; default ``learning_rate``)."""
 
     steps: int = Field(300, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
+    physics_learning_rate: float | None = Field(None, gt=0)
     batch: int = Field(16, ge=1)
     chunk_s: float = Field(300.0, gt=0)
     refresh_every: int = Field(50, ge=1)

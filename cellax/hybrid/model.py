@@ -21,10 +21,25 @@ none) extend the state by the C-rate low-passed with each ``τ_k``,
     \\dot\\xi_k = (I / Q_\\text{nom} - \\xi_k) / \\tau_k, \\qquad \\xi_k(0) = 0,
 
 a stand-in for what the single particle cannot hold: how non-uniform the DFN's electrodes are after the recent
-current (they relax over minutes after a high-rate step). They are part of the model's state (a
-:class:`HybridState`), integrated by the same ROS2 step (their linear decay is solved exactly in the stage
-solve). The heat closure only adds to the non-stiff part of the vector field, so the SPMe's stiff blocks
-(particle and electrolyte diffusion, two-node thermal) and its ROS2 stage solves are used unchanged;
+current (they relax over minutes after a high-rate step). Optional *latent states* (``latent_time_constants_s``
+= ``(τ_1..τ_m)``, default none) relax towards a learned target instead,
+
+.. math::
+
+    \\dot\\zeta_j = (\\tanh r_\\psi(z)_j - \\zeta_j) / \\tau_j, \\qquad \\zeta_j(0) = 0,
+
+(``r`` an MLP like ``g``, last layer at zero), and ``learn_time_constants`` makes every ``τ`` trainable
+(``τ = exp(log τ)``, so it stays positive). Both are part of the model's state (a :class:`HybridState`),
+integrated by the same ROS2 step (their linear decay is solved exactly in the stage solve, the target
+explicitly). ``fit_parameters`` (default none) makes chosen positive physics parameters trainable as
+log-multipliers, ``θ_j = θ_j^0 m_j exp(λ_j)`` with ``λ_j(0) = 0`` and the initial multiplier ``m_j`` from the
+config (1, or e.g. ``cellax fit``'s values): the SPMe's own physics is fitted jointly with the corrections.
+``heat_times_current`` (default off) makes the heat closure ``s_q (I/Q_nom) g_θ(z)``: no heat at rest, where the
+DFN's and the SPMe's heat agree, and of the current's order like the ohmic and reaction heat it corrects.
+``voltage_heat`` (default off) adds the heat of the voltage correction itself, ``-I s_v h_φ(z)_1 / C_core(T)``: the
+irreversible heat ``I (U - V)`` of the corrected voltage (energy-consistent; no new parameters).
+The heat closure only adds to the non-stiff part of the vector field, so the SPMe's stiff blocks (particle and
+electrolyte diffusion, two-node thermal) and its ROS2 stage solves are used unchanged;
 :func:`cellax.physics.simulate.simulate`, ``advance``, ``check_state`` and their statuses apply as they are
 (a :class:`HybridState` shows the SPMe's fields). The networks run in their own dtype (float32 by default)
 and their outputs are cast to the parameter set's.
@@ -45,10 +60,15 @@ from cellax.physics.spme import SPMe, SPMeState
 N_FEATURES = 11
 VOLTAGE_SCALE_V = 0.01
 HEAT_SCALE_K_S = 1e-4
+FITTABLE = ("neg_diffusivity_scale", "pos_diffusivity_scale", "neg_exchange_current_scale", "pos_exchange_current_scale",
+            "electrolyte_diffusivity_scale", "electrolyte_conductivity_scale", "cell_heat_capacity_scale",
+            "heat_transfer_coeff_w_m2k", "environment_thermal_resistance_k_w", "casing_heat_capacity_j_k")
+"""Positive physics parameters the hybrid can fit jointly with its corrections (``fit_parameters``)."""
 
 
 class HybridState(eqx.Module):
-    """The SPMe's state and the history states ``ξ`` (dimensionless C-rates); reads like an :class:`SPMeState`."""
+    """The SPMe's state and the history states ``ξ`` (dimensionless C-rates, then the latent ``ζ``); reads like an
+    :class:`SPMeState`."""
 
     spme: SPMeState
     history: Float[Array, " k"]
@@ -115,26 +135,50 @@ class Correction(eqx.Module):
 
 
 class HybridSPMe(AbstractCellModel):
-    """SPMe + heat closure in the vector field + voltage / anode-potential output correction (+ history states)."""
+    """SPMe + heat closure in the vector field + voltage / anode-potential output correction (+ history and latent
+    states, + jointly fitted physics parameters)."""
 
     spme: SPMe
     heat: Correction
     output: Correction
+    latent: Correction | None
+    log_multipliers: Array | None
+    log_time_constants: Array | None
     voltage_scale_v: float = eqx.field(static=True, default=VOLTAGE_SCALE_V)
     heat_scale_k_s: float = eqx.field(static=True, default=HEAT_SCALE_K_S)
     time_constants_s: tuple[float, ...] = eqx.field(static=True, default=())
+    latent_time_constants_s: tuple[float, ...] = eqx.field(static=True, default=())
+    fit_parameters: tuple[tuple[str, float], ...] = eqx.field(static=True, default=())
+    heat_times_current: bool = eqx.field(static=True, default=False)
+    voltage_heat: bool = eqx.field(static=True, default=False)
 
     def __init__(self, spme: SPMe | None = None, width: int = 32, depth: int = 2, *, key, dtype=jnp.float32,
                  voltage_scale_v: float = VOLTAGE_SCALE_V, heat_scale_k_s: float = HEAT_SCALE_K_S,
-                 time_constants_s: tuple[float, ...] = ()):
-        heat_key, output_key = jax.random.split(key)
-        n_in = N_FEATURES + len(time_constants_s)
+                 time_constants_s: tuple[float, ...] = (), latent_time_constants_s: tuple[float, ...] = (),
+                 learn_time_constants: bool = False, fit_parameters: dict[str, float] | None = None,
+                 heat_times_current: bool = False, voltage_heat: bool = False):
+        heat_key, output_key, latent_key = jax.random.split(key, 3)
+        unknown = sorted(set(fit_parameters or {}) - set(FITTABLE))
+        if unknown:
+            raise ValueError(f"fit_parameters: cannot fit {unknown}; fittable: {list(FITTABLE)}")
+        n_in = N_FEATURES + len(time_constants_s) + len(latent_time_constants_s)
         self.spme = spme if spme is not None else SPMe()
         self.heat = Correction(1, width, depth, heat_key, dtype, n_in)
         self.output = Correction(2, width, depth, output_key, dtype, n_in)
+        self.latent = Correction(len(latent_time_constants_s), width, depth, latent_key, dtype, n_in) \
+            if latent_time_constants_s else None
         self.voltage_scale_v = float(voltage_scale_v)
         self.heat_scale_k_s = float(heat_scale_k_s)
         self.time_constants_s = tuple(float(t) for t in time_constants_s)
+        self.latent_time_constants_s = tuple(float(t) for t in latent_time_constants_s)
+        taus = self.time_constants_s + self.latent_time_constants_s
+        if learn_time_constants and not taus:
+            raise ValueError("learn_time_constants needs time_constants_s or latent_time_constants_s")
+        self.log_time_constants = jnp.log(jnp.asarray(taus, dtype)) if learn_time_constants else None
+        self.fit_parameters = tuple((k, float(v)) for k, v in (fit_parameters or {}).items())
+        self.log_multipliers = jnp.zeros(len(self.fit_parameters), dtype) if self.fit_parameters else None
+        self.heat_times_current = bool(heat_times_current)
+        self.voltage_heat = bool(voltage_heat)
 
     @property
     def particle(self):
@@ -151,12 +195,42 @@ class HybridSPMe(AbstractCellModel):
     def cell_mesh(self, params: ParameterSet):
         return self.spme.cell_mesh(params)
 
+    @property
+    def n_history(self) -> int:
+        return len(self.time_constants_s) + len(self.latent_time_constants_s)
+
+    def physics(self, params: ParameterSet) -> ParameterSet:
+        """``params`` with the fitted parameters applied: ``θ_j m_j exp(λ_j)`` (``params`` itself when none)."""
+        if not self.fit_parameters:
+            return params
+        factors = jnp.exp(self.log_multipliers.astype(params.dtype))
+        return params.with_values({name: params.scalars[name] * m * factors[j]
+                                   for j, (name, m) in enumerate(self.fit_parameters)})
+
+    def learned(self, params: ParameterSet) -> dict:
+        """The trained physics for reports: fitted parameter values and their multipliers ``m_j exp(λ_j)`` of
+        ``params``, and the time constants (s) where they are trained."""
+        fitted, out = self.physics(params), {}
+        if self.fit_parameters:
+            out["fitted_parameters"] = {name: float(fitted.scalars[name]) for name, _ in self.fit_parameters}
+            out["multipliers"] = {name: float(fitted.scalars[name] / params.scalars[name]) for name, _ in self.fit_parameters}
+        if self.log_time_constants is not None:
+            taus = [float(t) for t in self._time_constants(params.dtype)]
+            out["time_constants_s"] = taus[: len(self.time_constants_s)]
+            out["latent_time_constants_s"] = taus[len(self.time_constants_s):]
+        return out
+
+    def _time_constants(self, dtype):
+        if self.log_time_constants is None:
+            return jnp.asarray(self.time_constants_s + self.latent_time_constants_s, dtype)
+        return jnp.exp(self.log_time_constants.astype(dtype))
+
     def _split(self, state):
         """``(SPMe state, history states)``; no history states: the state is the SPMe's."""
-        return (state.spme, state.history) if self.time_constants_s else (state, None)
+        return (state.spme, state.history) if self.n_history else (state, None)
 
     def _join(self, spme_state: SPMeState, history):
-        return HybridState(spme_state, history) if self.time_constants_s else spme_state
+        return HybridState(spme_state, history) if self.n_history else spme_state
 
     def _z(self, params, state, current_a):
         spme_state, history = self._split(state)
@@ -164,19 +238,26 @@ class HybridSPMe(AbstractCellModel):
         return z if history is None else jnp.concatenate([z, history.astype(z.dtype)])
 
     def initial_state(self, params: ParameterSet, soc, temp_k):
-        """The SPMe's equilibrium state (history states at zero)."""
-        spme_state = self.spme.initial_state(params, soc, temp_k)
-        return self._join(spme_state, jnp.zeros(len(self.time_constants_s), params.dtype))
+        """The SPMe's equilibrium state (history and latent states at zero)."""
+        spme_state = self.spme.initial_state(self.physics(params), soc, temp_k)
+        return self._join(spme_state, jnp.zeros(self.n_history, params.dtype))
 
     def _rates(self, params, state, current_a, rates: SPMeState):
-        """The heat closure added to the SPMe's rates, and the history states' rates."""
-        extra = self.heat_scale_k_s * self.heat(self._z(params, state, current_a), params.dtype)[0]
+        """The heat closure added to the SPMe's rates, and the history and latent states' rates."""
+        z = self._z(params, state, current_a)
+        c_rate = current_a / params.scalars["nominal_capacity_ah"]
+        extra = self.heat_scale_k_s * self.heat(z, params.dtype)[0] * (c_rate if self.heat_times_current else 1.0)
+        if self.voltage_heat:  # the corrected overpotential dissipates: heat I (U - V) changes by -I dV
+            dv = self.voltage_scale_v * self.output(z, params.dtype)[0]
+            extra = extra - current_a * dv / params.cell_heat_capacity(self._split(state)[0].core_temp_k)
         rates = eqx.tree_at(lambda r: r.core_temp_k, rates, rates.core_temp_k + extra)
         _, history = self._split(state)
         if history is None:
             return rates
-        c_rate = current_a / params.scalars["nominal_capacity_ah"]
-        return HybridState(rates, (c_rate - history) / jnp.asarray(self.time_constants_s, params.dtype))
+        target = jnp.full(len(self.time_constants_s), c_rate, params.dtype)
+        if self.latent is not None:
+            target = jnp.concatenate([target, jnp.tanh(self.latent(z, params.dtype))])
+        return HybridState(rates, (target - history) / self._time_constants(params.dtype))
 
     def _corrected(self, params, state, current_a, outputs: dict) -> dict:
         dv, du = self.voltage_scale_v * self.output(self._z(params, state, current_a), params.dtype)
@@ -184,37 +265,41 @@ class HybridSPMe(AbstractCellModel):
 
     def vector_field(self, params: ParameterSet, state, current_a, ambient_temp_k):
         """The SPMe's vector field plus the heat closure on the core temperature (and the history states' rates)."""
+        params = self.physics(params)
         rates = self.spme.vector_field(params, self._split(state)[0], current_a, ambient_temp_k)
         return self._rates(params, state, current_a, rates)
 
     def outputs(self, params: ParameterSet, state, current_a, ambient_temp_k) -> dict[str, Array]:
         """The SPMe's signals with voltage and anode potential corrected."""
+        params = self.physics(params)
         return self._corrected(params, state, current_a,
                                self.spme.outputs(params, self._split(state)[0], current_a, ambient_temp_k))
 
     def rest_outputs(self, params: ParameterSet, state, ambient_temp_k) -> dict[str, Array]:
         """The SPMe's equilibrium signals at zero current, corrected as :meth:`outputs` corrects them."""
-        zero = jnp.zeros((), params.dtype)
+        params, zero = self.physics(params), jnp.zeros((), params.dtype)
         return self._corrected(params, state, zero, self.spme.rest_outputs(params, self._split(state)[0], ambient_temp_k))
 
     def rates_and_outputs(self, params: ParameterSet, state, current_a, ambient_temp_k):
         """``(vector_field, outputs)`` from one evaluation of the SPMe's fields."""
+        params = self.physics(params)
         rates, outputs = self.spme.rates_and_outputs(params, self._split(state)[0], current_a, ambient_temp_k)
         return self._rates(params, state, current_a, rates), self._corrected(params, state, current_a, outputs)
 
     def stiff_operators(self, params: ParameterSet):
-        """The SPMe's spectral diffusion operators."""
-        return self.spme.stiff_operators(params)
+        """The SPMe's spectral diffusion operators (uniform-coefficient: the fitted rate scales enter the solve)."""
+        return self.spme.stiff_operators(self.physics(params))
 
     def solve_stiff(self, params: ParameterSet, operators, state, scale_s, rhs):
         """The SPMe's block-diagonal stage solve (the closures are non-stiff); the history states' linear decay
         ``J = -1/τ`` exactly: ``x = rhs / (1 + scale_s / τ)``."""
+        params = self.physics(params)
         spme_state, history = self._split(state)
         rhs_spme, rhs_history = self._split(rhs)
         solved = self.spme.solve_stiff(params, operators, spme_state, scale_s, rhs_spme)
         if history is None:
             return solved
-        return HybridState(solved, rhs_history / (1 + scale_s / jnp.asarray(self.time_constants_s, params.dtype)))
+        return HybridState(solved, rhs_history / (1 + scale_s / self._time_constants(params.dtype)))
 
     def electrolyte_depleted(self, state) -> Array:
         """The SPMe's check."""

@@ -15,7 +15,7 @@ step draws ``batch`` chunks, integrates each from its stored state with
 over the valid samples ``Ω``: DFN data present and the model's state within its validity
 (:func:`cellax.physics.simulate.check_state`: voltage window, electrolyte, stoichiometries,
 finite). Invalid samples are masked and counted; a non-finite loss or gradient stops training
-with the last good checkpoint kept. The physics parameters are fixed.
+with the last good checkpoint kept. The physics parameters are fixed unless ``model.fit_parameters`` names some.
 """
 
 from __future__ import annotations
@@ -46,7 +46,12 @@ from cellax.train.loop import TrainError
 SCALES = {"voltage_v": 1e-3, "anode_potential_v": 1e-3, "core_temp_degc": 0.1, "surface_temp_degc": 0.1}
 
 
-META_DEFAULTS = {"voltage_scale_v": VOLTAGE_SCALE_V, "heat_scale_k_s": HEAT_SCALE_K_S, "time_constants_s": []}
+META_DEFAULTS = {"voltage_scale_v": VOLTAGE_SCALE_V, "heat_scale_k_s": HEAT_SCALE_K_S, "time_constants_s": [],
+                 "latent_time_constants_s": [], "learn_time_constants": False, "fit_parameters": {}, "heat_times_current": False,
+                 "voltage_heat": False}
+TRAINED = ("heat", "output", "latent", "log_multipliers", "log_time_constants")
+"""The trained parts of a hybrid (those it has: the latent network, the physics log-multipliers and the log time
+constants only where the config asks for them)."""
 
 
 class HybridError(TrainError):
@@ -57,7 +62,9 @@ def build_model(config: HybridConfig) -> HybridSPMe:
     m = config.model
     return HybridSPMe(SPMe(m.n_shells, m.x_counts), m.width, m.depth, key=jax.random.PRNGKey(config.seed),
                       dtype=jnp.dtype(m.dtype), voltage_scale_v=m.voltage_scale_v, heat_scale_k_s=m.heat_scale_k_s,
-                      time_constants_s=m.time_constants_s)
+                      time_constants_s=m.time_constants_s, latent_time_constants_s=m.latent_time_constants_s,
+                      learn_time_constants=m.learn_time_constants, fit_parameters=m.fit_parameters,
+                      heat_times_current=m.heat_times_current, voltage_heat=m.voltage_heat)
 
 
 def invalid_since(codes):
@@ -115,13 +122,47 @@ def masked_loss(outputs: dict, targets: dict, mask, codes):
     return total / jnp.maximum(jnp.sum(valid), 1), jnp.sum(mask & ~valid)
 
 
+def _trained(model: HybridSPMe) -> tuple[str, ...]:
+    return tuple(name for name in TRAINED if getattr(model, name) is not None)
+
+
 def corrections(model: HybridSPMe):
-    """The trained part of the hybrid (the physics parameters and mesh stay fixed)."""
-    return model.heat, model.output
+    """The trained parts of the hybrid (:data:`TRAINED`; the mesh and the other physics parameters stay fixed)."""
+    return tuple(getattr(model, name) for name in _trained(model))
 
 
 def with_corrections(model: HybridSPMe, nets) -> HybridSPMe:
-    return eqx.tree_at(corrections, model, nets)
+    return _with_parts(model, _trained(model), nets)
+
+
+def _with_parts(model: HybridSPMe, names, parts) -> HybridSPMe:
+    return eqx.tree_at(lambda m: tuple(getattr(m, name) for name in names), model, tuple(parts))
+
+
+def build_optimiser(config: HybridConfig, model: HybridSPMe):
+    """Adam on the trained parts, gradient norm clipped at 10; the physics log-multipliers and log time constants at
+    ``train.physics_learning_rate`` where it is set (a separate Adam), else all at ``train.learning_rate``."""
+    lr, physics_lr = config.train.learning_rate, config.train.physics_learning_rate
+    if physics_lr is None:
+        return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr))
+    labels = tuple("physics" if name.startswith("log_") else "nets" for name in _trained(model))
+    return optax.chain(optax.clip_by_global_norm(10.0),
+                       optax.multi_transform({"nets": optax.adam(lr), "physics": optax.adam(physics_lr)}, labels))
+
+
+def checkpointed(model: HybridSPMe) -> dict:
+    """What a checkpoint holds of ``model``: its parts by name, only those it has, so that the checkpoints of
+    hybrids without the optional parts are the same tree as before these existed (and those still load)."""
+    return {name: getattr(model, name) for name in ("spme", *TRAINED) if getattr(model, name) is not None}
+
+
+def from_checkpointed(model: HybridSPMe, parts: dict) -> HybridSPMe:
+    return _with_parts(model, tuple(parts), parts.values())
+
+
+def _restore(checkpoints, which: str, model: HybridSPMe, opt_state):
+    restored = (checkpoints.restore_best if which == "best" else checkpoints.restore_latest)(checkpointed(model), opt_state)
+    return None if restored is None else (from_checkpointed(model, restored[0]), *restored[1:])
 
 
 def _chunk_loss(nets, model, params, operators, dt_s, batch):
@@ -189,6 +230,11 @@ def run_meta(config: HybridConfig, data_config: dict) -> dict:
         "voltage_scale_v": config.model.voltage_scale_v,
         "heat_scale_k_s": config.model.heat_scale_k_s,
         "time_constants_s": list(config.model.time_constants_s),
+        "latent_time_constants_s": list(config.model.latent_time_constants_s),
+        "learn_time_constants": config.model.learn_time_constants,
+        "fit_parameters": dict(config.model.fit_parameters),
+        "heat_times_current": config.model.heat_times_current,
+        "voltage_heat": config.model.voltage_heat,
     }
 
 
@@ -247,11 +293,11 @@ def train(config: HybridConfig, run_dir: str | Path, resume: bool = False, progr
     params = dataset_parameters(data_config)
     model = build_model(config)
     operators = model.stiff_operators(params)
-    optimiser = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(config.train.learning_rate))
+    optimiser = build_optimiser(config, model)
     opt_state = optimiser.init(eqx.filter(corrections(model), eqx.is_array))
     checkpoints = Checkpoints(run_dir / "checkpoints")
     start, best = 0, float("inf")
-    restored = checkpoints.restore_latest(model, opt_state) if resume else None
+    restored = _restore(checkpoints, "latest", model, opt_state) if resume else None
     if restored is not None:
         model, opt_state, start, best = restored
         log(f"resuming {config.name} from step {start}")
@@ -316,10 +362,10 @@ def train(config: HybridConfig, run_dir: str | Path, resume: bool = False, progr
             done = step + 1
             if done % config.train.checkpoint_every == 0 or done == config.train.steps:
                 recent = float(np.mean([h_["loss"] for h_ in history[-config.train.refresh_every:]]))
-                checkpoints.save("latest", done, model, opt_state, min(best, recent))
+                checkpoints.save("latest", done, checkpointed(model), opt_state, min(best, recent))
                 if recent < best:
                     best = recent
-                    checkpoints.save("best", done, model, opt_state, best)
+                    checkpoints.save("best", done, checkpointed(model), opt_state, best)
                 last_saved = done
     finally:
         bar.close()
@@ -343,11 +389,11 @@ def load_run(run_dir: str | Path, which: str = "latest"):
     _, data_config = load_profiles(config.data)
     check_meta(run_dir, run_meta(config, data_config))
     model = build_model(config)
-    optimiser = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(config.train.learning_rate))
+    optimiser = build_optimiser(config, model)
     opt_state = optimiser.init(eqx.filter(corrections(model), eqx.is_array))
     checkpoints = Checkpoints(run_dir / "checkpoints")
     try:
-        restored = checkpoints.restore_best(model, opt_state) if which == "best" else checkpoints.restore_latest(model, opt_state)
+        restored = _restore(checkpoints, which, model, opt_state)
     except ValueError as err:
         raise HybridError(f"{run_dir}: its checkpoint does not fit this model and optimiser "
                           f"({' '.join(str(err).split())[:200]})") from None

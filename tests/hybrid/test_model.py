@@ -70,11 +70,9 @@ def test_statuses_are_the_spmes(setup):
     assert int(hybrid.stop_index) < 1999
 
 
-def test_gradient_matches_finite_differences(setup):
-    profiles, params = setup
-    model = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0), dtype=jnp.float64), scale=0.1)
+def profile_loss(model, profiles, params, n: int = 120):
+    """The training loss of ``model`` with given trained parts on the first ``n`` s of profile 0 at 3x its current."""
     ops = model.stiff_operators(params)
-    n = 120
     y0 = model.initial_state(params, profiles.initial_soc[0], profiles.ambient_temp_degc[0] + KELVIN)
     targets = {k: jnp.asarray(v[0, :n]) for k, v in profiles.targets.items()}
     mask = jnp.asarray(profiles.mask[0, :n])
@@ -84,6 +82,13 @@ def test_gradient_matches_finite_differences(setup):
                                 1.0, profiles.ambient_temp_degc[0] + KELVIN)
         return masked_loss(out, targets, mask, codes)[0]
 
+    return loss
+
+
+def test_gradient_matches_finite_differences(setup):
+    profiles, params = setup
+    model = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0), dtype=jnp.float64), scale=0.1)
+    loss = profile_loss(model, profiles, params)
     weights, static = eqx.partition(corrections(model), eqx.is_inexact_array)
     direction = jax.tree_util.tree_map(lambda x: jax.random.normal(jax.random.PRNGKey(x.size), x.shape, x.dtype), weights)
     grads = jax.grad(lambda w: loss(eqx.combine(w, static)))(weights)

@@ -1,13 +1,17 @@
 """Training through the solver on real DFN data: held-out error drops, resume, NaN stop, bad input."""
 
 import json
+import shutil
 
+import equinox as eqx
+import jax
 import numpy as np
+import optax
 import pytest
 import yaml
 
 from cellax.cli import main
-from cellax.hybrid.train import HybridError, load_run, train
+from cellax.hybrid.train import HybridError, corrections, load_run, train
 
 
 def test_training_lowers_held_out_error(trained_run):
@@ -24,8 +28,6 @@ def test_training_lowers_held_out_error(trained_run):
 
 
 def test_nan_stops_with_last_good_checkpoint(trained_run, hybrid_config, monkeypatch, tmp_path):
-    import shutil
-
     import cellax.hybrid.train as module
 
     run_dir = tmp_path / "run"
@@ -61,9 +63,35 @@ def test_a_killed_and_resumed_run_ends_bit_identical_and_an_existing_run_is_neve
     assert steps == list(range(1, 41))
 
 
-def test_checkpoint_of_another_cell_is_refused(trained_run, tmp_path):
-    import shutil
+class _HybridBefore(eqx.Module):
+    spme: object
+    heat: object
+    output: object
 
+
+def test_a_checkpoint_saved_as_before_the_optional_parts_still_loads(trained_run, tmp_path):
+    """Checkpoints used to hold the model module itself; they restore into the same weights."""
+    from cellax.train.checkpoint import Checkpoints
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    _, model, _, _ = load_run(run_dir)
+    for which in ("latest", "best"):
+        shutil.rmtree(run_dir / "checkpoints" / which)
+    old = Checkpoints(run_dir / "checkpoints")
+    opt_state = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(1e-3)).init(
+        eqx.filter(corrections(model), eqx.is_array))
+    before = _HybridBefore(model.spme, model.heat, model.output)  # the module's fields before the optional parts
+    for which in ("latest", "best"):
+        old.save(which, 40, before, opt_state, 1.0)
+    old.close()
+    _, loaded, _, _ = load_run(run_dir)
+    for a, b in zip(jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)),
+                    jax.tree_util.tree_leaves(eqx.filter(loaded, eqx.is_array))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_checkpoint_of_another_cell_is_refused(trained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run[0], run_dir)
     meta = json.loads((run_dir / "meta.json").read_text())
@@ -76,7 +104,11 @@ def test_checkpoint_of_another_cell_is_refused(trained_run, tmp_path):
 @pytest.mark.parametrize(
     ("change", "field"),
     [({"train": {"steps": 0}}, "train.steps"), ({"data": "missing.h5"}, "data"),
-     ({"train": {"refresh_every": 3, "checkpoint_every": 10}}, "train"), ({"modle": {}}, "modle")],
+     ({"train": {"refresh_every": 3, "checkpoint_every": 10}}, "train"), ({"modle": {}}, "modle"),
+     ({"model": {"fit_parameters": {"neg_ocp": 1.0}}}, "model.fit_parameters"),
+     ({"model": {"fit_parameters": {"neg_diffusivity_scale": 0.0}}}, "model.fit_parameters"),
+     ({"model": {"latent_time_constants_s": [0.1]}}, "model.latent_time_constants_s"),
+     ({"model": {"learn_time_constants": True}}, "model")],
 )
 def test_bad_config_exits_2_naming_the_field(dfn_small, tmp_path, capsys, change, field):
     config = {"name": "bad", "data": str(dfn_small), **change}
@@ -94,7 +126,7 @@ def test_shipped_config_is_valid(dfn_small):
     from cellax.config import validate_config
     from cellax.hybrid.config import HybridConfig
 
-    for name in ("dfn", "dfn_hard", "dfn_hard_history"):
+    for name in ("dfn", "dfn_hard", "dfn_hard_history", "dfn_hard_joint"):
         path = Path(__file__).resolve().parents[2] / f"configs/hybrid/{name}.yaml"
         raw = {**yaml.safe_load(path.read_text()), "data": str(dfn_small)}
         config = validate_config(HybridConfig, raw, str(path))
