@@ -54,11 +54,27 @@ class PhysicsConfig(Strict):
                            description="two-node energy balance with the parameter set's thermal values")
     ocv: float = Field(0.0, ge=0, le=1e6, description="ocv_v against the parameter set's OCPs at the predicted SOC")
     cell_model: float = Field(0.0, ge=0, le=1e6, description="consistency with the SPMe run on the same inputs")
+    cell_model_ambient_degc: tuple[float, float] | None = Field(
+        None, description="evaluate cell_model on collocation windows instead: the training windows' currents at "
+                          "ambients spread over this range (degC), where the SPMe's outputs are the only targets")
+
+    @field_validator("cell_model_ambient_degc")
+    @classmethod
+    def _ordered_range(cls, value):
+        if value is not None and not -40.0 <= value[0] < value[1] <= 80.0:
+            raise ValueError(f"must be [low, high] with -40 <= low < high <= 80 degC, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _collocation_needs_the_term(self) -> "PhysicsConfig":
+        if self.cell_model_ambient_degc is not None and self.cell_model <= 0:
+            raise ValueError("cell_model_ambient_degc places the cell_model term; give physics.cell_model a weight > 0")
+        return self
 
     @property
     def weights(self) -> dict[str, float]:
         """The terms switched on, ``{term: weight}``."""
-        return {k: v for k, v in self.model_dump().items() if v > 0}
+        return {k: v for k, v in self.model_dump(exclude={"cell_model_ambient_degc"}).items() if v > 0}
 
 
 class StftConfig(Strict):
@@ -139,6 +155,9 @@ class TrainConfig(Strict):
             raise ValueError(f"loss.weights names {unknown}, which are not outputs {self.output_signals}")
         if self.physics is not None:
             check_terms(self.physics.weights, self.input_signals, self.output_signals)
+            if self.physics.cell_model_ambient_degc is not None and self.task != "simulate":
+                raise ValueError("physics.cell_model_ambient_degc needs the simulate task: on a collocation window "
+                                 "only the current and the ambient are known")
         if abs(sum(self.split_fractions) - 1.0) > 1e-9:
             raise ValueError(f"split_fractions {list(self.split_fractions)} must sum to 1")
         max_len = getattr(self.model, "max_len", None)

@@ -90,7 +90,7 @@ def batch_loss(model, task: Task, batch: dict, weights, config: TrainConfig, phy
     loss, per_output = feature_loss(prediction, target, weights, config.loss.kind, config.loss.smooth_l1_beta)
     if physics is None:
         return loss, per_output
-    terms = physics(prediction, batch)
+    terms = physics(prediction, batch, predict=lambda windows: jax.vmap(one)(windows)[0])
     loss = loss + sum(physics.weights[name] * value for name, value in terms.items())
     return loss, jnp.concatenate([per_output, jnp.stack(list(terms.values()))])
 

@@ -18,7 +18,12 @@ averaged over the interval (trapezoid, ``\\bar f``), so a trajectory of the true
   :math:`r = (\\widehat{\\mathrm{ocv}} - U_p(y(\\mathrm{soc}), T) + U_n(x(\\mathrm{soc}), T)) / σ_\\mathrm{ocv}`;
 * **cell_model** (consistency with the differentiable SPMe run on the same inputs from the window's
   measured initial SOC and temperature, held fixed): the normalised squared difference of every
-  output the SPMe also gives.
+  output the SPMe also gives. On the training windows it restates what the data already say; with
+  ``cell_model_ambient_degc`` it is evaluated on *collocation windows* instead (:meth:`PhysicsLoss.collocation`):
+  each training window's current at an ambient ``a_b = a_lo + (a_hi - a_lo)(b + ½)/B`` spread over the
+  batch, started from the measured SOC and the measured temperature rise over ambient, where the
+  SPMe's outputs are the only targets. Physics then speaks where there is no data, as a PINN's
+  residual points do.
 
 The scales ``s`` are the RMS of the measured one-sample change of each quantity over the training
 profiles (:func:`rate_scales`); ``σ`` is the normalisation's standard deviation.
@@ -95,6 +100,7 @@ class PhysicsLoss:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     heat_transfer_coeff: float | None = None
+    collocation_ambient_degc: tuple[float, float] | None = None
 
     def physical(self, name: str, prediction: Float[Array, "B T n_out"], batch: dict) -> Float[Array, "B T"]:
         """Signal ``name`` in its unit: predicted where the task predicts it, else the input."""
@@ -106,11 +112,17 @@ class PhysicsLoss:
             return self.heat_transfer_coeff
         return batch["heat_transfer_coeff"] * self.std["heat_transfer_coeff"] + self.mean["heat_transfer_coeff"]
 
-    def __call__(self, prediction: Float[Array, "B T n_out"], batch: dict) -> dict[str, Array]:
+    def __call__(self, prediction: Float[Array, "B T n_out"], batch: dict, predict=None) -> dict[str, Array]:
+        """``{term: value}``; ``predict(batch) -> prediction`` runs the model on the collocation windows
+        (needed when ``collocation_ambient_degc`` is set)."""
         get = lambda name: self.physical(name, prediction, batch)  # noqa: E731
         terms = {}
         for term in self.weights:
-            terms[term] = getattr(self, f"_{term}")(get, prediction, batch)
+            if term == "cell_model" and self.collocation_ambient_degc is not None:
+                windows, reference = self.collocation(batch)
+                terms[term] = self.reference_error(predict(windows), reference)
+            else:
+                terms[term] = getattr(self, f"_{term}")(get, prediction, batch)
         return terms
 
     def _charge(self, get, prediction, batch):
@@ -142,27 +154,53 @@ class PhysicsLoss:
         x, y = initial_stoichiometries(p, jnp.clip(get("soc"), 0.0, 1.0))
         return jnp.mean(((get("ocv_v") - p.pos_ocp(y, temp_k) + p.neg_ocp(x, temp_k)) / self.std["ocv_v"]) ** 2)
 
-    def _cell_model(self, get, prediction, batch):
+    def _measured(self, batch: dict, name: str):  # targets and inputs: the batch holds both
+        return batch[name] * self.std[name] + self.mean[name]
+
+    def spme_signals(self, batch: dict, ambient_degc: Float[Array, " B"], temp0_k: Float[Array, " B"]) -> dict:
+        """cellax's SPMe on each window's current from its measured initial SOC: ``{name: (B, T)}``, held fixed
+        (no gradient), NaN past the SPMe's validity."""
         from cellax.physics.simulate import simulate
         from cellax.physics.spme import SPMe
 
-        def measured(name):  # targets and inputs: the batch holds both
-            return batch[name] * self.std[name] + self.mean[name]
-
         h = jnp.broadcast_to(self._h(batch), batch["current_a"].shape)[:, 0]
-        soc0 = jnp.clip(measured("soc")[:, 0], 0.0, 1.0)
-        temp0_k = measured("core_temp_degc")[:, 0] + KELVIN
+        soc0 = jnp.clip(self._measured(batch, "soc")[:, 0], 0.0, 1.0)
 
         def one(current, ambient_k, soc, temp_k, h):
             params = self.params.with_values({"heat_transfer_coeff_w_m2k": h})
             return simulate(SPMe(), params, current, self.dt_s, soc, ambient_k, initial_temp_k=temp_k,
                             limits=False).signals
 
-        reference = jax.lax.stop_gradient(jax.vmap(one)(
-            get("current_a"), get("ambient_temp_degc")[:, 0] + KELVIN, soc0, temp0_k, h))
-        errors = [jnp.where(jnp.isfinite(reference[name]), (get(name) - reference[name]) / self.std[name], 0.0)
-                  for name in CELL_MODEL_OUTPUTS if name in self.outputs]  # past the SPMe's validity: no term
+        return jax.lax.stop_gradient(jax.vmap(one)(
+            self._measured(batch, "current_a"), ambient_degc + KELVIN, soc0, temp0_k, h))
+
+    def reference_error(self, prediction: Float[Array, "B T n_out"], reference: dict) -> Array:
+        """Mean normalised squared difference of the predicted outputs from the SPMe's (where it is valid)."""
+        errors = [jnp.where(jnp.isfinite(reference[name]),
+                            (self.physical(name, prediction, {}) - reference[name]) / self.std[name], 0.0)
+                  for name in CELL_MODEL_OUTPUTS if name in self.outputs]
         return jnp.mean(jnp.stack(errors) ** 2)
+
+    def _cell_model(self, get, prediction, batch):
+        ambient_degc = self._measured(batch, "ambient_temp_degc")[:, 0]
+        temp0_k = self._measured(batch, "core_temp_degc")[:, 0] + KELVIN
+        return self.reference_error(prediction, self.spme_signals(batch, ambient_degc, temp0_k))
+
+    def collocation(self, batch: dict) -> tuple[dict, dict]:
+        """The batch's windows moved to the ambients of ``collocation_ambient_degc`` (see the module docstring):
+        ``(windows, reference)``, the normalised signals the model reads (its targets, and so its first
+        chunk's initial conditions, are the SPMe's) and the SPMe's signals in physical units."""
+        low, high = self.collocation_ambient_degc
+        n_windows, length = batch["current_a"].shape
+        ambient_degc = low + (high - low) * (jnp.arange(n_windows, dtype=jnp.float32) + 0.5) / n_windows
+        rise_k = self._measured(batch, "core_temp_degc")[:, 0] - self._measured(batch, "ambient_temp_degc")[:, 0]
+        reference = self.spme_signals(batch, ambient_degc, ambient_degc + rise_k + KELVIN)
+        normalise = lambda name, v: ((v - self.mean[name]) / self.std[name]).astype(jnp.float32)  # noqa: E731
+        windows = dict(batch, ambient_temp_degc=normalise("ambient_temp_degc",
+                                                          jnp.broadcast_to(ambient_degc[:, None], (n_windows, length))))
+        for name in self.outputs:
+            windows[name] = normalise(name, jnp.nan_to_num(reference[name]))
+        return windows, reference
 
 
 def physics_loss(config, splits: dict, stats, dt_s: float, max_profiles: int = 64) -> PhysicsLoss:
@@ -189,5 +227,7 @@ def physics_loss(config, splits: dict, stats, dt_s: float, max_profiles: int = 6
         jax.config.update("jax_enable_x64", x64)  # PyBaMM's import switches it on; the model trains as configured
     names = [name for name in RATE_SIGNALS if any(name in NEEDS[term] for term in weights)]
     scales = rate_scales(iterate_profiles(config.data, splits["train"][:max_profiles], names), names)
+    collocation = config.physics.cell_model_ambient_degc
     return PhysicsLoss(weights, params, dict(stats.mean), dict(stats.std), scales, dt_s,
-                       tuple(config.input_signals), tuple(config.output_signals), heat_transfer_coeff)
+                       tuple(config.input_signals), tuple(config.output_signals), heat_transfer_coeff,
+                       tuple(collocation) if collocation is not None else None)

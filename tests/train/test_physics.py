@@ -103,10 +103,11 @@ def test_a_varying_heat_transfer_coefficient_must_come_as_a_condition_channel(ge
     assert not (tmp_path / "run").exists()
 
 
-def weighted_training(data: Path, out: Path) -> None:
+def weighted_training(data: Path, out: Path, collocation: str = "") -> None:
     """The spec of the training test, run in a fresh process."""
     weights = {"charge": 0.01, "thermal": 0.02, "ocv": 0.5, "cell_model": 0.1}
-    run = train(config_for(data, out=Path(out), physics=weights), progress=False, log=lambda *_: None)
+    physics = dict(weights, cell_model_ambient_degc=[0.0, 45.0]) if collocation else weights
+    run = train(config_for(data, out=Path(out), physics=physics), progress=False, log=lambda *_: None)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r and "physics" in r]
     assert len(steps) == 6
@@ -116,8 +117,37 @@ def weighted_training(data: Path, out: Path) -> None:
         assert r["loss"] == pytest.approx(data_loss + sum(weights[k] * v for k, v in r["physics"].items()), rel=1e-4)
 
 
-def test_training_adds_the_weighted_terms_to_the_loss_and_logs_each(dataset, tmp_path):
-    in_fresh_process("weighted_training", dataset, tmp_path / "run")
+@pytest.mark.parametrize("collocation", ["", "collocation"])
+def test_training_adds_the_weighted_terms_to_the_loss_and_logs_each(collocation, dataset, tmp_path):
+    in_fresh_process("weighted_training", dataset, tmp_path / "run", collocation)
+
+
+def test_collocation_windows_carry_the_training_currents_at_ambients_spread_over_the_range(dataset):
+    config = config_for(dataset, physics={"cell_model": 1.0, "cell_model_ambient_degc": [0.0, 45.0]})
+    loss, targets, batch = measured_windows(config, length=300)
+    windows, reference = loss.collocation(batch)
+    physical = lambda name, b: np.asarray(loss._measured(b, name))  # noqa: E731
+    spread = np.array([7.5, 22.5, 37.5])  # a = 0 + 45 (b + 1/2) / 3 for the 3 windows, held over each window
+    np.testing.assert_allclose(physical("ambient_temp_degc", windows), np.broadcast_to(spread[:, None], (3, 300)),
+                               atol=1e-3)
+    np.testing.assert_array_equal(windows["current_a"], batch["current_a"])
+    rise = physical("core_temp_degc", batch)[:, 0] - physical("ambient_temp_degc", batch)[:, 0]
+    np.testing.assert_allclose(np.asarray(reference["core_temp_degc"])[:, 0], spread + rise, atol=1e-3)
+    np.testing.assert_allclose(physical("voltage_v", windows), np.asarray(reference["voltage_v"]), atol=1e-4)
+    # the SPMe data's own windows at their own ambient give ~0; moved to 0-45 degC the data no longer fit them
+    at_own = loss._cell_model(None, targets, batch)
+    moved = loss.reference_error(targets, reference)
+    assert float(at_own) < 1e-3 < float(moved), (at_own, moved)
+
+
+def test_collocation_is_refused_without_its_term_or_outside_the_simulate_task(dataset):
+    with pytest.raises(ValidationError, match="give physics.cell_model a weight > 0"):
+        config_for(dataset, physics={"charge": 1.0, "cell_model_ambient_degc": [0.0, 45.0]})
+    with pytest.raises(ValidationError, match=r"physics.cell_model_ambient_degc\n.*low < high"):
+        config_for(dataset, physics={"cell_model": 1.0, "cell_model_ambient_degc": [45.0, 0.0]})
+    with pytest.raises(ValidationError, match="cell_model_ambient_degc needs the simulate task"):
+        config_for(dataset, task="estimate", outputs=["soc", "core_temp_degc"],
+                   physics={"cell_model": 1.0, "cell_model_ambient_degc": [0.0, 45.0]})
 
 
 def test_loading_the_cell_from_pybamm_leaves_the_process_float_width_as_it_was(dataset):
