@@ -158,8 +158,9 @@ def evaluate_run(run_dir: str | Path, pictures: bool = True) -> dict:
         sig, stop = run_model(model, params, data)
         signals[name], results[name] = sig, errors(sig, stop, data)
     report = {"run": str(run_dir), "n_train_profiles": n_train, **tables(results, data, capacity, local)}
-    if hybrid.learned(params):
-        report["learned"] = hybrid.learned(params)
+    learned = hybrid.learned(params)
+    if learned:
+        report["learned"] = learned
     (run_dir / "report.json").write_text(json.dumps(report, indent=1))
     if pictures:
         plot_report(run_dir, data, results, signals, np.arange(len(data)), capacity)
