@@ -1,12 +1,21 @@
 """Seeded current profiles that respect a cell datasheet, and the validator that checks them.
 
 Conventions. Positive current discharges the cell (PyBaMM). A profile is an array
-``current_a`` of float64 samples at a fixed step ``dt_s``; sample ``k`` holds over
-``[k dt, (k+1) dt)``. SOC is coulomb counted with the datasheet's nominal capacity,
+``current_a`` of float64 samples at a fixed step ``dt_s``, sample ``k`` at time ``k dt``.
+The generators and the validator treat sample ``k`` as held over ``[k dt, (k+1) dt)`` and
+coulomb count SOC with the datasheet's nominal capacity,
 
     soc[k+1] = soc[k] - current_a[k] * dt_s / (3600 * capacity_ah),
 
-so ``soc`` has one more entry than ``current_a`` (see :func:`coulomb_soc`).
+so ``soc`` has one more entry than ``current_a`` (see :func:`coulomb_soc`). The simulators
+(PyBaMM's ``Interpolant`` and cellax's :func:`~cellax.physics.simulate.simulate`) instead
+interpolate the current linearly between samples, so a step in the profile becomes a ramp over
+one sample interval: the charge they move per interval is the trapezoid
+``(current_a[k] + current_a[k+1]) dt / 2``. Summed, the two counts differ by
+``(current_a[k] - current_a[0]) dt / 2`` of charge at sample ``k`` (the sum telescopes): half a
+sample. The ramp never exceeds the larger of its two end samples, so a profile that passes
+the datasheet rules here passes them as simulated. (The control interface
+:func:`~cellax.physics.simulate.advance` holds its current over the interval, as an RL action is held.)
 
 Datasheet rules (:func:`validate_profile`; :class:`~cellax.data.datasheet.Datasheet` has the
 limits). Sample ``k`` is judged at the stricter of the limits at ``soc[k]`` and ``soc[k+1]``, so a
