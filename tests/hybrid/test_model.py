@@ -85,21 +85,25 @@ def profile_loss(model, profiles, params, n: int = 120):
     return loss
 
 
+def directional_derivatives(value, grads, weights, direction, eps=1e-5):
+    """``(grads · d, central difference of value along d)`` at ``weights``, for a jitted ``value``."""
+    analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
+    shifted = lambda sign: jax.tree_util.tree_map(lambda x, d: x + sign * eps * d, weights, direction)
+    return analytic, (float(value(shifted(1.0))) - float(value(shifted(-1.0)))) / (2 * eps)
+
+
+def random_direction(tree):
+    return jax.tree_util.tree_map(lambda x: jax.random.normal(jax.random.PRNGKey(x.size), x.shape, x.dtype), tree)
+
+
 def test_gradient_matches_finite_differences(setup):
     profiles, params = setup
     model = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0), dtype=jnp.float64), scale=0.1)
     loss = profile_loss(model, profiles, params)
     weights, static = eqx.partition(corrections(model), eqx.is_inexact_array)
-    direction = jax.tree_util.tree_map(lambda x: jax.random.normal(jax.random.PRNGKey(x.size), x.shape, x.dtype), weights)
-    grads = jax.grad(lambda w: loss(eqx.combine(w, static)))(weights)
-    analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(direction)))
-    eps = 1e-5
-
-    def shifted(sign):
-        moved = jax.tree_util.tree_map(lambda x, d: x + sign * eps * d, weights, direction)
-        return float(loss(eqx.combine(moved, static)))
-
-    numeric = (shifted(1) - shifted(-1)) / (2 * eps)
+    value = jax.jit(lambda w: loss(eqx.combine(w, static)))
+    grads = jax.jit(jax.grad(lambda w: loss(eqx.combine(w, static))))(weights)  # reverse mode, as in training
+    analytic, numeric = directional_derivatives(value, grads, weights, random_direction(weights))
     assert abs(analytic) > 1e-3
     np.testing.assert_allclose(analytic, numeric, rtol=1e-4)
 
@@ -135,8 +139,9 @@ def test_chunk_starts_past_an_invalid_state_are_flagged_and_give_a_finite_masked
     nets = corrections(model)
     swapped = (y0, *batch[1:3], batch[3] & False, *batch[4:])  # what train() feeds for an invalid start
     overrun = (y0, current[:, -chunk:] * 0 - 100.0, targets, jnp.ones((1, chunk), bool), ambient_k, h)
+    value_and_grad = eqx.filter_jit(eqx.filter_value_and_grad(_chunk_loss, has_aux=True))
     for case in (swapped, overrun):  # overrun: a valid start whose chunk runs into an invalid state
-        (loss, _), grads = eqx.filter_value_and_grad(_chunk_loss, has_aux=True)(nets, model, params, ops, 1.0, case)
+        (loss, _), grads = value_and_grad(nets, model, params, ops, 1.0, case)
         assert np.isfinite(float(loss))
         leaves = jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_array))
         assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
