@@ -242,9 +242,9 @@ class HybridSPMe(AbstractCellModel):
         spme_state = self.spme.initial_state(self.physics(params), soc, temp_k)
         return self._join(spme_state, jnp.zeros(self.n_history, params.dtype))
 
-    def _rates(self, params, state, current_a, rates: SPMeState):
-        """The heat closure added to the SPMe's rates, and the history and latent states' rates."""
-        z = self._z(params, state, current_a)
+    def _rates(self, params, state, current_a, z, rates: SPMeState):
+        """The heat closure added to the SPMe's rates, and the history and latent states' rates (``z``: the
+        corrections' inputs at ``state`` and ``current_a``)."""
         c_rate = current_a / params.scalars["nominal_capacity_ah"]
         extra = self.heat_scale_k_s * self.heat(z, params.dtype)[0] * (c_rate if self.heat_times_current else 1.0)
         if self.voltage_heat:  # the corrected overpotential dissipates: heat I (U - V) changes by -I dV
@@ -259,32 +259,34 @@ class HybridSPMe(AbstractCellModel):
             target = jnp.concatenate([target, jnp.tanh(self.latent(z, params.dtype))])
         return HybridState(rates, (target - history) / self._time_constants(params.dtype))
 
-    def _corrected(self, params, state, current_a, outputs: dict) -> dict:
-        dv, du = self.voltage_scale_v * self.output(self._z(params, state, current_a), params.dtype)
+    def _corrected(self, params, z, outputs: dict) -> dict:
+        dv, du = self.voltage_scale_v * self.output(z, params.dtype)
         return {**outputs, "voltage_v": outputs["voltage_v"] + dv, "anode_potential_v": outputs["anode_potential_v"] + du}
 
     def vector_field(self, params: ParameterSet, state, current_a, ambient_temp_k):
         """The SPMe's vector field plus the heat closure on the core temperature (and the history states' rates)."""
         params = self.physics(params)
         rates = self.spme.vector_field(params, self._split(state)[0], current_a, ambient_temp_k)
-        return self._rates(params, state, current_a, rates)
+        return self._rates(params, state, current_a, self._z(params, state, current_a), rates)
 
     def outputs(self, params: ParameterSet, state, current_a, ambient_temp_k) -> dict[str, Array]:
         """The SPMe's signals with voltage and anode potential corrected."""
         params = self.physics(params)
-        return self._corrected(params, state, current_a,
+        return self._corrected(params, self._z(params, state, current_a),
                                self.spme.outputs(params, self._split(state)[0], current_a, ambient_temp_k))
 
     def rest_outputs(self, params: ParameterSet, state, ambient_temp_k) -> dict[str, Array]:
         """The SPMe's equilibrium signals at zero current, corrected as :meth:`outputs` corrects them."""
         params, zero = self.physics(params), jnp.zeros((), params.dtype)
-        return self._corrected(params, state, zero, self.spme.rest_outputs(params, self._split(state)[0], ambient_temp_k))
+        return self._corrected(params, self._z(params, state, zero),
+                               self.spme.rest_outputs(params, self._split(state)[0], ambient_temp_k))
 
     def rates_and_outputs(self, params: ParameterSet, state, current_a, ambient_temp_k):
         """``(vector_field, outputs)`` from one evaluation of the SPMe's fields."""
         params = self.physics(params)
         rates, outputs = self.spme.rates_and_outputs(params, self._split(state)[0], current_a, ambient_temp_k)
-        return self._rates(params, state, current_a, rates), self._corrected(params, state, current_a, outputs)
+        z = self._z(params, state, current_a)
+        return self._rates(params, state, current_a, z, rates), self._corrected(params, z, outputs)
 
     def stiff_operators(self, params: ParameterSet):
         """The SPMe's spectral diffusion operators (uniform-coefficient: the fitted rate scales enter the solve)."""

@@ -140,14 +140,17 @@ def _with_parts(model: HybridSPMe, names, parts) -> HybridSPMe:
 
 
 def build_optimiser(config: HybridConfig, model: HybridSPMe):
-    """Adam on the trained parts, gradient norm clipped at 10; the physics log-multipliers and log time constants at
-    ``train.physics_learning_rate`` where it is set (a separate Adam), else all at ``train.learning_rate``."""
+    """``(optimiser, its initial state)``: Adam on the trained parts, gradient norm clipped at 10; the physics
+    log-multipliers and log time constants at ``train.physics_learning_rate`` where it is set (a separate Adam),
+    else all at ``train.learning_rate``."""
     lr, physics_lr = config.train.learning_rate, config.train.physics_learning_rate
     if physics_lr is None:
-        return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr))
-    labels = tuple("physics" if name.startswith("log_") else "nets" for name in _trained(model))
-    return optax.chain(optax.clip_by_global_norm(10.0),
-                       optax.multi_transform({"nets": optax.adam(lr), "physics": optax.adam(physics_lr)}, labels))
+        optimiser = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr))
+    else:
+        labels = tuple("physics" if name.startswith("log_") else "nets" for name in _trained(model))
+        optimiser = optax.chain(optax.clip_by_global_norm(10.0),
+                                optax.multi_transform({"nets": optax.adam(lr), "physics": optax.adam(physics_lr)}, labels))
+    return optimiser, optimiser.init(eqx.filter(corrections(model), eqx.is_array))
 
 
 def checkpointed(model: HybridSPMe) -> dict:
@@ -293,8 +296,7 @@ def train(config: HybridConfig, run_dir: str | Path, resume: bool = False, progr
     params = dataset_parameters(data_config)
     model = build_model(config)
     operators = model.stiff_operators(params)
-    optimiser = build_optimiser(config, model)
-    opt_state = optimiser.init(eqx.filter(corrections(model), eqx.is_array))
+    optimiser, opt_state = build_optimiser(config, model)
     checkpoints = Checkpoints(run_dir / "checkpoints")
     start, best = 0, float("inf")
     restored = _restore(checkpoints, "latest", model, opt_state) if resume else None
@@ -389,8 +391,7 @@ def load_run(run_dir: str | Path, which: str = "latest"):
     _, data_config = load_profiles(config.data)
     check_meta(run_dir, run_meta(config, data_config))
     model = build_model(config)
-    optimiser = build_optimiser(config, model)
-    opt_state = optimiser.init(eqx.filter(corrections(model), eqx.is_array))
+    _, opt_state = build_optimiser(config, model)
     checkpoints = Checkpoints(run_dir / "checkpoints")
     try:
         restored = _restore(checkpoints, which, model, opt_state)

@@ -123,8 +123,8 @@ def test_physics_parts_take_their_own_learning_rate(hybrid_config):
     config = hybrid_config.model_copy(update={"train": hybrid_config.train.model_copy(
         update={"learning_rate": 1e-3, "physics_learning_rate": 1e-2})})
     trained = eqx.filter(corrections(model), eqx.is_array)
-    optimiser = build_optimiser(config, model)
-    updates, _ = optimiser.update(jax.tree_util.tree_map(jnp.ones_like, trained), optimiser.init(trained), trained)
+    optimiser, opt_state = build_optimiser(config, model)
+    updates, _ = optimiser.update(jax.tree_util.tree_map(jnp.ones_like, trained), opt_state, trained)
     np.testing.assert_allclose(np.asarray(updates[3]), -1e-2, rtol=1e-3)  # log-multipliers
     np.testing.assert_allclose(np.asarray(updates[4]), -1e-2, rtol=1e-3)  # log time constants
     np.testing.assert_allclose(np.asarray(updates[0].mlp.layers[0].bias), -1e-3, rtol=1e-3)
