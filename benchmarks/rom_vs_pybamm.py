@@ -17,6 +17,10 @@ Chen2020, 20 shells per particle and 20 cells per region. Measured (medians of
   step per ``--samples-per-step`` samples (signals interpolated between steps);
 * cellax compile time; a reverse-mode gradient of a 1 h voltage loss in four
   parameters against the forward solve;
+* the 1 h dynamic batch in float64 with steps chosen from the input (``--max-samples-per-step``: each
+  step ends at the next kink of the current or after at most that many samples; cells sorted by step
+  count into blocks of ``--adaptive-block``, one lane per core), timed in interleaved rounds against
+  the blocked step-per-sample run, with its error against that run and against PyBaMM;
 * accuracy: cellax voltage and temperatures against PyBaMM on the same profiles,
   and float32 against float64.
 
@@ -52,7 +56,7 @@ from cellax.data.datasheet import LG_M50  # noqa: E402
 from cellax.data.profiles import ProfileConfig, make_profile, profile_rng  # noqa: E402
 from cellax.physics import load_parameter_set, pybamm_parameter_values  # noqa: E402
 from cellax.physics.parameters import PYBAMM_MODEL_OPTIONS as OPTIONS  # noqa: E402
-from cellax.physics.simulate import simulate  # noqa: E402
+from cellax.physics.simulate import adaptive_step_count, simulate  # noqa: E402
 from cellax.physics.spme import SPMe  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -123,6 +127,10 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=64, help="cells per block in the blocked rows")
     parser.add_argument("--samples-per-step", type=int, nargs="*", default=[5, 10],
                         help="1C on the 1 s grid with one step per this many samples")
+    parser.add_argument("--max-samples-per-step", type=int, nargs="*", default=[8, 16],
+                        help="1 h dynamic with steps chosen from the input, at most this many samples long")
+    parser.add_argument("--adaptive-block", type=int, default=16,
+                        help="cells per block in the input-chosen-step rows (blocks of similar step counts)")
     parser.add_argument("--out", type=Path, default=RESULTS / "rom_vs_pybamm.json")
     args = parser.parse_args()
     load_at_start = list(os.getloadavg())
@@ -135,8 +143,9 @@ def main() -> None:
     devices = jax.devices()
     batch_sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
 
-    def run(p, current, soc, dt_s=1.0, samples_per_step=1):
-        sol = simulate(model, p, current, dt_s, soc, ambient, samples_per_step=samples_per_step)
+    def run(p, current, soc, dt_s=1.0, samples_per_step=1, max_samples_per_step=None):
+        sol = simulate(model, p, current, dt_s, soc, ambient, samples_per_step=samples_per_step,
+                       max_samples_per_step=max_samples_per_step)
         return sol.signals["voltage_v"], sol.signals["core_temp_degc"], sol.stop_index
 
     def batched(dt_s=1.0, samples_per_step=1, block=0):
@@ -146,7 +155,16 @@ def main() -> None:
 
         return jax.jit(cells)
 
-    one = jax.jit(run, static_argnames=("dt_s", "samples_per_step"))
+    def batched_adaptive(m):
+        """Steps chosen from the input: cells sorted by step count into blocks, one lane per device (shard_map)."""
+        def cells(p, current, soc):
+            fn = lambda c, s: run(p, c, s, max_samples_per_step=m)  # noqa: E731
+            return blocked_vmap(fn, args.adaptive_block, len(devices), cost=lambda c, s: adaptive_step_count(c, m),
+                                devices=devices)(current, soc)
+
+        return jax.jit(cells)
+
+    one = jax.jit(run, static_argnames=("dt_s", "samples_per_step", "max_samples_per_step"))
     batch, batch_blocked = batched(), batched(block=args.block)
     batch_10s = batched(dt_s=10.0)
     seconds, runs, accuracy = {}, {}, {}
@@ -174,6 +192,26 @@ def main() -> None:
             one(p, jnp.asarray(profiles[0], dtype=dtype), jnp.float32(0.5))
             seconds["cellax_1h_single_f32"], _ = timed(
                 lambda: one(p, jnp.asarray(profiles[0], dtype=dtype), jnp.float32(0.5)), args.repeats)
+    # 1 h dynamic in float64 with steps chosen from the input, A/B against the blocked step-per-sample run
+    x = jax.device_put(jnp.asarray(profiles), batch_sharding)
+    s = jax.device_put(jnp.full(args.batch, 0.5), batch_sharding)
+    adaptive = {f"adaptive_{m}": batched_adaptive(m) for m in args.max_samples_per_step}
+    adaptive_out = {k: jax.block_until_ready(fn(params, x, s)) for k, fn in adaptive.items()}
+    ab = interleaved({"blocked": lambda: batch_blocked(params, x, s),
+                      **{k: (lambda fn=fn: fn(params, x, s)) for k, fn in adaptive.items()}}, args.repeats)
+    steps = {}
+    for m in args.max_samples_per_step:
+        key = f"cellax_1h_batch_f64_adaptive_{m}"
+        seconds[key], runs[key] = ab[f"adaptive_{m}"]
+        seconds[f"{key}_ab_blocked"] = ab["blocked"][0]
+        count = np.asarray(jax.vmap(lambda c: adaptive_step_count(c, m))(jnp.asarray(profiles)))
+        steps[f"adaptive_{m}"] = {"mean": float(count.mean()), "max": int(count.max()), "samples": profiles.shape[1]}
+        error = np.asarray(adaptive_out[f"adaptive_{m}"][0]) - np.asarray(results["f64"][0])
+        accuracy[f"1h_adaptive_{m}_vs_step_per_sample_voltage_rmse_mv_max"] = 1e3 * float(np.sqrt((error**2).mean(1)).max())
+        accuracy[f"1h_adaptive_{m}_vs_step_per_sample_voltage_rmse_mv_mean"] = 1e3 * float(np.sqrt((error**2).mean(1)).mean())
+        accuracy[f"1h_adaptive_{m}_vs_step_per_sample_voltage_max_mv"] = 1e3 * float(np.abs(error).max())
+        accuracy[f"1h_adaptive_{m}_vs_step_per_sample_core_temp_max_k"] = float(
+            np.abs(np.asarray(adaptive_out[f"adaptive_{m}"][1]) - np.asarray(results["f64"][1])).max())
     v64, t64, _ = (np.asarray(a, dtype=np.float64) for a in results["f64"])
     v32, t32, _ = (np.asarray(a, dtype=np.float64) for a in results["f32"])
     accuracy["f32_vs_f64_voltage_max_mv"] = 1e3 * float(np.abs(v32 - v64).max())
@@ -241,6 +279,10 @@ def main() -> None:
         accuracy[f"1h_voltage_rmse_mv_max_vs_{tag}"] = 1e3 * float(max(errors))
         accuracy[f"1h_core_temp_max_error_k_vs_{tag}"] = float(
             max(np.abs(t64[k] + 273.15 - r[2]).max() for k, r in enumerate(reference)))
+        for m in args.max_samples_per_step:
+            v = np.asarray(adaptive_out[f"adaptive_{m}"][0])
+            accuracy[f"1h_adaptive_{m}_voltage_rmse_mv_max_vs_{tag}"] = 1e3 * float(
+                max(np.sqrt(np.mean((v[k] - r[1]) ** 2)) for k, r in enumerate(reference)))
     for tag in ["1s", "10s"] + [f"1s_grid_{m}s_steps" for m in args.samples_per_step]:
         v, stop, dt_s = results[f"1c_{tag}"]
         t_ref = np.arange(len(v_ref))
@@ -267,6 +309,10 @@ def main() -> None:
         **{f"1c_batch_1s_grid_{m}s_steps{kind}_vs_pybamm_all_cores": seconds["pybamm_1c_all_cores_per_solve"]
            / (seconds[f"cellax_1c_batch_1s_grid_{m}s_steps{kind}"] / b)
            for m in args.samples_per_step for kind in ("", "_blocked")},
+        **{f"1h_batch_f64_adaptive_{m}_vs_pybamm_all_cores": seconds["pybamm_1h_all_cores_per_profile"]
+           / (seconds[f"cellax_1h_batch_f64_adaptive_{m}"] / b) for m in args.max_samples_per_step},
+        **{f"1h_batch_f64_adaptive_{m}_vs_blocked": seconds[f"cellax_1h_batch_f64_adaptive_{m}_ab_blocked"]
+           / seconds[f"cellax_1h_batch_f64_adaptive_{m}"] for m in args.max_samples_per_step},
         "gradient_cost_vs_forward": seconds["cellax_1h_loss_value_and_grad"] / seconds["cellax_1h_loss_forward"],
     }
     result = {
@@ -279,6 +325,8 @@ def main() -> None:
                   "cellax_solver": "ROS2 Rosenbrock-W, one step per sample, spectral stiff blocks",
                   "pybamm_solver": "IDAKLU defaults", "batch": b, "repeats": args.repeats, "block": args.block,
                   "samples_per_step": args.samples_per_step,
+                  "max_samples_per_step": args.max_samples_per_step, "adaptive_block": args.adaptive_block,
+                  "adaptive_steps_per_profile": steps,
                   "pybamm_profiles_per_measurement": args.pybamm_profiles},
         "seconds": seconds,
         "runs": runs,

@@ -19,6 +19,14 @@ Two solvers:
   currents with breakpoints on that grid) and fills the samples between steps by
   cubic Hermite interpolation of the signals (slopes by central differences):
   ``m`` times fewer steps for smooth inputs, with the output still on the sample grid.
+  With ``max_samples_per_step = m`` the steps follow the input instead: each ends at
+  the next *kink* of the current (a sample where its slope changes) or after at most
+  ``m`` samples, and after every kink the steps grow 1, 2, 4, ... samples, so the
+  transient a current step starts is resolved like on the sample grid while
+  constant-current and rest segments take long steps; drive-cycle segments, whose
+  current changes every sample, keep a step per sample. Exact in the input (the
+  current is linear inside every step), with the step size's error measured in
+  ``benchmarks/rom_vs_pybamm.py``.
 - ``"kvaerno5"``: diffrax's adaptive L-stable ESDIRK with dense Newton and error
   control (``rtol``, ``atol``), stepping to every sample: the accurate reference.
 
@@ -76,6 +84,7 @@ def simulate(
     solver: str = "ros2",
     substeps: int = 1,
     samples_per_step: int = 1,
+    max_samples_per_step: int | None = None,
     soc_limits: tuple[float, float] = (0.0, 1.0),
     limits: bool = True,
     rtol: float = 1e-8,
@@ -93,6 +102,10 @@ def simulate(
     ``samples_per_step > 1`` (``ros2`` only): one step per that many samples, signals interpolated between
     steps (module docstring); limits are checked at the steps, ``stop_index`` is the last sample before the
     interpolated event, and ``final_state`` the state at the last step at or before it.
+    ``max_samples_per_step`` (``ros2`` only): steps chosen from the input instead, each ending at the next kink of
+    the current or after up to that many samples, growing 1, 2, 4, ... samples after every kink (module
+    docstring); the signals are interpolated between steps as above. Forward mode only: it runs a
+    ``lax.while_loop``, which reverse-mode ``grad`` cannot differentiate (use the sample grid for gradients).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -102,6 +115,13 @@ def simulate(
         raise ValueError(f"samples_per_step must be a positive integer, got {samples_per_step!r}")
     if samples_per_step > 1 and solver != "ros2":
         raise ValueError(f"samples_per_step > 1 needs solver='ros2', got solver={solver!r}")
+    if max_samples_per_step is not None:
+        if (isinstance(max_samples_per_step, bool) or not isinstance(max_samples_per_step, int)
+                or max_samples_per_step < 1):
+            raise ValueError(f"max_samples_per_step must be a positive integer, got {max_samples_per_step!r}")
+        if solver != "ros2" or samples_per_step > 1:
+            raise ValueError("max_samples_per_step needs solver='ros2' and samples_per_step=1, got "
+                             f"solver={solver!r}, samples_per_step={samples_per_step}")
     dtype = params.dtype
     current_fn = None
     if callable(current_a):
@@ -117,7 +137,10 @@ def simulate(
     initial_temp_k = ambient_temp_k if initial_temp_k is None else jnp.asarray(initial_temp_k, dtype=dtype)
     y0 = model.initial_state(params, initial_soc, initial_temp_k)
     ts = jnp.arange(current_a.shape[0], dtype=dtype) * dt_s
-    if solver == "ros2" and samples_per_step > 1:
+    if solver == "ros2" and max_samples_per_step is not None:
+        solution = _adaptive_ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, max_samples_per_step,
+                                  soc_limits, limits)
+    elif solver == "ros2" and samples_per_step > 1:
         solution = _coarse_ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, samples_per_step,
                                 soc_limits, limits)
     elif solver == "ros2":
@@ -212,22 +235,20 @@ def status_code(flags: dict[str, Array], names=None) -> Array:
     return jnp.where(jnp.any(hits), codes[jnp.argmax(hits)], 0)
 
 
-def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits, limits) -> Solution:
-    operators = model.stiff_operators(params)
-    n = current_a.shape[0]
-    h = dt_s / substeps
-    next_current = jnp.concatenate([current_a[1:], current_a[-1:]])
-    first_out = model.outputs(params, y0, current_a[0], ambient_temp_k)
-    s = params.scalars
+def _sample_step(model, params, operators, substeps, soc_limits, limits):
+    """The body shared by the ROS2 loops: check the state at a knot, emit its signals, step to the next knot.
 
-    def sample(carry, inputs):
+    ``carry = (state, previous, last_out, status, stop, halted)``; ``k`` is the knot's index, ``h_s`` the
+    step's length, the current linear from ``i_start`` to ``i_end`` over it. Returns the new carry, the
+    emitted signals (held at the last valid ones once halted) and the raw voltage at the knot."""
+
+    def step(carry, k, i_start, i_end, h_s, ambient_temp_k):
         state, previous, last_out, status, stop, halted = carry
-        k, i_start, i_end = inputs
         i_start, i_end = jnp.where(halted, 0.0, i_start), jnp.where(halted, 0.0, i_end)
         stepped, out = state, None
         for m in range(substeps):
             a, b = i_start + (i_end - i_start) * m / substeps, i_start + (i_end - i_start) * (m + 1) / substeps
-            stepped, out_m = ros2_step(model, params, operators, stepped, a, b, h, ambient_temp_k)
+            stepped, out_m = ros2_step(model, params, operators, stepped, a, b, h_s / substeps, ambient_temp_k)
             out = out_m if out is None else out
         code = status_code(check_state(model, params, state, out, soc_limits))
         status = jnp.where((status == 0) & ~halted, code, status)
@@ -236,33 +257,198 @@ def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_
         halted = halted | halts
         stop = jnp.where(event, jnp.maximum(k - 1, 0), stop)
         emitted = _select(halted, last_out, out)
-        carry = (
-            _select(halted, previous, stepped),
-            _select(halted, previous, state),
-            emitted,
-            status,
-            stop,
-            halted,
-        )
-        return carry, (emitted, out["voltage_v"])
+        carry = (_select(halted, previous, stepped), _select(halted, previous, state), emitted, status, stop, halted)
+        return carry, emitted, out["voltage_v"]
+
+    return step
+
+
+def _event_time(params, status, raw_voltage, stop, knot_times):
+    """The event between knots ``stop`` and ``stop + 1``: voltage crossings interpolated linearly, other
+    events at the later knot, ``knot_times[stop]`` when the run completed."""
+    s = params.scalars
+    last = knot_times.shape[0] - 1
+    v0, v1 = raw_voltage[stop], raw_voltage[jnp.minimum(stop + 1, last)]
+    limit = jnp.where(status == 1, s["voltage_min_v"], s["voltage_max_v"])
+    fraction = jnp.clip((v0 - limit) / jnp.where(v0 == v1, 1.0, v0 - v1), 0.0, 1.0)
+    fraction = jnp.where((status == 1) | (status == 2), fraction, jnp.where(status == 0, 0.0, 1.0))
+    return knot_times[stop] + fraction * (knot_times[jnp.minimum(stop + 1, last)] - knot_times[stop])
+
+
+def _ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, soc_limits, limits) -> Solution:
+    operators = model.stiff_operators(params)
+    n = current_a.shape[0]
+    next_current = jnp.concatenate([current_a[1:], current_a[-1:]])
+    first_out = model.outputs(params, y0, current_a[0], ambient_temp_k)
+    step = _sample_step(model, params, operators, substeps, soc_limits, limits)
+
+    def sample(carry, inputs):
+        k, i_start, i_end = inputs
+        carry, emitted, raw = step(carry, k, i_start, i_end, dt_s, ambient_temp_k)
+        return carry, (emitted, raw)
 
     init = (y0, y0, first_out, jnp.asarray(0), jnp.asarray(n - 1), jnp.asarray(False))
     (_, final_state, _, status, stop, _), (signals, raw_voltage) = jax.lax.scan(
         sample, init, (jnp.arange(n), current_a, next_current)
     )
     signals["time_s"] = ts
-    # the event lies between samples stop and stop + 1: interpolate the crossing for voltage events
-    v0, v1 = raw_voltage[stop], raw_voltage[jnp.minimum(stop + 1, n - 1)]
-    limit = jnp.where(status == 1, s["voltage_min_v"], s["voltage_max_v"])
-    fraction = jnp.clip((v0 - limit) / jnp.where(v0 == v1, 1.0, v0 - v1), 0.0, 1.0)
-    fraction = jnp.where((status == 1) | (status == 2), fraction, jnp.where(status == 0, 0.0, 1.0))
-    event_time = ts[stop] + fraction * dt_s
+    event_time = _event_time(params, status, raw_voltage, stop, jnp.concatenate([ts, ts[-1:] + dt_s]))
     return Solution(signals, status, stop, event_time, final_state)
+
+
+def _adaptive_ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, max_m, soc_limits,
+                   limits) -> Solution:
+    """ROS2 on knots chosen from the input: a step ends at the next kink of the current (a sample where its
+    second difference is not zero) or after ``min(max_m, 2^j)`` samples, ``j`` counting the steps since the
+    last kink, so steps grow 1, 2, 4, ... samples after every change of slope and the fast transients it
+    starts are resolved. The steps run in a ``lax.while_loop`` until the last sample (or the first event);
+    the signals are brought to every sample by :func:`hermite_fill`, with one-sided slopes at the kinks."""
+    n = current_a.shape[0]
+    dtype = current_a.dtype
+    dynamic, static = eqx.partition((model, params), eqx.is_array)
+    loop = _knot_loop(static, substeps, max_m, soc_limits, limits)
+    dt = jnp.asarray(dt_s, dtype)
+    (status, stop, halted, final_state), count, knots, signals, raw_voltage = loop(dynamic, current_a, y0,
+                                                                                     ambient_temp_k, dt)
+    kink = _input_kinks(current_a)[0]
+    fine = jnp.arange(n)
+    last = count - 1
+    stop = jnp.where(halted, stop, last)  # knots after the last one written repeat the last sample
+    knot_times = knots.astype(dtype) * dt
+    event_time = _event_time(params, status, raw_voltage, stop, knot_times)
+    span = jnp.maximum(knots[jnp.minimum(stop + 1, n - 1)] - knots[stop], 1)
+    fraction = (event_time - knot_times[stop]) / (span.astype(dtype) * dt)
+    fine_stop = jnp.where(status == 0, n - 1, knots[stop] + jnp.clip(jnp.floor(fraction * span).astype(stop.dtype), 0,
+                                                                       span - 1))
+    fine_stop = jnp.minimum(fine_stop, n - 1)
+    values = {k: hermite_fill(knots, v, n, stop, kink[knots], count) for k, v in signals.items()}
+    values = {k: jnp.where(fine <= fine_stop, v, v[fine_stop]) for k, v in values.items()}
+    values["current_a"] = jnp.where(fine <= fine_stop, current_a, current_a[fine_stop])
+    values["time_s"] = ts
+    return Solution(values, status, fine_stop, jnp.where(status == 0, ts[-1], event_time), final_state)
+
+
+def _knot_loop(static, substeps, max_m, soc_limits, limits):
+    """The stepping loop of :func:`_adaptive_ros2` for one cell: ``loop(dynamic, current_a, y0, ambient_temp_k,
+    dt_s) -> ((status, stop, halted, final_state), count, knots, signals, raw_voltage)``, knots and signals in
+    buffers of one entry per sample (the first ``count`` written).
+
+    Under ``vmap`` a ``while_loop`` whose cells finish at different steps gets a batched predicate, and JAX then
+    selects every carried buffer, whole, at every step: for 1 h of signals that costs more than the step. So the
+    loop is written for a batch (cells step together until the last one is done, a finished cell writing nothing)
+    and ``custom_vmap`` sends a ``vmap`` of it, however nested, to that batch form; a ``vmap`` over the
+    parameters falls back to a plain ``vmap`` of the cell loop."""
+
+    def batch_impl(dynamic, current_a, y0, ambient_temp_k, dt_s):
+        model, params = eqx.combine(dynamic, static)
+        operators = model.stiff_operators(params)
+        cells, n = current_a.shape
+        dtype = current_a.dtype
+        kink, first_kink = jax.vmap(_input_kinks)(current_a)
+        next_knot = jax.vmap(lambda k, f, b, g: _next_knot(k, f, b, g, max_m))
+        step = jax.vmap(_sample_step(model, params, operators, substeps, soc_limits, limits))
+        first_out = jax.vmap(lambda y, i, a: model.outputs(params, y, i, a))(y0, current_a[:, 0], ambient_temp_k)
+        rows = jnp.arange(cells)
+        zeros = jnp.zeros(cells, jnp.asarray(0).dtype)
+
+        def body(loop):
+            carry, j, b, grade, knots, signals, raw_voltage = loop
+            active = (b < n) & ~carry[5]
+            e, next_grade = next_knot(kink, first_kink, jnp.minimum(b, n - 1), grade)
+            h = jnp.where(active, (e - b).astype(dtype) * dt_s, 0.0)
+            stepped, emitted, raw = step(carry, j, current_a[rows, jnp.minimum(b, n - 1)], current_a[rows, e], h,
+                                         ambient_temp_k)
+            at = jnp.where(active, j, n)  # column n collects the writes of finished cells
+
+            def write(buffer, x):
+                return buffer.at[rows, at].set(x)
+
+            emitted = {k: v for k, v in emitted.items() if k != "current_a"}
+            return (_select_rows(active, stepped, carry), j + active, jnp.where(active, jnp.where(b == n - 1, n, e), b),
+                    jnp.where(active, next_grade, grade), write(knots, b), jax.tree_util.tree_map(write, signals, emitted),
+                    write(raw_voltage, raw))
+
+        def running(loop):
+            carry, _, b = loop[:3]
+            return jnp.any((b < n) & ~carry[5])
+
+        buffer = lambda x: jnp.zeros((cells, n + 1) + x.shape[1:], x.dtype)  # noqa: E731
+        carry = (y0, y0, first_out, zeros, jnp.full(cells, n - 1, zeros.dtype), jnp.zeros(cells, bool))
+        init = (carry, zeros, zeros, zeros, jnp.full((cells, n + 1), n - 1, zeros.dtype),
+                {k: buffer(v) for k, v in first_out.items() if k != "current_a"}, buffer(first_out["voltage_v"]))
+        (_, final_state, _, status, stop, halted), count, _, _, knots, signals, raw_voltage = jax.lax.while_loop(
+            running, body, init)
+        knots, signals, raw_voltage = jax.tree_util.tree_map(lambda x: x[:, :n], (knots, signals, raw_voltage))
+        return (status, stop, halted, final_state), count, knots, signals, raw_voltage
+
+    def batched_rule(impl, flatten):
+        def rule(axis_size, in_batched, dynamic, *cell_args):
+            if any(jax.tree_util.tree_leaves(in_batched[0])):
+                in_axes = jax.tree_util.tree_map(lambda batched: 0 if batched else None, in_batched)
+                out = jax.vmap(impl, in_axes=in_axes)(dynamic, *cell_args)
+                return out, jax.tree_util.tree_map(lambda _: True, out)
+            cell_args = jax.tree_util.tree_map(
+                lambda x, batched: x if batched else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
+                cell_args, tuple(in_batched[1:]))
+            if flatten:
+                shape = jax.tree_util.tree_leaves(cell_args)[0].shape[:2]
+                cell_args = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), cell_args)
+                out = batch(dynamic, *cell_args)
+                out = jax.tree_util.tree_map(lambda x: x.reshape(shape + x.shape[1:]), out)
+            else:
+                out = batch(dynamic, *cell_args)
+            return out, jax.tree_util.tree_map(lambda _: True, out)
+
+        return rule
+
+    def one_impl(dynamic, current_a, y0, ambient_temp_k, dt_s):
+        cells = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], (current_a, y0, ambient_temp_k, dt_s))
+        return jax.tree_util.tree_map(lambda x: x[0], batch(dynamic, *cells))
+
+    batch = jax.custom_batching.custom_vmap(batch_impl)
+    batch.def_vmap(batched_rule(batch_impl, flatten=True))
+    one = jax.custom_batching.custom_vmap(one_impl)
+    one.def_vmap(batched_rule(one_impl, flatten=False))
+    return one
+
+
+def _input_kinks(current_a: Float[Array, " n"]):
+    """``(kink, first_kink)``: whether the current's slope changes at each sample (both ends count), and the
+    first such sample at or after each."""
+    n = current_a.shape[0]
+    scale = jnp.maximum(jnp.max(jnp.abs(current_a)), jnp.finfo(current_a.dtype).tiny)
+    second = jnp.abs(current_a[2:] - 2 * current_a[1:-1] + current_a[:-2]) > 64 * jnp.finfo(current_a.dtype).eps * scale
+    kink = jnp.concatenate([jnp.ones(1, bool), second, jnp.ones(1, bool)])
+    return kink, jax.lax.cummin(jnp.where(kink, jnp.arange(n), n - 1), reverse=True)
+
+
+def _next_knot(kink, first_kink, b, grade, max_m: int):
+    """The end of the step from sample ``b`` taken ``grade`` steps after the last kink (``min(max_m, 2^grade)``
+    samples at most, never past a kink), and the next step's grade."""
+    n = kink.shape[0]
+    e = jnp.minimum(jnp.minimum(b + jnp.minimum(2**grade, max_m), first_kink[jnp.minimum(b + 1, n - 1)]), n - 1)
+    return e, jnp.where(kink[e], 0, jnp.minimum(grade + 1, max_m.bit_length()))
+
+
+def adaptive_step_count(current_a: Float[Array, " n"], max_samples_per_step: int) -> Array:
+    """How many ROS2 steps ``simulate(..., max_samples_per_step=m)`` takes on ``current_a`` when no event stops
+    it: its cost, to sort a batch by (:func:`cellax.batching.blocked_vmap`'s ``cost``). Cheap: scalar work only."""
+    current_a = jnp.asarray(current_a)
+    n = current_a.shape[0]
+    kink, first_kink = _input_kinks(current_a)
+
+    def body(loop):
+        count, b, grade = loop
+        e, grade = _next_knot(kink, first_kink, b, grade, max_samples_per_step)
+        return count + 1, jnp.where(b == n - 1, n, e), grade
+
+    zero = jnp.asarray(0)
+    return jax.lax.while_loop(lambda loop: loop[1] < n, body, (zero, zero, zero))[0]
 
 
 def _coarse_ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substeps, m, soc_limits, limits) -> Solution:
     """:func:`_ros2` on every ``m``-th sample (the current padded with its last value to a whole number of steps),
-    the signals brought back to the sample grid by :func:`hermite_refine`."""
+    the signals brought back to the sample grid by :func:`hermite_fill`."""
     n = current_a.shape[0]
     n_coarse = -(-(n - 1) // m) + 1
     padded = jnp.concatenate([current_a, jnp.broadcast_to(current_a[-1], ((n_coarse - 1) * m + 1 - n,))])
@@ -274,33 +460,56 @@ def _coarse_ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, substep
     stop = jnp.minimum(coarse.stop_index * m + jnp.clip(jnp.floor(fraction * m).astype(coarse.stop_index.dtype), 0, m - 1),
                        n - 1)
     fine = jnp.arange(n)
-    signals = {k: hermite_refine(v, m, n, coarse.stop_index) for k, v in coarse.signals.items() if k not in ("time_s", "current_a")}
+    knots = jnp.arange(n_coarse) * m
+    signals = {k: hermite_fill(knots, v, n, coarse.stop_index) for k, v in coarse.signals.items()
+               if k not in ("time_s", "current_a")}
     signals = {k: jnp.where(fine <= stop, v, v[stop]) for k, v in signals.items()}
     signals["current_a"] = jnp.where(fine <= stop, current_a, current_a[stop])
     signals["time_s"] = ts
     return Solution(signals, status, stop, event_time, coarse.final_state)
 
 
-def hermite_refine(values: Float[Array, " n_coarse"], m: int, n: int, last=None) -> Float[Array, " n"]:
-    """Samples ``values[k]`` at ``k m`` (valid up to ``k = last``, default: all) brought to every index
-    ``0 … n-1`` by cubic Hermite interpolation; the slope at each sample is the central difference
-    ``(v_{k+1} - v_{k-1}) / 2``, and the second-order one-sided one at the first sample and from ``last`` on."""
-    n_coarse = values.shape[0]
-    last = n_coarse - 1 if last is None else jnp.maximum(last, 2)
-    idx = jnp.arange(n_coarse)
-    at = lambda i: values[jnp.clip(i, 0, n_coarse - 1)]  # noqa: E731
-    central = 0.5 * (at(idx + 1) - at(idx - 1))
-    backward = 0.5 * (3 * at(idx) - 4 * at(idx - 1) + at(idx - 2))
-    forward = 0.5 * (-3 * at(idx) + 4 * at(idx + 1) - at(idx + 2))
-    slopes = jnp.where(idx == 0, forward, jnp.where(idx >= last, backward, central))
-    if n_coarse < 3:
-        slopes = jnp.broadcast_to(values[-1] - values[0], values.shape)
+def hermite_fill(knots, values, n: int, last=None, kinks=None, n_valid=None) -> Float[Array, " n"]:
+    """Values at increasing sample indices ``knots[j]`` (the first ``n_valid`` of them written, default: all;
+    the signal valid up to ``j = last``, default: the last written) brought to every index ``0 … n-1`` by cubic
+    Hermite interpolation.
+
+    The slope at a knot is the three-point one, ``(h_j δ_{j-1} + h_{j-1} δ_j) / (h_{j-1} + h_j)`` with the
+    secants ``δ`` and spacings ``h``, where the signal is smooth across it. At the first knot, at ``last``
+    and beyond, and at ``kinks`` (knots where the input's slope changes, so the signal's may), each side
+    takes the second-order one-sided slope from its own two segments, or that segment's secant when its
+    other end is a kink too. Past knot ``last`` (the segment where an event stopped the run, whose far end holds
+    the last valid values) the signal continues linearly with its slope arriving at ``last``. Uniform knots
+    without kinks give the central difference ``(v_{j+1} - v_{j-1})/2``."""
+    n_knots = values.shape[0]
+    dtype = values.dtype
+    idx = jnp.arange(n_knots)
+    n_valid = n_knots if n_valid is None else n_valid
+    last = n_valid - 1 if last is None else last
+    kinks = jnp.zeros(n_knots, bool) if kinks is None else kinks
+    at = lambda x, i: x[jnp.clip(i, 0, n_knots - 1)]  # noqa: E731
+    h = (at(knots, idx + 1) - knots).astype(dtype)  # h[j]: spacing from knot j to j+1 (0 past the end)
+    delta = (at(values, idx + 1) - values) / jnp.where(h > 0, h, 1.0)
+    h_prev, delta_prev = at(h, idx - 1), at(delta, idx - 1)
+    cut = kinks | (idx == 0) | (idx >= last) | (h_prev <= 0) | (h <= 0)
+    central = (h * delta_prev + h_prev * delta) / jnp.where(h + h_prev > 0, h + h_prev, 1.0)
+    h_next, delta_next = at(h, idx + 1), at(delta, idx + 1)
+    forward = delta + (delta - delta_next) * h / jnp.where(h + h_next > 0, h + h_next, 1.0)
+    backward = delta_prev + (delta_prev - at(delta, idx - 2)) * h_prev / jnp.where(
+        h_prev + at(h, idx - 2) > 0, h_prev + at(h, idx - 2), 1.0)
+    right = jnp.where(~cut, central, jnp.where(~at(cut, idx + 1) & (idx + 1 < n_knots), forward, delta))
+    left = jnp.where(~cut, central, jnp.where(~at(cut, idx - 1) & (idx >= 2), backward, delta_prev))
+    if n_knots < 3:
+        right = left = jnp.broadcast_to(delta[0], values.shape)
     fine = jnp.arange(n)
-    k = jnp.minimum(fine // m, n_coarse - 2)
-    t = ((fine - k * m) / m).astype(values.dtype)
+    k = jnp.clip(jnp.searchsorted(knots, fine, side="right") - 1, 0, jnp.maximum(n_valid - 2, 0))
+    span = h[k]
+    t = ((fine - knots[k]) / jnp.where(span > 0, span, 1.0)).astype(dtype)
     t2, t3 = t * t, t * t * t
-    return ((2 * t3 - 3 * t2 + 1) * values[k] + (t3 - 2 * t2 + t) * slopes[k]
-            + (-2 * t3 + 3 * t2) * values[k + 1] + (t3 - t2) * slopes[k + 1])
+    inside = ((2 * t3 - 3 * t2 + 1) * values[k] + (t3 - 2 * t2 + t) * span * right[k]
+              + (-2 * t3 + 3 * t2) * values[k + 1] + (t3 - t2) * span * left[k + 1])
+    beyond = values[last] + left[last] * (fine - knots[last]).astype(dtype)  # past `last` (an event): extrapolated
+    return jnp.where(k >= last, beyond, inside)
 
 
 def _kvaerno5(model, params, current_a, current_fn, ts, y0, ambient_temp_k, soc_limits, limits, rtol, atol, max_steps):
@@ -369,6 +578,10 @@ def _check_profile(current_a, dt_s) -> None:
 
 def _select(condition, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
+
+
+def _select_rows(mask, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(_broadcast(mask, x), x, y), a, b)
 
 
 def _broadcast(mask, leaf):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cellax.physics import load_parameter_set
-from cellax.physics.simulate import advance, simulate
+from cellax.physics.simulate import adaptive_step_count, advance, hermite_fill, simulate
 from cellax.physics.spm import SPM
 from cellax.physics.spme import SPMe
 from cellax.status import STATUS
@@ -199,9 +199,96 @@ def test_steps_spanning_several_samples_track_the_sample_grid(params):
     assert STATUS[int(short.status)] == "completed" and int(short.stop_index) == 22 and float(short.event_time_s) == 22.0
 
 
+def _mixed_profile():
+    """A rest, a 2C-ish discharge step, a ramp, a per-second 'drive' stretch, a charge step: kinks of every kind."""
+    rng = np.random.default_rng(3)
+    return np.concatenate([np.zeros(40), np.full(200, 8.0), np.linspace(8.0, -2.0, 61)[1:], 5 + 3 * rng.standard_normal(60),
+                           np.full(240, -4.0)])
+
+
+def test_input_chosen_steps_track_the_sample_grid(params):
+    """Steps that end at every kink of the current and grow up to 4 samples in between follow the step-per-sample
+    solution on the same grid within the longer steps' error (second order: 0.4 / 1.6 / 4.4 mV at most with
+    steps of up to 2 / 4 / 8 samples through a 1.6C step), in far fewer steps; a per-second stretch keeps a step
+    per sample."""
+    model = SPMe(10, (5, 4, 5))
+    current = jnp.asarray(_mixed_profile())
+    fine = simulate(model, params, current, 1.0, 0.6, 298.15)
+    run = jax.jit(lambda i: simulate(model, params, i, 1.0, 0.6, 298.15, max_samples_per_step=4))
+    coarse = run(current)
+    assert STATUS[int(coarse.status)] == STATUS[int(fine.status)] == "completed"
+    assert int(coarse.stop_index) == len(current) - 1 and float(coarse.event_time_s) == len(current) - 1.0
+    for name, tolerance in (("voltage_v", 2e-3), ("soc", 1e-5), ("core_temp_degc", 0.05), ("anode_potential_v", 2e-3)):
+        assert coarse.signals[name].shape == fine.signals[name].shape
+        assert float(jnp.max(jnp.abs(coarse.signals[name] - fine.signals[name]))) < tolerance, name
+    assert bool(jnp.array_equal(coarse.signals["current_a"], current))
+    assert bool(jnp.array_equal(coarse.signals["time_s"], fine.signals["time_s"]))
+    steps = int(adaptive_step_count(current, 4))
+    assert 60 < steps < 0.5 * len(current)  # the drive stretch alone takes 60
+    assert int(adaptive_step_count(jnp.linspace(0.0, 1.0, 101), 8)) == 3 + 12 + 1  # 1+2+4, then 8s, then the last
+
+
+def test_input_chosen_steps_stop_at_a_voltage_cut_off(params):
+    """A 2C discharge to the cut-off: the same event within a sample, the signals within the 4-sample steps' error
+    (2.9 mV at the steep end of discharge) up to it, held after it."""
+    model = SPMe(10, (5, 4, 5))
+    current = jnp.concatenate([jnp.zeros(30), jnp.full(2000, 10.0)])
+    fine = simulate(model, params, current, 1.0, 0.3, 298.15)
+    coarse = simulate(model, params, current, 1.0, 0.3, 298.15, max_samples_per_step=4)
+    assert STATUS[int(coarse.status)] == STATUS[int(fine.status)] == "voltage_min"
+    assert abs(int(coarse.stop_index) - int(fine.stop_index)) <= 1
+    assert abs(float(coarse.event_time_s) - float(fine.event_time_s)) < 1.0
+    stop = int(coarse.stop_index)
+    assert bool(jnp.all(coarse.signals["voltage_v"][stop:] == coarse.signals["voltage_v"][stop]))
+    both = min(stop, int(fine.stop_index)) + 1
+    assert float(jnp.max(jnp.abs(coarse.signals["voltage_v"][:both] - fine.signals["voltage_v"][:both]))) < 4e-3
+
+
+def test_input_chosen_steps_batch_like_single_cells(params):
+    """``vmap`` (nested too, and over parameter sets) gives each cell the result it gets alone: cells that finish
+    early, or stop at a cut-off, wait for the others without changing."""
+    model = SPMe(10, (5, 4, 5))
+    profiles = jnp.stack([jnp.asarray(_mixed_profile()), jnp.full(600, 3.0), jnp.concatenate([jnp.zeros(20), jnp.full(580, 10.0)]),
+                          jnp.linspace(-3.0, 3.0, 600)])
+    socs = jnp.asarray([0.6, 0.5, 0.15, 0.5])
+
+    def run(i, soc, radius_m=params.scalars["neg_particle_radius_m"]):
+        p = params.with_values({"neg_particle_radius_m": radius_m})
+        solution = simulate(model, p, i, 1.0, soc, 298.15, max_samples_per_step=4)
+        return solution.signals["voltage_v"], solution.status, solution.stop_index
+
+    alone = [jax.jit(run)(profiles[k], socs[k]) for k in range(4)]
+    together = jax.jit(jax.vmap(run))(profiles, socs)
+    nested = jax.jit(jax.vmap(jax.vmap(run)))(profiles.reshape(2, 2, -1), socs.reshape(2, 2))
+    radii_m = jnp.full(4, params.scalars["neg_particle_radius_m"])
+    per_params = jax.jit(jax.vmap(run))(profiles, socs, radii_m)
+    assert STATUS[int(alone[2][1])] == "voltage_min"
+    for got in (together, jax.tree_util.tree_map(lambda x: x.reshape((4,) + x.shape[2:]), nested), per_params):
+        for k in range(4):
+            np.testing.assert_allclose(got[0][k], alone[k][0], rtol=0, atol=1e-12)
+            assert int(got[1][k]) == int(alone[k][1]) and int(got[2][k]) == int(alone[k][2])
+
+
+def test_hermite_fill_is_exact_for_cubics_between_kinks():
+    """Three-point slopes reproduce a quadratic exactly on uneven knots; a kink (a change of slope) is kept."""
+    knots = jnp.asarray([0, 1, 3, 7, 8, 12, 20, 20, 20])
+    quadratic = lambda t: 0.5 + 0.1 * t - 0.01 * t**2  # noqa: E731
+    filled = hermite_fill(knots, quadratic(knots.astype(float)), 21, n_valid=7)
+    np.testing.assert_allclose(filled, quadratic(jnp.arange(21.0)), atol=1e-12)
+    kinked = lambda t: jnp.where(t <= 8, t, 8 + 3 * (t - 8))  # noqa: E731
+    kinks = knots == 8
+    filled = hermite_fill(knots, kinked(knots.astype(float)), 21, kinks=kinks, n_valid=7)
+    np.testing.assert_allclose(filled, kinked(jnp.arange(21.0)), atol=1e-12)
+
+
 def test_bad_samples_per_step_is_refused(params):
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="samples_per_step"):
             simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, samples_per_step=bad)
     with pytest.raises(ValueError, match="samples_per_step > 1 needs solver='ros2'"):
         simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, solver="kvaerno5", samples_per_step=2)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="max_samples_per_step must be a positive integer"):
+            simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, max_samples_per_step=bad)
+    with pytest.raises(ValueError, match="max_samples_per_step needs solver='ros2' and samples_per_step=1"):
+        simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, samples_per_step=2, max_samples_per_step=4)
