@@ -3,7 +3,8 @@
 The same cell as the "pybamm" backend (PyBaMM's parameter set with the config's
 thermal settings and overrides, the datasheet's voltage window as cut-offs, the
 same mesh and two-node thermal model), integrated by
-:func:`cellax.physics.simulate.simulate` and ``vmap`` over a batch of profiles.
+:func:`cellax.physics.simulate.simulate` and ``vmap`` over a batch of profiles (a step per sample, or steps chosen from the
+current with ``simulation.max_samples_per_step``).
 Profiles are padded to a common length (rounded up to ``LENGTH_BUCKET_S``
 seconds, so one compile serves many lengths) by holding the last current sample;
 signals beyond a profile's own length are dropped. Statuses are :mod:`cellax.status`'s
@@ -49,7 +50,8 @@ class JaxBackend:
         from cellax.physics.simulate import simulate
 
         params = self.params.with_values({"heat_transfer_coeff_w_m2k": heat_transfer_coeff})
-        solution = simulate(self.model, params, current_a, dt_s, initial_soc, ambient_temp_k)
+        solution = simulate(self.model, params, current_a, dt_s, initial_soc, ambient_temp_k,
+                            max_samples_per_step=self.config.max_samples_per_step)
         return solution.signals, solution.status, solution.stop_index, solution.event_time_s
 
     def simulate(self, current_a, dt_s, ambient_temp_degc, heat_transfer_coeff, initial_soc) -> SimulationResult:

@@ -18,15 +18,18 @@ JOB = {**SMALL, "name": "backends", "seed": 5, "n_profiles": 4, "profiles": {**S
 def datasets(tmp_path_factory):
     folder = tmp_path_factory.mktemp("backends")
     paths = {}
-    for backend in ("pybamm", "jax"):
-        config = validate_config(DataConfig, {**JOB, "backend": backend})
-        paths[backend] = folder / f"{backend}.h5"
-        generate(config, paths[backend], progress=False, log=lambda *_: None)
+    for name, backend, simulation in (("pybamm", "pybamm", {}), ("jax", "jax", {}),
+                                      ("jax_steps", "jax", {"max_samples_per_step": 8})):
+        config = validate_config(DataConfig, {**JOB, "backend": backend, "simulation": simulation})
+        paths[name] = folder / f"{name}.h5"
+        generate(config, paths[name], progress=False, log=lambda *_: None)
     return paths
 
 
-def test_both_backends_write_the_same_profiles_and_agree_within_tolerance(datasets):
-    with open_dataset(datasets["pybamm"]) as reference, open_dataset(datasets["jax"]) as ours:
+@pytest.mark.parametrize("ours_name", ["jax", "jax_steps"])
+def test_both_backends_write_the_same_profiles_and_agree_within_tolerance(datasets, ours_name):
+    """Also with steps chosen from the current (up to 8 samples long) instead of a step per sample."""
+    with open_dataset(datasets["pybamm"]) as reference, open_dataset(datasets[ours_name]) as ours:
         assert ours.attrs["backend"] == "jax" and reference.attrs["backend"] == "pybamm"
         assert sorted(ours.signal_names) == sorted(reference.signal_names)
         assert len(ours) == len(reference) == JOB["n_profiles"]
@@ -48,6 +51,13 @@ def test_a_voltage_cut_off_ends_the_profile_with_the_pybamm_backends_wording():
     assert 0 < len(ended.signals["voltage_v"]) < 3600
     assert ended.signals["voltage_v"][-1] >= LG_M50.voltage_min_v
     assert full.status == "ok" and len(full.signals["time_s"]) == 600
+
+
+def test_input_chosen_steps_are_a_jax_backend_setting():
+    with pytest.raises(ValueError, match="simulation.max_samples_per_step applies to the jax backend only"):
+        DataConfig.model_validate({**JOB, "backend": "pybamm", "simulation": {"max_samples_per_step": 8}})
+    with pytest.raises(ValueError, match="max_samples_per_step"):
+        DataConfig.model_validate({**JOB, "backend": "jax", "simulation": {"max_samples_per_step": 0}})
 
 
 def test_the_dfn_is_refused_by_name():
