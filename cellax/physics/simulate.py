@@ -104,8 +104,9 @@ def simulate(
     interpolated event, and ``final_state`` the state at the last step at or before it.
     ``max_samples_per_step`` (``ros2`` only): steps chosen from the input instead, each ending at the next kink of
     the current or after up to that many samples, growing 1, 2, 4, ... samples after every kink (module
-    docstring); the signals are interpolated between steps as above. Forward mode only: it runs a
-    ``lax.while_loop``, which reverse-mode ``grad`` cannot differentiate (use the sample grid for gradients).
+    docstring); the signals are interpolated between steps as above. Not differentiable (a ``while_loop``
+    chooses the steps): ``grad`` and ``jvp`` through it raise ``NotImplementedError``; differentiate a run on the
+    sample grid.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -409,7 +410,18 @@ def _knot_loop(static, substeps, max_m, soc_limits, limits):
     batch.def_vmap(batched_rule(batch_impl, flatten=True))
     one = jax.custom_batching.custom_vmap(one_impl)
     one.def_vmap(batched_rule(one_impl, flatten=False))
-    return one
+
+    @jax.custom_jvp
+    def loop(dynamic, current_a, y0, ambient_temp_k, dt_s):
+        return one(dynamic, current_a, y0, ambient_temp_k, dt_s)
+
+    @loop.defjvp
+    def _no_derivatives(primals, tangents):
+        raise NotImplementedError(
+            "simulate(..., max_samples_per_step=...) is not differentiable (its steps come from a while_loop); "
+            "differentiate a run on the sample grid (the default) or with samples_per_step instead")
+
+    return loop
 
 
 def _input_kinks(current_a: Float[Array, " n"]):

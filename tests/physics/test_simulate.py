@@ -269,6 +269,18 @@ def test_input_chosen_steps_batch_like_single_cells(params):
             assert int(got[1][k]) == int(alone[k][1]) and int(got[2][k]) == int(alone[k][2])
 
 
+def test_input_chosen_steps_refuse_derivatives_by_name(params):
+    model = SPMe(10, (5, 4, 5))
+
+    def loss(scale):
+        p = params.with_values({"neg_diffusivity_scale": scale})
+        return jnp.mean(simulate(model, p, jnp.full(40, 5.0), 1.0, 0.5, 298.15, max_samples_per_step=4).signals["voltage_v"])
+
+    for differentiate in (jax.grad, jax.jacfwd):
+        with pytest.raises(NotImplementedError, match="max_samples_per_step=...\\) is not differentiable"):
+            differentiate(loss)(1.0)
+
+
 def test_hermite_fill_is_exact_for_cubics_between_kinks():
     """Three-point slopes reproduce a quadratic exactly on uneven knots; a kink (a change of slope) is kept."""
     knots = jnp.asarray([0, 1, 3, 7, 8, 12, 20, 20, 20])
