@@ -12,7 +12,8 @@ Measures, as medians over ``--repeats`` runs:
   part files, final merge and validation) with 1 and 2 workers, on the same
   profiles; the pipeline overhead is ``anchor cell-h/s / pipeline(1 worker) cell-h/s - 1``;
 * the same pipeline with the ``jax`` backend (cellax's SPMe, 64 profiles per vmapped call, one
-  process; its compilation included), beside the PyBaMM backend on 2 workers;
+  process; its compilation included), beside the PyBaMM backend on 2 workers, with a step per
+  sample and with ``simulation.max_samples_per_step: 8`` (steps chosen from the current);
 * loader throughput: random windows of 64 x 2048 steps as ``jax.Array`` batches,
   in windows/s and MB/s (float32, 4 signals), from the file just generated, with the
   signals cached in memory and read from the file (chunked, gzip) per window.
@@ -143,7 +144,9 @@ def main() -> None:
     load_before = os.getloadavg()
 
     runs: dict[str, list[float]] = {"plain_pybamm_loop": [], "plain_pybamm_loop_uncapped": [], "pipeline_1_worker": [],
-                                    "pipeline_2_workers": [], "pipeline_jax_backend": []}
+                                    "pipeline_2_workers": [], "pipeline_jax_backend": [],
+                                    "pipeline_jax_backend_steps_from_input": []}
+    steps_from_input = config.simulation.model_copy(update={"max_samples_per_step": 8})
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         for repeat in range(args.repeats):
@@ -155,6 +158,9 @@ def main() -> None:
                 runs[f"pipeline_{workers}_worker{'s' if workers > 1 else ''}"].append(hours / wall)
             wall, hours, _ = pipeline(config.model_copy(update={"backend": "jax"}), 1, folder)  # compile included
             runs["pipeline_jax_backend"].append(hours / wall)
+            wall, hours, _ = pipeline(config.model_copy(update={"backend": "jax", "simulation": steps_from_input}), 1,
+                                      folder)
+            runs["pipeline_jax_backend_steps_from_input"].append(hours / wall)
             print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.3f} cell-h/s" for k, v in runs.items()), flush=True)
         loader = {
             "in_memory": loader_throughput(out, batches=50, repeats=args.repeats, cache_in_memory=True),
@@ -177,6 +183,10 @@ def main() -> None:
             "pipeline_2_workers_vs_plain": median["pipeline_2_workers"] / median["plain_pybamm_loop"],
             "pipeline_overhead_1_worker": median["plain_pybamm_loop"] / median["pipeline_1_worker"] - 1,
             "jax_backend_vs_pybamm_backend_2_workers": median["pipeline_jax_backend"] / median["pipeline_2_workers"],
+            "jax_backend_steps_from_input_vs_pybamm_backend_2_workers":
+                median["pipeline_jax_backend_steps_from_input"] / median["pipeline_2_workers"],
+            "jax_backend_steps_from_input_vs_step_per_sample":
+                median["pipeline_jax_backend_steps_from_input"] / median["pipeline_jax_backend"],
         },
         "loader": loader,
     }

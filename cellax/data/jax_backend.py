@@ -27,6 +27,7 @@ from cellax.signals import KELVIN, SIGNALS
 from cellax.status import OK, STATUS, group_of, stopped
 
 LENGTH_BUCKET_S = 600.0
+ADAPTIVE_BLOCK = 16
 
 
 class JaxBackend:
@@ -44,7 +45,20 @@ class JaxBackend:
         self.datasheet = datasheet
         self.params = cell_parameters(config, datasheet)
         self.model = SPMe() if config.model == "SPMe" else SPM()
-        self._run = jax.jit(jax.vmap(self._one, in_axes=(0, None, 0, 0, 0)), static_argnums=1)
+        self._run = jax.jit(self._batch, static_argnums=1)
+
+    def _batch(self, current_a, dt_s, ambient_temp_k, heat_transfer_coeff, initial_soc):
+        """``_one`` over the batch: one ``vmap``, or, with steps chosen from the input, blocks of profiles of
+        similar step counts (a block runs as long as its slowest profile)."""
+        one = lambda i, a, h, s: self._one(i, dt_s, a, h, s)  # noqa: E731
+        m = self.config.max_samples_per_step
+        if m is None:
+            return jax.vmap(one)(current_a, ambient_temp_k, heat_transfer_coeff, initial_soc)
+        from cellax.batching import blocked_vmap
+        from cellax.physics.simulate import adaptive_step_count
+
+        cost = lambda i, a, h, s: adaptive_step_count(i, m)  # noqa: E731
+        return blocked_vmap(one, ADAPTIVE_BLOCK, cost=cost)(current_a, ambient_temp_k, heat_transfer_coeff, initial_soc)
 
     def _one(self, current_a, dt_s, ambient_temp_k, heat_transfer_coeff, initial_soc):
         from cellax.physics.simulate import simulate

@@ -332,23 +332,53 @@ def _adaptive_ros2(model, params, current_a, ts, dt_s, y0, ambient_temp_k, subst
 def _knot_loop(static, substeps, max_m, soc_limits, limits):
     """The stepping loop of :func:`_adaptive_ros2` for one cell: ``loop(dynamic, current_a, y0, ambient_temp_k,
     dt_s) -> ((status, stop, halted, final_state), count, knots, signals, raw_voltage)``, knots and signals in
-    buffers of one entry per sample (the first ``count`` written).
+    buffers of one entry per sample (the first ``count`` written); ``dynamic`` holds the arrays of ``(model,
+    params)``.
 
     Under ``vmap`` a ``while_loop`` whose cells finish at different steps gets a batched predicate, and JAX then
     selects every carried buffer, whole, at every step: for 1 h of signals that costs more than the step. So the
     loop is written for a batch (cells step together until the last one is done, a finished cell writing nothing)
-    and ``custom_vmap`` sends a ``vmap`` of it, however nested, to that batch form; a ``vmap`` over the
-    parameters falls back to a plain ``vmap`` of the cell loop."""
+    and ``custom_vmap`` sends a ``vmap`` of it, however nested, to that batch form. Parameters shared by the batch
+    stay shared (one set of stiff operators, batched products); parameters that vary per cell (a ``vmap`` over
+    them) are carried per cell."""
 
-    def batch_impl(dynamic, current_a, y0, ambient_temp_k, dt_s):
-        model, params = eqx.combine(dynamic, static)
-        operators = model.stiff_operators(params)
+    def batch_impl(dynamic, current_a, y0, ambient_temp_k, dt_s, per_cell):
+        """``per_cell``: a pytree like ``dynamic`` of bools, True where a leaf has a leading cell axis."""
         cells, n = current_a.shape
         dtype = current_a.dtype
+        varies = any(jax.tree_util.tree_leaves(per_cell))
+        axes = jax.tree_util.tree_map(lambda cell: 0 if cell else None, per_cell)
+
+        def cell_model(d):
+            return eqx.combine(d, static)
+
+        def operators_of(d):
+            model, params = cell_model(d)
+            return model.stiff_operators(params)
+
+        operators_axis = None
+        if not varies:
+            operators = operators_of(dynamic)
+        else:  # shared unless they depend on a leaf that varies (a thermal parameter does not)
+            try:
+                operators = jax.vmap(operators_of, in_axes=(axes,), out_axes=None)(dynamic)
+            except ValueError:
+                operators, operators_axis = jax.vmap(operators_of, in_axes=(axes,))(dynamic), 0
+        model_axes = (axes, operators_axis)
+
+        def cell_step(d, ops, *args):
+            model, params = cell_model(d)
+            return _sample_step(model, params, ops, substeps, soc_limits, limits)(*args)
+
+        def cell_outputs(d, y, i, a):
+            model, params = cell_model(d)
+            return model.outputs(params, y, i, a)
+
         kink, first_kink = jax.vmap(_input_kinks)(current_a)
         next_knot = jax.vmap(lambda k, f, b, g: _next_knot(k, f, b, g, max_m))
-        step = jax.vmap(_sample_step(model, params, operators, substeps, soc_limits, limits))
-        first_out = jax.vmap(lambda y, i, a: model.outputs(params, y, i, a))(y0, current_a[:, 0], ambient_temp_k)
+        step_all = jax.vmap(cell_step, in_axes=(*model_axes, 0, 0, 0, 0, 0, 0))
+        step = lambda *args: step_all(dynamic, operators, *args)  # noqa: E731
+        first_out = jax.vmap(cell_outputs, in_axes=(axes, 0, 0, 0))(dynamic, y0, current_a[:, 0], ambient_temp_k)
         rows = jnp.arange(cells)
         zeros = jnp.zeros(cells, jnp.asarray(0).dtype)
 
@@ -382,34 +412,53 @@ def _knot_loop(static, substeps, max_m, soc_limits, limits):
         knots, signals, raw_voltage = jax.tree_util.tree_map(lambda x: x[:, :n], (knots, signals, raw_voltage))
         return (status, stop, halted, final_state), count, knots, signals, raw_voltage
 
-    def batched_rule(impl, flatten):
+    def make_rule(flatten, per_cell):
         def rule(axis_size, in_batched, dynamic, *cell_args):
-            if any(jax.tree_util.tree_leaves(in_batched[0])):
-                in_axes = jax.tree_util.tree_map(lambda batched: 0 if batched else None, in_batched)
-                out = jax.vmap(impl, in_axes=in_axes)(dynamic, *cell_args)
-                return out, jax.tree_util.tree_map(lambda _: True, out)
             cell_args = jax.tree_util.tree_map(
                 lambda x, batched: x if batched else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
                 cell_args, tuple(in_batched[1:]))
+            shape = jax.tree_util.tree_leaves(cell_args)[0].shape[:2] if flatten else None
             if flatten:
-                shape = jax.tree_util.tree_leaves(cell_args)[0].shape[:2]
                 cell_args = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), cell_args)
-                out = batch(dynamic, *cell_args)
+
+            def leaf(x, batched, cell):
+                """A leaf of ``(model, params)`` for the flat batch, and whether it now has a cell axis."""
+                if not flatten:
+                    return x, batched
+                if batched and not cell:  # one value per outer element, for each of its cells
+                    x = jnp.broadcast_to(x[:, None], (axis_size, shape[1]) + x.shape[1:])
+                elif cell and not batched:  # per cell inside, the same for every outer element
+                    x = jnp.broadcast_to(x, (axis_size,) + x.shape)
+                elif not cell:
+                    return x, False
+                return x.reshape((-1,) + x.shape[2:]), True
+
+            inner = jax.tree_util.tree_map(lambda x, b, c: leaf(x, b, c)[1], dynamic, in_batched[0], per_cell)
+            dynamic = jax.tree_util.tree_map(lambda x, b, c: leaf(x, b, c)[0], dynamic, in_batched[0], per_cell)
+            out = batch_for(inner)(dynamic, *cell_args)
+            if flatten:
                 out = jax.tree_util.tree_map(lambda x: x.reshape(shape + x.shape[1:]), out)
-            else:
-                out = batch(dynamic, *cell_args)
             return out, jax.tree_util.tree_map(lambda _: True, out)
 
         return rule
 
+    def batch_for(per_cell):
+        """``batch_impl`` for this pattern of per-cell leaves, with its own ``vmap`` rule."""
+        batch = jax.custom_batching.custom_vmap(lambda d, *cells: batch_impl(d, *cells, per_cell))
+        batch.def_vmap(make_rule(True, per_cell))
+        return batch
+
     def one_impl(dynamic, current_a, y0, ambient_temp_k, dt_s):
         cells = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], (current_a, y0, ambient_temp_k, dt_s))
-        return jax.tree_util.tree_map(lambda x: x[0], batch(dynamic, *cells))
+        shared = jax.tree_util.tree_map(lambda _: False, dynamic)
+        return jax.tree_util.tree_map(lambda x: x[0], batch_for(shared)(dynamic, *cells))
 
-    batch = jax.custom_batching.custom_vmap(batch_impl)
-    batch.def_vmap(batched_rule(batch_impl, flatten=True))
+    def one_rule(axis_size, in_batched, dynamic, *cell_args):
+        shared = jax.tree_util.tree_map(lambda _: False, dynamic)
+        return make_rule(False, shared)(axis_size, in_batched, dynamic, *cell_args)
+
     one = jax.custom_batching.custom_vmap(one_impl)
-    one.def_vmap(batched_rule(one_impl, flatten=False))
+    one.def_vmap(one_rule)
 
     @jax.custom_jvp
     def loop(dynamic, current_a, y0, ambient_temp_k, dt_s):

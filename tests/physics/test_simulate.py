@@ -245,15 +245,15 @@ def test_input_chosen_steps_stop_at_a_voltage_cut_off(params):
 
 
 def test_input_chosen_steps_batch_like_single_cells(params):
-    """``vmap`` (nested too, and over parameter sets) gives each cell the result it gets alone: cells that finish
-    early, or stop at a cut-off, wait for the others without changing."""
+    """``vmap`` (nested too, over parameter sets too, one per cell or one per outer batch) gives each cell the result
+    it gets alone: cells that finish early, or stop at a cut-off, wait for the others without changing."""
     model = SPMe(10, (5, 4, 5))
     profiles = jnp.stack([jnp.asarray(_mixed_profile()), jnp.full(600, 3.0), jnp.concatenate([jnp.zeros(20), jnp.full(580, 10.0)]),
                           jnp.linspace(-3.0, 3.0, 600)])
     socs = jnp.asarray([0.6, 0.5, 0.15, 0.5])
 
-    def run(i, soc, radius_m=params.scalars["neg_particle_radius_m"]):
-        p = params.with_values({"neg_particle_radius_m": radius_m})
+    def run(i, soc, radius_m=params.scalars["neg_particle_radius_m"], thickness_m=params.scalars["neg_thickness_m"]):
+        p = params.with_values({"neg_particle_radius_m": radius_m, "neg_thickness_m": thickness_m})
         solution = simulate(model, p, i, 1.0, soc, 298.15, max_samples_per_step=4)
         return solution.signals["voltage_v"], solution.status, solution.stop_index
 
@@ -261,9 +261,13 @@ def test_input_chosen_steps_batch_like_single_cells(params):
     together = jax.jit(jax.vmap(run))(profiles, socs)
     nested = jax.jit(jax.vmap(jax.vmap(run)))(profiles.reshape(2, 2, -1), socs.reshape(2, 2))
     radii_m = jnp.full(4, params.scalars["neg_particle_radius_m"])
-    per_params = jax.jit(jax.vmap(run))(profiles, socs, radii_m)
+    thicknesses_m = jnp.full(4, params.scalars["neg_thickness_m"])  # the mesh, so the stiff operators, per cell
+    per_params = jax.jit(jax.vmap(run))(profiles, socs, radii_m, thicknesses_m)
+    nested_params = jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, 0, None)), in_axes=(0, 0, 0)))(
+        profiles.reshape(2, 2, -1), socs.reshape(2, 2), radii_m[:2])
+    flat = lambda tree: jax.tree_util.tree_map(lambda x: x.reshape((4,) + x.shape[2:]), tree)  # noqa: E731
     assert STATUS[int(alone[2][1])] == "voltage_min"
-    for got in (together, jax.tree_util.tree_map(lambda x: x.reshape((4,) + x.shape[2:]), nested), per_params):
+    for got in (together, flat(nested), per_params, flat(nested_params)):
         for k in range(4):
             np.testing.assert_allclose(got[0][k], alone[k][0], rtol=0, atol=1e-12)
             assert int(got[1][k]) == int(alone[k][1]) and int(got[2][k]) == int(alone[k][2])
