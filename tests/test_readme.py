@@ -22,3 +22,12 @@ def test_the_python_example_runs_on_a_generated_dataset(generated_dataset):
     namespace = {}
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["batch"]["current_a"].shape == (32, 512)
+
+
+def test_the_batched_simulation_example_runs():
+    block = re.findall(r"```python\n(.*?)```", README, re.S)[1]
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    voltage = namespace["signals"]["voltage_v"]
+    assert voltage.shape == (8, 600)
+    assert bool((voltage > 2.5).all() & (voltage < 4.2).all())
