@@ -381,6 +381,7 @@ def _knot_loop(static, substeps, max_m, soc_limits, limits):
         first_out = jax.vmap(cell_outputs, in_axes=(axes, 0, 0, 0))(dynamic, y0, current_a[:, 0], ambient_temp_k)
         rows = jnp.arange(cells)
         zeros = jnp.zeros(cells, jnp.asarray(0).dtype)
+        kept = [k for k in first_out if k != "current_a"]  # signals kept at the knots (the current is the input)
 
         def body(loop):
             carry, j, b, grade, knots, signals, raw_voltage = loop
@@ -394,8 +395,8 @@ def _knot_loop(static, substeps, max_m, soc_limits, limits):
             def write(buffer, x):
                 return buffer.at[rows, at].set(x)
 
-            emitted = {k: v for k, v in emitted.items() if k != "current_a"}
-            return (_select_rows(active, stepped, carry), j + active, jnp.where(active, jnp.where(b == n - 1, n, e), b),
+            emitted = {k: emitted[k] for k in kept}
+            return (_select(active, stepped, carry), j + active, jnp.where(active, jnp.where(b == n - 1, n, e), b),
                     jnp.where(active, next_grade, grade), write(knots, b), jax.tree_util.tree_map(write, signals, emitted),
                     write(raw_voltage, raw))
 
@@ -406,7 +407,7 @@ def _knot_loop(static, substeps, max_m, soc_limits, limits):
         buffer = lambda x: jnp.zeros((cells, n + 1) + x.shape[1:], x.dtype)  # noqa: E731
         carry = (y0, y0, first_out, zeros, jnp.full(cells, n - 1, zeros.dtype), jnp.zeros(cells, bool))
         init = (carry, zeros, zeros, zeros, jnp.full((cells, n + 1), n - 1, zeros.dtype),
-                {k: buffer(v) for k, v in first_out.items() if k != "current_a"}, buffer(first_out["voltage_v"]))
+                {k: buffer(first_out[k]) for k in kept}, buffer(first_out["voltage_v"]))
         (_, final_state, _, status, stop, halted), count, _, _, knots, signals, raw_voltage = jax.lax.while_loop(
             running, body, init)
         knots, signals, raw_voltage = jax.tree_util.tree_map(lambda x: x[:, :n], (knots, signals, raw_voltage))
@@ -638,11 +639,8 @@ def _check_profile(current_a, dt_s) -> None:
 
 
 def _select(condition, a, b):
-    return jax.tree_util.tree_map(lambda x, y: jnp.where(condition, x, y), a, b)
-
-
-def _select_rows(mask, a, b):
-    return jax.tree_util.tree_map(lambda x, y: jnp.where(_broadcast(mask, x), x, y), a, b)
+    """``a`` where ``condition`` else ``b``, leaf by leaf; ``condition`` a scalar or one per row (leading axis)."""
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(_broadcast(condition, x), x, y), a, b)
 
 
 def _broadcast(mask, leaf):
