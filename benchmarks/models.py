@@ -20,8 +20,10 @@ In one run on one machine (``pip install -e ".[bench]"`` for PyTorch):
    KV cache and a ~1 M-parameter Mamba in recurrent mode, on one CPU core (this
    process pinned to core 0), as a jitted call per sample with the weights as
    constants of the compiled step and the state donated (the deployed form; the
-   weights-as-arguments figure beside it); and the naive alternative of
-   re-running the whole window every sample.
+   weights-as-arguments figure beside it); for Mamba also the same step as one
+   hand-fused CPU kernel (``cellax.deploy.fused_mamba``) with its largest output
+   deviation from the XLA step; the variants interleaved in three rounds; and the
+   naive alternative of re-running the whole window every sample.
 
 Writes ``benchmarks/results/models.json``. Run: ``python benchmarks/models.py``.
 """
@@ -364,8 +366,22 @@ def torch_transformer(n_features, n_outputs, width, n_layers, n_heads, theta=10_
     return Model()
 
 
-def latency(window: int, samples: int) -> dict:
-    """Per-sample streaming latency on one core (run in a pinned subprocess)."""
+def fused_deviation(model, fused, samples: int = 200) -> float:
+    """Largest ``|y_fused - y_xla|`` over a free-running stream of random inputs (the same model)."""
+    import jax
+    import jax.numpy as jnp
+
+    inputs = jax.random.normal(jax.random.key(1), (samples, model.embed.in_features), jnp.float32)
+
+    def stream(step, state):
+        return jax.lax.scan(lambda s, x: step(s, x)[::-1], state, inputs)[1]
+
+    reference = stream(lambda s, x: model.step(s, x), model.init_state())
+    return float(jnp.max(jnp.abs(stream(lambda s, x: fused.step(s, x), fused.init_state()) - reference)))
+
+
+def latency(window: int, samples: int, rounds: int = 3) -> dict:
+    """Per-sample streaming latency on one core (run in a pinned subprocess); variants interleaved in ``rounds``."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -386,18 +402,41 @@ def latency(window: int, samples: int) -> dict:
         # place); for comparison, the weights passed as arguments on every call (a pytree of ~20-50 arrays)
         deployed = jax.jit(lambda s, x: model.step(s, x), donate_argnums=0)
         as_arguments = jax.jit(lambda w, s, x: eqx.combine(w, static).step(s, x), donate_argnums=1)
+        variants = {"deployed": deployed, "weights_as_arguments": lambda s, x: as_arguments(weights, s, x)}
+        extra = {}
+        if cfg["kind"] == "mamba":  # the same step as one hand-fused CPU kernel (cellax.deploy.fused_mamba)
+            from cellax.deploy.fused_mamba import FusedMambaStep, KernelUnavailable
+
+            try:
+                fused = FusedMambaStep(model)
+            except KernelUnavailable as err:
+                extra["fused_kernel_unavailable"] = str(err)
+            else:
+                variants["fused_kernel"] = jax.jit(lambda s, x: fused.step(s, x), donate_argnums=0)
+                extra["fused_kernel_max_abs_diff"] = fused_deviation(model, fused)
+        per_round = {label: [] for label in variants}
+        for _ in range(rounds):  # interleaved, so a drift of the machine hits every variant alike
+            for label, step in variants.items():
+                state = step(model.init_state(), x_t)[1]
+                times = []
+                for i in range(samples // rounds):
+                    if i % window == window - 2:  # a full KV cache starts a new stream (its size is the window)
+                        state = model.init_state()
+                    started = time.perf_counter()
+                    y, state = step(state, x_t)
+                    y.block_until_ready()
+                    times.append(time.perf_counter() - started)
+                per_round[label].append(times)
         figures = {}
-        for label, step in (("deployed", deployed), ("weights_as_arguments", lambda s, x: as_arguments(weights, s, x))):
-            state = step(model.init_state(), x_t)[1]
-            times = []
-            for i in range(samples):
-                if i % window == window - 2:  # a full KV cache starts a new stream (its size is the window)
-                    state = model.init_state()
-                started = time.perf_counter()
-                y, state = step(state, x_t)
-                y.block_until_ready()
-                times.append(time.perf_counter() - started)
-            figures[label] = (1e6 * statistics.median(times), 1e6 * sorted(times)[int(0.95 * len(times))])
+        for label, rounds_times in per_round.items():
+            times = [t for r in rounds_times for t in r]
+            figures[label] = (1e6 * statistics.median(times), 1e6 * sorted(times)[int(0.95 * len(times))],
+                              [1e6 * statistics.median(r) for r in rounds_times])
+        if "fused_kernel" in figures:
+            extra.update(fused_kernel_latency_us_median=figures["fused_kernel"][0],
+                         fused_kernel_latency_us_p95=figures["fused_kernel"][1],
+                         fused_kernel_us_per_round=figures["fused_kernel"][2],
+                         deployed_over_fused=figures["deployed"][0] / figures["fused_kernel"][0])
         full = jax.jit(lambda x: model(x)[-1])
         window_x = jnp.ones((window, 8), jnp.float32)
         jax.block_until_ready(full(window_x))
@@ -408,7 +447,8 @@ def latency(window: int, samples: int) -> dict:
             naive.append(time.perf_counter() - started)
         out[name] = {"config": cfg, "params": params,
                      "step_latency_us_median": figures["deployed"][0], "step_latency_us_p95": figures["deployed"][1],
-                     "weights_as_arguments_us_median": figures["weights_as_arguments"][0],
+                     "deployed_us_per_round": figures["deployed"][2],
+                     "weights_as_arguments_us_median": figures["weights_as_arguments"][0], **extra,
                      "naive_rerun_window_us_median": 1e6 * statistics.median(naive), "window": window,
                      "loadavg": os.getloadavg()}
     return out

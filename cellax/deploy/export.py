@@ -23,11 +23,26 @@ class DeployError(TrainError):
     """A user error in export or serve (bad run, occupied output, unsupported model)."""
 
 
-def load_step(run_dir: Path) -> tuple[DeployedStep, dict]:
-    """The deployed step of a run's best checkpoint and a description of its origin."""
+def load_step(run_dir: Path, fused: bool = False) -> tuple[DeployedStep, dict]:
+    """The deployed step of a run's best checkpoint and a description of its origin.
+
+    ``fused``: a Mamba run's step as one CPU kernel (:class:`~cellax.deploy.fused_mamba.FusedMambaStep`,
+    the same results, for one-core streaming latency); refused for other models and where the
+    kernel cannot be built.
+    """
     from cellax.workflows.evaluate import load_run
 
     config, task, stats, model, step = load_run(Path(run_dir))
+    if fused:
+        from cellax.deploy.fused_mamba import FusedMambaStep, KernelUnavailable
+        from cellax.models import Mamba
+
+        if not isinstance(model, Mamba):
+            raise DeployError(f"{run_dir}: the fused step is for Mamba runs; this run's model is a {type(model).__name__}")
+        try:
+            model = FusedMambaStep(model)
+        except KernelUnavailable as err:
+            raise DeployError(f"{run_dir}: {err}") from None
     try:
         deployed = DeployedStep(model, task, stats)
     except ValueError as err:
