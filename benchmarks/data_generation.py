@@ -14,12 +14,15 @@ Measures, as medians over ``--repeats`` runs:
 * the same pipeline with the ``jax`` backend (cellax's SPMe, 64 profiles per vmapped call, one
   process; its compilation included), beside the PyBaMM backend on 2 workers, with a step per
   sample and with ``simulation.max_samples_per_step: 8`` (steps chosen from the current);
+* the ``jax`` backend with 1 and 2 batches in flight (``--workers``: threads), on a longer job
+  (``--jax-profiles``, default 256 one-hour profiles: four batches of 64), interleaved, compile included;
 * loader throughput: random windows of 64 x 2048 steps as ``jax.Array`` batches,
   in windows/s and MB/s (float32, 4 signals), from the file just generated, with the
   signals cached in memory and read from the file (chunked, gzip) per window.
 
 Run: ``python benchmarks/data_generation.py [--profiles 32] [--repeats 3]``; writes
-``benchmarks/results/data_generation.json``.
+``benchmarks/results/data_generation.json``. ``--only jax_threads`` runs the thread comparison alone and
+updates that entry of an existing JSON.
 """
 
 from __future__ import annotations
@@ -102,6 +105,24 @@ def pipeline(config: DataConfig, workers: int, folder: Path) -> tuple[float, flo
     return time.perf_counter() - started, report.cell_hours, out
 
 
+def jax_threads(n_profiles: int, repeats: int, folder: Path) -> dict:
+    """Cell-hours/s of the jax backend's pipeline with one and two batches in flight, interleaved."""
+    config = job(n_profiles).model_copy(update={"backend": "jax"})
+    runs = {1: [], 2: []}
+    for repeat in range(repeats):
+        for threads in (1, 2) if repeat % 2 == 0 else (2, 1):
+            wall, hours, out = pipeline(config, threads, folder)
+            runs[threads].append(hours / wall)
+            out.unlink()
+        print(f"jax threads, repeat {repeat}: " + ", ".join(f"{k}: {v[-1]:.2f} cell-h/s" for k, v in runs.items()),
+              flush=True)
+    median = {k: statistics.median(v) for k, v in runs.items()}
+    return {"profiles": n_profiles, "batch": 64, "cell_hours_per_s_runs": {f"{k}_thread{'s' * (k > 1)}": v for k, v in runs.items()},
+            "cell_hours_per_s_median": {f"{k}_thread{'s' * (k > 1)}": v for k, v in median.items()},
+            "two_threads_vs_one": median[2] / median[1], "load_average_after": os.getloadavg(),
+            "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def loader_throughput(path: Path, batches: int, repeats: int, cache_in_memory: bool) -> dict:
     from cellax.data.loader import WindowLoader, split_profiles
     from cellax.data.store import open_dataset
@@ -139,7 +160,16 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=32, help="one-hour dynamic profiles per run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "data_generation.json")
+    parser.add_argument("--jax-profiles", type=int, default=256, help="one-hour profiles of the jax thread comparison")
+    parser.add_argument("--only", choices=["jax_threads"], help="run this part alone, updating the existing JSON")
     args = parser.parse_args()
+    if args.only == "jax_threads":
+        result = json.loads(args.out.read_text())
+        with tempfile.TemporaryDirectory() as folder:
+            result["jax_backend_threads"] = jax_threads(args.jax_profiles, args.repeats, Path(folder))
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["jax_backend_threads"], indent=2))
+        return
     config = job(args.profiles)
     load_before = os.getloadavg()
 
@@ -162,6 +192,7 @@ def main() -> None:
                                       folder)
             runs["pipeline_jax_backend_steps_from_input"].append(hours / wall)
             print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.3f} cell-h/s" for k, v in runs.items()), flush=True)
+        threads = jax_threads(args.jax_profiles, args.repeats, folder)
         loader = {
             "in_memory": loader_throughput(out, batches=50, repeats=args.repeats, cache_in_memory=True),
             "from_file": loader_throughput(out, batches=20, repeats=args.repeats, cache_in_memory=False),
@@ -188,6 +219,7 @@ def main() -> None:
             "jax_backend_steps_from_input_vs_step_per_sample":
                 median["pipeline_jax_backend_steps_from_input"] / median["pipeline_jax_backend"],
         },
+        "jax_backend_threads": threads,
         "loader": loader,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("config", type=Path, help="YAML data config (see configs/data/)")
     gen.add_argument("--out", type=Path, required=True, help="output HDF5 file")
     gen.add_argument("--backend", choices=["pybamm", "jax"], help="simulator (default: the config's)")
-    gen.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    gen.add_argument("--workers", type=int, default=1,
+                     help="worker processes (pybamm backend) or batches in flight on as many threads (jax backend); default 1")
     gen.add_argument("--resume", action="store_true", help="finish an interrupted run, keeping its profiles")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing output")
     gen.add_argument("--shard", default="0/1", help="run shard I of N (profile ids i with i %% N == I)")
