@@ -14,8 +14,9 @@
 //     skip (D); norm (W), head_b (O).
 // State (batch, L, D, K - 1 + N): per channel its last K - 1 conv inputs, then its N SSM states.
 //
-// No libc calls inside the step: a variable-length memcpy per vector measured 3x slower inside
-// an XLA call than outside it, so loads and stores are fixed-size (inlined) with scalar tails.
+// No libc calls inside the step: with a variable-length memcpy per vector load, the step took
+// 170 us inside an XLA call against 88 us called from Python (same code, data and thread), so
+// loads and stores are fixed-size (inlined) with scalar tails.
 
 #include <cmath>
 #include <cstdint>
@@ -148,7 +149,7 @@ void rms_norm(const float* x, const float* w, int64_t n, float eps, float* out) 
 }
 
 // One channel's h <- exp(dt a) h + du B, returning C . h; h_out may be h_in. The common N = kLanes
-// takes one vector and no tail checks (a general loop measured ~2x slower there).
+// takes one vector and no tail checks (the general loop: 38 against 24 us per sample, four layers).
 inline float ssm_update(const float* a, const float* h_in, float* h_out, const float* B, const float* C, float dt,
                         float du, int64_t N) {
   if (N == kLanes) {
