@@ -148,8 +148,7 @@ class FusedMambaStep(eqx.Module):
         self.weights, self.small = jnp.asarray(weights), jnp.asarray(small)
 
     def init_state(self) -> MambaState:
-        c = self.config
-        return jnp.zeros((c.n_layers, c.inner, c.conv_kernel - 1 + c.state_size), jnp.float32)
+        return jnp.zeros(self.config.state_shape, jnp.float32)
 
     def step(self, state: MambaState, x_t: Float[Array, " n_features"]) -> tuple[Float[Array, " n_outputs"], MambaState]:
         """One sample, as :meth:`Mamba.step`. Under ``vmap`` (over cells, nested or not) the kernel steps

@@ -72,6 +72,11 @@ class MambaConfig(Strict):
         return self.dt_rank or math.ceil(self.width / 16)
 
     @property
+    def state_shape(self) -> tuple[int, int, int]:
+        """Shape of the streaming state, :data:`MambaState`: ``(layers, D, K - 1 + N)``."""
+        return self.n_layers, self.inner, self.conv_kernel - 1 + self.state_size
+
+    @property
     def parallel_scan(self) -> bool:
         """Whether the full forward uses the associative scan (``auto``: on every backend but CPU)."""
         return self.scan == "parallel" or (self.scan == "auto" and jax.default_backend() != "cpu")
@@ -236,8 +241,7 @@ class Mamba(eqx.Module):
 
     def init_state(self) -> MambaState:
         """Zero conv history and SSM state: the state before the first sample."""
-        c = self.config
-        return jnp.zeros((c.n_layers, c.inner, c.conv_kernel - 1 + c.state_size), jnp.float32)
+        return jnp.zeros(self.config.state_shape, jnp.float32)
 
     def step(
         self, state: MambaState, x_t: Float[Array, " n_features"]
