@@ -83,8 +83,12 @@ def build_kernel() -> Path:
     target = kernel_dir() / f"mamba_step-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=".mamba_step-", suffix=".so", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(prefix=".mamba_step-", suffix=".so", dir=target.parent)
+    except OSError as err:
+        raise KernelUnavailable(f"no writable kernel cache at {target.parent} ({err.strerror}); "
+                                "set $CELLAX_KERNEL_DIR to a writable folder") from None
     os.close(handle)
     try:
         done = subprocess.run([compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", partial],

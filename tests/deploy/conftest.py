@@ -1,5 +1,7 @@
 """Tiny trained runs of every model kind, on a small dataset from the jax backend (seconds to make)."""
 
+import os
+
 import pytest
 
 from cellax.config import validate_config
@@ -19,6 +21,18 @@ TASKS = {  # one estimator with every input encoding, simulators for the rest
     "transformer": dict(task="simulate", residual=True),
     "mamba": dict(task="estimate", charge_throughput=True),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory):
+    """A fresh cache for the fused Mamba kernel: built once per test session, never from a stale library."""
+    previous = os.environ.get("CELLAX_KERNEL_DIR")
+    os.environ["CELLAX_KERNEL_DIR"] = str(tmp_path_factory.mktemp("kernels"))
+    yield
+    if previous is None:
+        os.environ.pop("CELLAX_KERNEL_DIR")
+    else:
+        os.environ["CELLAX_KERNEL_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

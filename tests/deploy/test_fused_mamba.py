@@ -84,6 +84,14 @@ def test_the_kernel_is_built_once_and_cached(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [library.name]  # no partial files left
 
 
+def test_an_unwritable_cache_names_the_variable_to_set(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CELLAX_KERNEL_DIR", str(blocker / "kernels"))
+    with pytest.raises(KernelUnavailable, match="no writable kernel cache at .*CELLAX_KERNEL_DIR"):
+        build_kernel()
+
+
 def test_without_a_compiler_the_error_names_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("CELLAX_KERNEL_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", "no-such-compiler")
