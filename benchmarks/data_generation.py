@@ -108,18 +108,18 @@ def pipeline(config: DataConfig, workers: int, folder: Path) -> tuple[float, flo
 def jax_threads(n_profiles: int, repeats: int, folder: Path) -> dict:
     """Cell-hours/s of the jax backend's pipeline with one and two batches in flight, interleaved."""
     config = job(n_profiles).model_copy(update={"backend": "jax"})
-    runs = {1: [], 2: []}
+    labels = {1: "1_thread", 2: "2_threads"}
+    runs = {label: [] for label in labels.values()}
     for repeat in range(repeats):
         for threads in (1, 2) if repeat % 2 == 0 else (2, 1):
             wall, hours, out = pipeline(config, threads, folder)
-            runs[threads].append(hours / wall)
+            runs[labels[threads]].append(hours / wall)
             out.unlink()
         print(f"jax threads, repeat {repeat}: " + ", ".join(f"{k}: {v[-1]:.2f} cell-h/s" for k, v in runs.items()),
               flush=True)
     median = {k: statistics.median(v) for k, v in runs.items()}
-    return {"profiles": n_profiles, "batch": 64, "cell_hours_per_s_runs": {f"{k}_thread{'s' * (k > 1)}": v for k, v in runs.items()},
-            "cell_hours_per_s_median": {f"{k}_thread{'s' * (k > 1)}": v for k, v in median.items()},
-            "two_threads_vs_one": median[2] / median[1], "load_average_after": os.getloadavg(),
+    return {"profiles": n_profiles, "batch": 64, "cell_hours_per_s_runs": runs, "cell_hours_per_s_median": median,
+            "two_threads_vs_one": median["2_threads"] / median["1_thread"], "load_average_after": os.getloadavg(),
             "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

@@ -153,11 +153,6 @@ def _simulate_batches(backend, config: DataConfig, profile_ids: list[int], threa
     batches are cancelled and the running ones (seconds each) finish before it propagates.
     """
     batches = [profile_ids[start : start + JAX_BATCH] for start in range(0, len(profile_ids), JAX_BATCH)]
-    if threads == 1:
-        for batch in batches:
-            for record in simulate_profiles(backend, config, batch):
-                collect(record)
-        return
     with ThreadPoolExecutor(threads) as pool:
         futures = [pool.submit(simulate_profiles, backend, config, batch) for batch in batches]
         try:
