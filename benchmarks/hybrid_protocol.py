@@ -112,7 +112,8 @@ def main() -> None:
     rl = load_config(args.rl_config, RLConfig)
     e = rl.env
     dtype = jnp.float64 if e.dtype == "float64" else jnp.float32
-    hybrid_env, spme_env, _ = fast_charge_env(args.run_dir, "latest", substeps=e.substeps, dtype=dtype, with_spme=True)
+    hybrid_env, spme_env, _ = fast_charge_env(args.run_dir, "latest", substeps=e.substeps, dtype=dtype,
+                                                 with_spme=True, solver=e.solver)
     _, _, fixed = build(rl)  # the rl config's EnvParams with the evaluation's start (10 % SOC, 25 degC)
     train_params = tightened(fixed, rl.protocol)
     envs = {"spme": spme_env, "hybrid": hybrid_env}
@@ -159,7 +160,7 @@ def main() -> None:
                             "surface_temp_max_degc": float(train_params.surface_temp_max_degc),
                             "voltage_max_v": float(train_params.voltage_max_v)},
         "metrics": metrics,
-        "env": {"mesh": [e.n_shells, list(e.x_counts)], "substeps": e.substeps, "dtype": e.dtype,
+        "env": {"mesh": [e.n_shells, list(e.x_counts)], "solver": e.solver, "substeps": e.substeps, "dtype": e.dtype,
                 "control_interval_s": float(fixed.control_interval_s), "dfn": "PyBaMM DFN, lumped two-node thermal, "
                 "IDAKLU stepped per control interval (benchmarks/pybamm_gym.py)"},
         "hybrid": {"config": json.loads(config.model_dump_json()), "data": str(args.data),

@@ -20,6 +20,9 @@ unfairly), with episodes reset when they end (cellax: gymnax's auto-reset inside
   one block's states and temporaries stay in cache, where a 1024-wide ``vmap`` streams
   every intermediate through memory at each step. Environments are independent, so the
   work and results are those of the plain rows; only the order differs.
+* Each cellax row names its time stepping (``--methods``, ``solver:steps`` per 30 s interval): the default,
+  one ETD2 step, first (the target's rows), then three ROS2 steps (the default before 2026-12-01); one ETD2
+  step is the more accurate of the two against PyBaMM (``benchmarks/step_accuracy.py``).
 * PyBaMM: ``--pybamm-steps`` steps of one environment on one core (same mesh), the median of the same
   ``--repeats`` runs (the model built once, before them).
 
@@ -183,6 +186,9 @@ def main() -> None:
     parser.add_argument("--max-c-rate", type=float, default=2.0, help="random actions: C-rate uniform in [0, this]")
     parser.add_argument("--extra-sizes", type=int, nargs="*", default=[1024], help="sizes for the coarse/float32 rows")
     parser.add_argument("--block", type=int, default=64, help="environments per block in the blocked rows (0: none)")
+    parser.add_argument("--methods", nargs="+", default=["etd2:1", "ros2:3"],
+                        help="solver:steps per interval of the cellax rows; the first is the environment's default "
+                             "and gets the coarse-mesh and float32 rows too")
     parser.add_argument("--out", type=Path, default=RESULTS / "rl_env.json")
     args = parser.parse_args()
 
@@ -195,30 +201,33 @@ def main() -> None:
           f"{pybamm_1c['steps_per_s']:.0f} at constant 1C", flush=True)
 
     blocked = [n for n in args.sizes if args.block and n > args.block and n % args.block == 0]
-    configurations = [("pybamm", "float64", args.sizes, None), ("pybamm", "float64", blocked, args.block)]
+    methods = [(m.split(":")[0], int(m.split(":")[1])) for m in args.methods]
+    configurations = []
+    for method in methods:
+        configurations += [(method, "pybamm", "float64", args.sizes, None), (method, "pybamm", "float64", blocked, args.block)]
     extra_blocked = [n for n in args.extra_sizes if n in blocked]
     for mesh, dtype in (("coarse", "float64"), ("pybamm", "float32")):
-        configurations += [(mesh, dtype, args.extra_sizes, None), (mesh, dtype, extra_blocked, args.block)]
+        configurations += [(methods[0], mesh, dtype, args.extra_sizes, None), (methods[0], mesh, dtype, extra_blocked, args.block)]
     rows = []
-    for mesh, dtype, sizes, block in configurations:
-        env = FastCharge(parameter_set, mesh=MESHES[mesh], dtype=getattr(jnp, dtype))
+    for (solver, substeps), mesh, dtype, sizes, block in configurations:
+        env = FastCharge(parameter_set, mesh=MESHES[mesh], dtype=getattr(jnp, dtype), solver=solver, substeps=substeps)
         for n_envs in sizes:
-            row = {"mesh": mesh, "dtype": dtype,
+            row = {"solver": solver, "substeps": substeps, "mesh": mesh, "dtype": dtype,
                    **cellax_rate(env, n_envs, args.steps, args.repeats, args.max_c_rate, block)}
             row["ratio_to_pybamm"] = row["steps_per_s"] / pybamm["steps_per_s"]
             row["ratio_to_pybamm_constant_1c"] = row["steps_per_s"] / pybamm_1c["steps_per_s"]
             rows.append(row)
             print(
-                f"cellax {mesh:6s} {dtype} {n_envs:5d} envs{f' (blocks of {block})' if block else ''}: "
+                f"cellax {solver}x{substeps} {mesh:6s} {dtype} {n_envs:5d} envs{f' (blocks of {block})' if block else ''}: "
                 f"{row['steps_per_s']:12.0f} steps/s "
                 f"({row['ratio_to_pybamm']:.0f}x PyBaMM, {row['ratio_to_pybamm_constant_1c']:.0f}x at 1C), "
                 f"compile+first {row['compile_and_first_run_s']:.1f} s",
                 flush=True,
             )
 
-    def like_for_like(block):
+    def like_for_like(block, method=methods[0]):
         return next((r for r in rows if r["mesh"] == "pybamm" and r["dtype"] == "float64" and r["n_envs"] == 1024
-                     and r["block"] == block), None)
+                     and r["block"] == block and (r["solver"], r["substeps"]) == method), None)
 
     target, target_blocked = like_for_like(None), like_for_like(args.block or None)
     result = {
@@ -234,7 +243,8 @@ def main() -> None:
             "load_average_1_5_15_min_at_start": load_at_start,
             "load_average_1_5_15_min_at_end": list(os.getloadavg()),
         },
-        "environment": {"name": "FastCharge-v0", "parameter_set": "Chen2020", "control_interval_s": 30.0, "substeps": 3},
+        "environment": {"name": "FastCharge-v0", "parameter_set": "Chen2020", "control_interval_s": 30.0,
+                        "methods": args.methods, "target_method": args.methods[0]},
         "actions": f"uniform random C-rate in [0, {args.max_c_rate}], the same for both",
         "pybamm": pybamm,
         "pybamm_constant_1c": pybamm_1c,

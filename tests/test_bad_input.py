@@ -177,6 +177,7 @@ RL_TRAIN = [
     ({"env": {"params": {"colour": 1}}}, "env.params.colour"),
     ({"env": {"parameter_set": "Nope2099"}}, "env.parameter_set"),
     ({"env": {"x_counts": [0, 0, 0]}}, "env.x_counts"),
+    ({"env": {"solver": "euler"}}, "env.solver"),
     ({"evaluation": {"initial_temp_degc": NAN}}, "evaluation.initial_temp_degc"),
     ({"evaluation": {"cccv_c_rates": [0.0]}}, "evaluation.cccv_c_rates"),
     ({"evaluation": {"cccv_c_rates": [-1.0]}}, "evaluation.cccv_c_rates"),

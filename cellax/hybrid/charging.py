@@ -17,13 +17,15 @@ from cellax.hybrid.train import load_run
 from cellax.rl import make
 
 
-def fast_charge_env(run_dir: str | Path, which: str = "best", substeps: int = 3, dtype=jnp.float64,
-                    with_spme: bool = False):
+def fast_charge_env(run_dir: str | Path, which: str = "best", substeps: int = 1, dtype=jnp.float64,
+                    with_spme: bool = False, solver: str = "etd2"):
     """``(env, env_params)`` of ``FastCharge-v0`` on the hybrid of ``run_dir`` (``"best"`` or ``"latest"``
-    checkpoint); with ``with_spme``, ``(env, spme_env, env_params)``."""
+    checkpoint), stepped as :class:`~cellax.rl.FastCharge` says; with ``with_spme``, ``(env, spme_env, env_params)``."""
     _, hybrid, params, _ = load_run(run_dir, which)
-    env, env_params = make("FastCharge-v0", parameter_set=params, model=hybrid, substeps=substeps, dtype=dtype)
+    env, env_params = make("FastCharge-v0", parameter_set=params, model=hybrid, substeps=substeps, dtype=dtype,
+                           solver=solver)
     if not with_spme:
         return env, env_params
-    spme_env, _ = make("FastCharge-v0", parameter_set=params, model=hybrid.spme, substeps=substeps, dtype=dtype)
+    spme_env, _ = make("FastCharge-v0", parameter_set=params, model=hybrid.spme, substeps=substeps,
+                        dtype=dtype, solver=solver)
     return env, spme_env, env_params

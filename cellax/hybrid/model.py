@@ -56,6 +56,7 @@ from cellax.physics.model import AbstractCellModel
 from cellax.physics.parameters import ParameterSet
 from cellax.physics.particle import surface_value, volume_average
 from cellax.physics.spme import SPMe, SPMeState
+from cellax.physics.stepping import StiffModes
 
 N_FEATURES = 11
 VOLTAGE_SCALE_V = 0.01
@@ -292,16 +293,18 @@ class HybridSPMe(AbstractCellModel):
         """The SPMe's spectral diffusion operators (uniform-coefficient: the fitted rate scales enter the solve)."""
         return self.spme.stiff_operators(self.physics(params))
 
-    def solve_stiff(self, params: ParameterSet, operators, state, scale_s, rhs):
-        """The SPMe's block-diagonal stage solve (the closures are non-stiff); the history states' linear decay
-        ``J = -1/τ`` exactly: ``x = rhs / (1 + scale_s / τ)``."""
+    def stiff_modes(self, params: ParameterSet, operators, state) -> StiffModes:
+        """The SPMe's stiff blocks (the closures are non-stiff) and the history states' linear decay
+        ``J = -1/τ``, exactly (already modal)."""
         params = self.physics(params)
         spme_state, history = self._split(state)
-        rhs_spme, rhs_history = self._split(rhs)
-        solved = self.spme.solve_stiff(params, operators, spme_state, scale_s, rhs_spme)
+        modes = self.spme.stiff_modes(params, operators, spme_state)
         if history is None:
-            return solved
-        return HybridState(solved, rhs_history / (1 + scale_s / self._time_constants(params.dtype)))
+            return modes
+        decay = jnp.broadcast_to(-1.0 / self._time_constants(params.dtype), history.shape)
+        return StiffModes(HybridState(modes.eigenvalues, decay),
+                          lambda x: HybridState(modes.to_modes(x.spme), x.history),
+                          lambda m: HybridState(modes.from_modes(m.spme), m.history))
 
     def electrolyte_depleted(self, state) -> Array:
         """The SPMe's check."""

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from cellax.physics.parameters import ParameterSet
+from cellax.physics.stepping import StiffModes
 
 
 class AbstractCellModel(eqx.Module):
@@ -51,8 +52,13 @@ class AbstractCellModel(eqx.Module):
         """The diagonalised stiff blocks, computed once per parameter set (a PyTree of ``SpectralOperator``)."""
 
     @abc.abstractmethod
+    def stiff_modes(self, params: ParameterSet, operators, state) -> StiffModes:
+        """The block-diagonal stiff Jacobian ``J(state)`` in modal form (what both solvers of
+        :mod:`cellax.physics.stepping` use)."""
+
     def solve_stiff(self, params: ParameterSet, operators, state, scale_s, rhs):
-        """``x`` with ``(I - scale_s J(state)) x = rhs``, ``J`` the block-diagonal stiff Jacobian."""
+        """``x`` with ``(I - scale_s J(state)) x = rhs``."""
+        return self.stiff_modes(params, operators, state).apply(lambda lam: 1.0 / (1.0 - scale_s * lam), rhs)
 
     def electrolyte_depleted(self, state) -> Array:
         """Whether the electrolyte concentration reached zero somewhere (never, for a model without one)."""

@@ -38,8 +38,8 @@ from cellax.physics.particle import (
     surface_value,
     volume_average,
 )
-from cellax.physics.stepping import SpectralOperator
-from cellax.physics.thermal import collector_heat_w, two_node_rates, two_node_solve
+from cellax.physics.stepping import SpectralOperator, StiffModes
+from cellax.physics.thermal import collector_heat_w, two_node_modes, two_node_rates
 from cellax.signals import KELVIN
 
 GAS_CONSTANT = 8.314462618
@@ -72,6 +72,22 @@ def particle_stiffness(params: ParameterSet, c_neg, c_pos, temp_k):
         jnp.max(getattr(params, f"{k}_diffusivity")(c / s[f"{k}_max_conc_mol_m3"], temp_k)) / s[f"{k}_particle_radius_m"] ** 2
         for k, c in (("neg", c_neg), ("pos", c_pos))
     )
+
+
+def particle_and_thermal_modes(params: ParameterSet, particle: SpectralOperator, state) -> StiffModes:
+    """The stiff blocks every model has, on ``(c_neg, c_pos, core_temp_k, surface_temp_k)`` tuples: each
+    particle's ``(max D/R^2) L`` (:func:`particle_stiffness`) and the thermal block (:func:`two_node_modes`)."""
+    scale_neg, scale_pos = particle_stiffness(params, state.c_neg, state.c_pos, state.core_temp_k)
+    thermal = two_node_modes(params, state.core_temp_k)
+
+    def to_modes(x):
+        return (particle.to_modes(x[0]), particle.to_modes(x[1]), *thermal.to_modes(x[2:]))
+
+    def from_modes(m):
+        return (particle.from_modes(m[0]), particle.from_modes(m[1]), *thermal.from_modes(m[2:]))
+
+    eigenvalues = (scale_neg * particle.eigenvalues, scale_pos * particle.eigenvalues, *thermal.eigenvalues)
+    return StiffModes(eigenvalues, to_modes, from_modes)
 
 
 class SPM(AbstractCellModel):
@@ -127,13 +143,14 @@ class SPM(AbstractCellModel):
         """The uniform-coefficient particle diffusion operator (see :mod:`cellax.physics.stepping`)."""
         return {"particle": SpectralOperator(*shell_stiffness(self.mesh), dtype=params.dtype)}
 
-    def solve_stiff(self, params: ParameterSet, operators, state: SPMState, scale_s, rhs: SPMState) -> SPMState:
-        """``(I - scale_s J) x = rhs`` for the block-diagonal stiff Jacobian ``J`` at ``state``."""
-        temp = state.core_temp_k
-        scale_neg, scale_pos = particle_stiffness(params, state.c_neg, state.c_pos, temp)
-        core, surface = two_node_solve(params, temp, scale_s, rhs.core_temp_k, rhs.surface_temp_k)
-        particle = operators["particle"]
-        return SPMState(particle.solve(scale_s * scale_neg, rhs.c_neg), particle.solve(scale_s * scale_pos, rhs.c_pos), core, surface)
+    def stiff_modes(self, params: ParameterSet, operators, state: SPMState) -> StiffModes:
+        """Particle diffusion ``(max D/R^2) L`` per electrode and the two-node thermal block."""
+        modes = particle_and_thermal_modes(params, operators["particle"], state)
+        return StiffModes(
+            SPMState(*modes.eigenvalues),
+            lambda x: SPMState(*modes.to_modes((x.c_neg, x.c_pos, x.core_temp_k, x.surface_temp_k))),
+            lambda m: SPMState(*modes.from_modes((m.c_neg, m.c_pos, m.core_temp_k, m.surface_temp_k))),
+        )
 
     def _rates(self, params: ParameterSet, state: SPMState, kinetics, current_a, ambient_temp_k) -> SPMState:
         temp = state.core_temp_k

@@ -50,9 +50,9 @@ from cellax.physics.electrolyte import (
 from cellax.physics.model import AbstractCellModel
 from cellax.physics.parameters import ParameterSet, initial_stoichiometries
 from cellax.physics.particle import FARADAY, SphericalMesh, shell_stiffness, surface_value, volume_average
-from cellax.physics.spm import GAS_CONSTANT, particle_rates, particle_stiffness
-from cellax.physics.stepping import SpectralOperator
-from cellax.physics.thermal import collector_heat_w, two_node_rates, two_node_solve
+from cellax.physics.spm import GAS_CONSTANT, particle_and_thermal_modes, particle_rates
+from cellax.physics.stepping import SpectralOperator, StiffModes
+from cellax.physics.thermal import collector_heat_w, two_node_rates
 from cellax.signals import KELVIN
 
 MACINNES_FLOOR = 1e-6  # PyBaMM's tolerance "macinnes__c_e": c_e / mean(c_e) is floored here inside the log
@@ -213,20 +213,22 @@ class SPMe(AbstractCellModel):
             "electrolyte": SpectralOperator(diffusion_stiffness(mesh, tortuosity), porosity * mesh.widths, dtype=params.dtype),
         }
 
-    def solve_stiff(self, params: ParameterSet, operators, state: SPMeState, scale_s, rhs: SPMeState) -> SPMeState:
-        """``(I - scale_s J) x = rhs`` for the block-diagonal stiff Jacobian ``J`` at ``state``."""
-        temp = state.core_temp_k
-        scale_neg, scale_pos = particle_stiffness(params, state.c_neg, state.c_pos, temp)
-        scale_e = jnp.max(params.electrolyte_diffusivity(state.c_e, temp))
-        particle, electrolyte = operators["particle"], operators["electrolyte"]
-        core, surface = two_node_solve(params, temp, scale_s, rhs.core_temp_k, rhs.surface_temp_k)
-        return SPMeState(
-            particle.solve(scale_s * scale_neg, rhs.c_neg),
-            particle.solve(scale_s * scale_pos, rhs.c_pos),
-            electrolyte.solve(scale_s * scale_e, rhs.c_e),
-            core,
-            surface,
-        )
+    def stiff_modes(self, params: ParameterSet, operators, state: SPMeState) -> StiffModes:
+        """The SPM's blocks and the electrolyte's ``(max D_e) L_e``."""
+        modes = particle_and_thermal_modes(params, operators["particle"], state)
+        electrolyte = operators["electrolyte"]
+        scale_e = jnp.max(params.electrolyte_diffusivity(state.c_e, state.core_temp_k))
+
+        def to_modes(x):
+            neg, pos, core, surface = modes.to_modes((x.c_neg, x.c_pos, x.core_temp_k, x.surface_temp_k))
+            return SPMeState(neg, pos, electrolyte.to_modes(x.c_e), core, surface)
+
+        def from_modes(m):
+            neg, pos, core, surface = modes.from_modes((m.c_neg, m.c_pos, m.core_temp_k, m.surface_temp_k))
+            return SPMeState(neg, pos, electrolyte.from_modes(m.c_e), core, surface)
+
+        neg, pos, core, surface = modes.eigenvalues
+        return StiffModes(SPMeState(neg, pos, scale_e * electrolyte.eigenvalues, core, surface), to_modes, from_modes)
 
     def electrolyte_depleted(self, state: SPMeState) -> Array:
         """Whether any electrolyte node reached zero concentration."""

@@ -27,11 +27,33 @@ concentration-dependent diffusivity, couplings between blocks) stays in ``f``.
 products and a diagonal scaling, ``(I - s L)^{-1} r = V (1 - s\\Lambda)^{-1} V^{-1} r``,
 which batch into matrix–matrix products under ``vmap`` and differentiate as
 plain linear algebra.
+
+The same modal form gives any function of ``J``, so the linear part can also be
+integrated *exactly*: the exponential integrator ETD2 (ETDRK2 of Cox and Matthews,
+J. Comput. Phys. 176, 2002; Hochbruck and Ostermann, Acta Numerica 19, 2010) writes
+``f(y) = J y + g(y)`` with ``J`` frozen at ``y_n`` and takes
+
+.. math::
+
+    a &= y_n + \\tau \\varphi_1(\\tau J) f(t_n, y_n), \\\\
+    y_{n+1} &= a + \\tau \\varphi_2(\\tau J)\\,\\bigl(f(t_{n+1}, a) - f(t_n, y_n) - J (a - y_n)\\bigr),
+    \\qquad \\varphi_1(z) = \\frac{e^z - 1}{z}, \\; \\varphi_2(z) = \\frac{e^z - 1 - z}{z^2},
+
+second order for any ``J``, and exact for ``y' = J y + c``: a particle under a constant
+current, or the electrolyte near a uniform diffusivity, is integrated without error
+however long the step, where ROS2's rational approximation of ``e^{\\tau\\lambda}``
+errs most on the modes with ``\\tau|\\lambda| \\approx 1``. In modal coordinates
+(``F = V^{-1} f``, ``z = \\tau\\lambda``) it costs what ROS2 does, two field evaluations and
+two transforms each way: ``y_{n+1} = y_n + \\tau V[(\\varphi_1 - \\varphi_2 - z\\varphi_1\\varphi_2) F_0
++ \\varphi_2 F_1]``. On the environment's 30 s control steps one ETD2 step is more accurate
+than three ROS2 steps (``docs/rl.md``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -60,9 +82,43 @@ class SpectralOperator(eqx.Module):
         self.inverse = (q.T * root[None, :]).astype(dtype)
         self.eigenvalues = eigenvalues.astype(dtype)
 
-    def solve(self, scale, rhs: Float[Array, " n"]) -> Float[Array, " n"]:
-        """``(I - scale L)^{-1} rhs``."""
-        return self.vectors @ ((self.inverse @ rhs) / (1.0 - scale * self.eigenvalues))
+    def to_modes(self, x: Float[Array, " n"]) -> Float[Array, " n"]:
+        """``V^{-1} x``."""
+        return self.inverse @ x
+
+    def from_modes(self, modes: Float[Array, " n"]) -> Float[Array, " n"]:
+        """``V m``."""
+        return self.vectors @ modes
+
+
+class StiffModes(NamedTuple):
+    """A model's stiff Jacobian at one state in modal form, ``J = V diag(eigenvalues) V^{-1}``.
+
+    ``to_modes`` maps a state-shaped PyTree ``x`` to ``V^{-1} x``, ``from_modes`` back; ``eigenvalues`` (1/s)
+    is a PyTree shaped like ``to_modes(x)``. Any function of ``J`` is then elementwise in the modes."""
+
+    eigenvalues: Any
+    to_modes: Callable
+    from_modes: Callable
+
+    def apply(self, function: Callable, rhs):
+        """``function(J) rhs``, ``function`` acting elementwise on the eigenvalues."""
+        modes = self.to_modes(rhs)
+        return self.from_modes(jax.tree_util.tree_map(lambda m, lam: function(lam) * m, modes, self.eigenvalues))
+
+
+def phi_functions(z):
+    """``(φ1(z), φ2(z))`` with ``φ1 = (e^z - 1)/z``, ``φ2 = (e^z - 1 - z)/z^2``, ``φ_k(z) = Σ_j z^j / (j + k)!``: that
+    series (to ``z^10``, below float64's rounding) for ``|z| < 0.2``, where the closed forms cancel; finite
+    gradients at ``z = 0``."""
+    small = jnp.abs(z) < 0.2
+    z_safe = jnp.where(small, 1.0, z)
+    e = jnp.expm1(z_safe)
+    series = [jnp.polyval(jnp.asarray(_PHI_SERIES[k], z.dtype), z) for k in (1, 2)]
+    return jnp.where(small, series[0], e / z_safe), jnp.where(small, series[1], (e - z_safe) / z_safe**2)
+
+
+_PHI_SERIES = {k: [1.0 / math.factorial(j + k) for j in reversed(range(11))] for k in (1, 2)}
 
 
 def ros2_step(model, params, operators, state, current_start_a, current_end_a, dt_s, ambient_temp_k):
@@ -79,6 +135,25 @@ def ros2_step(model, params, operators, state, current_start_a, current_end_a, d
     k2 = model.solve_stiff(params, operators, state, scale, _axpy(-2.0, k1, rates))
     new_state = jax.tree_util.tree_map(lambda y, a, b: y + dt_s * (1.5 * a + 0.5 * b), state, k1, k2)
     return new_state, outputs
+
+
+def etd2_step(model, params, operators, state, current_start_a, current_end_a, dt_s, ambient_temp_k):
+    """One ETD2 step (module docstring): :func:`ros2_step`'s signature and returns."""
+    modes = model.stiff_modes(params, operators, state)
+    tree_map = jax.tree_util.tree_map
+    z = tree_map(lambda lam: dt_s * lam, modes.eigenvalues)
+    phi1 = tree_map(lambda x: phi_functions(x)[0], z)
+    phi2 = tree_map(lambda x: phi_functions(x)[1], z)
+    rates, outputs = model.rates_and_outputs(params, state, current_start_a, ambient_temp_k)
+    f0 = modes.to_modes(rates)
+    stage = tree_map(jnp.add, state, modes.from_modes(tree_map(lambda p, f: dt_s * p * f, phi1, f0)))
+    f1 = modes.to_modes(model.vector_field(params, stage, current_end_a, ambient_temp_k))
+    increment = tree_map(lambda p, q, x, a, b: dt_s * ((p - q - x * p * q) * a + q * b), phi1, phi2, z, f0, f1)
+    return tree_map(jnp.add, state, modes.from_modes(increment)), outputs
+
+
+STEPPERS = {"ros2": ros2_step, "etd2": etd2_step}
+"""The one-step methods of the fixed-step solvers, by name (same signature)."""
 
 
 def _axpy(a, x, y):

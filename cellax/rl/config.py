@@ -51,7 +51,8 @@ class EnvConfig(Strict):
     n_shells: StrictInt = Field(10, ge=3, le=200)
     x_counts: tuple[Annotated[StrictInt, Field(ge=1, le=200)], Annotated[StrictInt, Field(ge=1, le=200)],
                     Annotated[StrictInt, Field(ge=1, le=200)]] = (6, 4, 6)
-    substeps: StrictInt = Field(3, ge=1, le=100)
+    solver: Literal["etd2", "ros2"] = "etd2"
+    substeps: StrictInt = Field(1, ge=1, le=100)
     dtype: Literal["float32", "float64"] = "float64"
     params: EnvParamsChanges = Field(default_factory=EnvParamsChanges, description="FastCharge EnvParams fields to change")
 

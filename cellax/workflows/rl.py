@@ -33,7 +33,7 @@ from cellax.rl.protocols import cccv, rollout
 def build(config: RLConfig):
     """``(env, training params, evaluation params)``: evaluation fixes the initial conditions."""
     e = config.env
-    env = FastCharge(e.parameter_set, mesh=(e.n_shells, e.x_counts), substeps=e.substeps,
+    env = FastCharge(e.parameter_set, mesh=(e.n_shells, e.x_counts), substeps=e.substeps, solver=e.solver,
                      dtype=jnp.float64 if e.dtype == "float64" else jnp.float32)
     params = env.default_params.replace(**e.params.changes())
     v = config.evaluation

@@ -178,6 +178,10 @@ def test_unknown_solver_and_bad_substeps_are_refused(params):
         simulate(SPM(10), params, np.ones(5), 1.0, 0.5, 298.15, solver="euler")
     with pytest.raises(ValueError, match="substeps"):
         simulate(SPM(10), params, np.ones(5), 1.0, 0.5, 298.15, substeps=0)
+    model = SPM(10)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        advance(model, params, model.stiff_operators(params), model.initial_state(params, 0.5, 298.15), 1.0, 1.0,
+                298.15, solver="euler")
 
 
 def test_steps_spanning_several_samples_track_the_sample_grid(params):
@@ -301,10 +305,10 @@ def test_bad_samples_per_step_is_refused(params):
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="samples_per_step"):
             simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, samples_per_step=bad)
-    with pytest.raises(ValueError, match="samples_per_step > 1 needs solver='ros2'"):
+    with pytest.raises(ValueError, match=r"samples_per_step > 1 needs a fixed-step solver \('ros2', 'etd2'\)"):
         simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, solver="kvaerno5", samples_per_step=2)
     for bad in (0, 2.0, True):
         with pytest.raises(ValueError, match="max_samples_per_step must be a positive integer"):
             simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, max_samples_per_step=bad)
-    with pytest.raises(ValueError, match="max_samples_per_step needs solver='ros2' and samples_per_step=1"):
+    with pytest.raises(ValueError, match=r"max_samples_per_step needs a fixed-step solver .* and samples_per_step=1"):
         simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, samples_per_step=2, max_samples_per_step=4)

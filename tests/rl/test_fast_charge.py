@@ -63,6 +63,8 @@ def test_make_and_gymnax_registry(env, chen2020):
         cellax.rl.make("FastCharge-v9")
     with pytest.raises(ValueError, match="substeps"):
         FastCharge(chen2020, substeps=0)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        FastCharge(chen2020, solver="euler")
 
 
 def test_truncation_and_auto_reset(env, params):
