@@ -18,9 +18,11 @@ import os
 import socket
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 from pydantic import ValidationError
@@ -34,8 +36,6 @@ PLANNED = "cellax_planned_trials"
 
 def check_storage(url: str) -> None:
     """Refuse (one line, nothing created) a storage URL that cannot be used."""
-    import sqlalchemy
-
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError as err:
@@ -169,15 +169,23 @@ class _Heartbeat:
         self.thread.join()
 
 
-def claim(study: optuna.Study) -> int | None:
-    """The id of a WAITING trial this worker now owns (set RUNNING by compare-and-set), or None."""
-    storage = study._storage
+def claim(study: optuna.Study, storage: RDBStorage) -> int | None:
+    """The id of a WAITING trial this worker now owns, or None.
+
+    One conditional ``UPDATE ... WHERE state = 'WAITING'``, atomic on every database. (Optuna's own
+    compare-and-set, ``set_trial_state_values``, reads the state with ``SELECT ... FOR UPDATE`` and then writes
+    it: PostgreSQL locks the row, SQLite does not, so two workers on a SQLite file could both claim a trial.)"""
+    from optuna.storages._rdb.models import TrialModel
+
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-                return trial._trial_id
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+        with storage.engine.begin() as connection:
+            claimed = connection.execute(
+                sqlalchemy.update(TrialModel)
+                .where(TrialModel.trial_id == trial._trial_id, TrialModel.state == TrialState.WAITING)
+                .values(state=TrialState.RUNNING, datetime_start=datetime.now())
+            ).rowcount
+        if claimed == 1:
+            return trial._trial_id
     return None
 
 
@@ -245,7 +253,7 @@ def run_worker(config: HpoConfig, base: TrainConfig, url: str, log=print) -> int
     ran = 0
     while True:
         fail_stale_trials(study)
-        trial_id = claim(study)
+        trial_id = claim(study, storage)
         if trial_id is not None:
             run_trial(config, base, storage, trial_id, log)
             ran += 1

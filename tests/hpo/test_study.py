@@ -2,13 +2,17 @@
 the best trial as a config that ``cellax train`` runs, the summary and pictures."""
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 import yaml
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from cellax.cli import main
 from cellax.config import load_config
+from cellax.hpo.study import claim
 from cellax.train.config import TrainConfig
 from tests.hpo.conftest import cellax, write_study
 
@@ -73,3 +77,28 @@ def test_a_time_budget_sizes_each_trials_schedule_and_prunes_at_equal_fractions_
     best = load_config(tmp_path / "out" / "best_config.yaml", TrainConfig)
     assert best.steps == study.best_trial.user_attrs["planned_steps"]
     assert (tmp_path / "out" / "speed_accuracy.png").stat().st_size > 0  # the speed/accuracy front
+
+
+def test_concurrent_workers_claim_each_waiting_trial_once(tmp_path):
+    """Eight claimers with their own connections to one SQLite study race for its trials: every trial is claimed
+    exactly once and left RUNNING (a read-then-write claim lets two workers run the same trial in one folder)."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    study = optuna.create_study(study_name="race", storage=storage)
+    for _ in range(6):
+        study.enqueue_trial({})
+    start = threading.Barrier(8)
+
+    def claimer(_):
+        own = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        own_study = optuna.load_study(study_name="race", storage=own)
+        start.wait()
+        claimed = []
+        while (trial_id := claim(own_study, own)) is not None:
+            claimed.append(trial_id)
+        return claimed
+
+    with ThreadPoolExecutor(8) as pool:
+        claims = [trial_id for claimed in pool.map(claimer, range(8)) for trial_id in claimed]
+    assert sorted(claims) == sorted(t._trial_id for t in study.get_trials())
+    assert all(t.state == TrialState.RUNNING for t in study.get_trials())
