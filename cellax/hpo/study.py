@@ -2,7 +2,7 @@
 
 The study is planned once: ``trials`` empty trials are enqueued (WAITING). Workers (processes on one
 machine, or on many machines sharing one database URL) claim WAITING trials one at a time by the
-storage's compare-and-set of the state (WAITING -> RUNNING), so no trial runs twice. While a trial
+database's compare-and-set of the state (WAITING -> RUNNING, :func:`claim`), so no trial runs twice. While a trial
 runs its worker records a heartbeat every ``heartbeat_s``; a worker that finds no WAITING trial but
 RUNNING ones fails those whose heartbeat is older than ``grace_s`` (:func:`optuna.storages.fail_stale_trials`)
 and Optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback` re-queues each as a new WAITING
