@@ -23,8 +23,9 @@ def pybamm_gym():
 
 
 def test_pybamm_env_matches_fastcharge(pybamm_gym, env, params):
-    """Same observations, rewards and flags step by step; the physics within the ROS2 error of
-    three 10 s substeps after current steps (a few mV, 0.1 K; 1 s substeps agree to 0.1 mV)."""
+    """Same observations, rewards and flags step by step; the physics within the time-stepping error of
+    the default one ETD2 step per 30 s interval after current steps (a few mV, 0.1 K; 1 s steps agree to
+    0.1 mV)."""
     reference = pybamm_gym.PybammFastCharge(params, var_pts=SPMe(*COARSE_MESH).pybamm_var_pts)
     assert reference.observation_space.shape == (7,) and reference.action_space.shape == (1,)
     obs_ref, _ = reference.reset(seed=0)
