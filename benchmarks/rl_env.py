@@ -59,10 +59,19 @@ from pybamm_gym import PybammFastCharge  # noqa: E402
 
 from cellax.physics import load_parameter_set  # noqa: E402
 from cellax.physics.spme import SPMe  # noqa: E402
+from cellax.physics.stepping import STEPPERS  # noqa: E402
 from cellax.rl import FastCharge  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MESHES = {"pybamm": (20, (20, 20, 20)), "coarse": (10, (6, 4, 6))}
+
+
+def stepping_method(text: str) -> tuple[str, int]:
+    """``"solver:steps"`` (steps per control interval) as ``(solver, steps)``; argparse reports a bad one."""
+    solver, _, steps = text.partition(":")
+    if solver not in STEPPERS or not steps.isdigit() or int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: want solver:steps, solver one of {tuple(STEPPERS)}, steps >= 1")
+    return solver, int(steps)
 
 
 def cellax_rate(env, n_envs: int, n_steps: int, repeats: int, max_c_rate: float, block: int | None = None) -> dict:
@@ -186,7 +195,7 @@ def main() -> None:
     parser.add_argument("--max-c-rate", type=float, default=2.0, help="random actions: C-rate uniform in [0, this]")
     parser.add_argument("--extra-sizes", type=int, nargs="*", default=[1024], help="sizes for the coarse/float32 rows")
     parser.add_argument("--block", type=int, default=64, help="environments per block in the blocked rows (0: none)")
-    parser.add_argument("--methods", nargs="+", default=["etd2:1", "ros2:3"],
+    parser.add_argument("--methods", nargs="+", type=stepping_method, default=[("etd2", 1), ("ros2", 3)],
                         help="solver:steps per interval of the cellax rows; the first is the environment's default "
                              "and gets the coarse-mesh and float32 rows too")
     parser.add_argument("--out", type=Path, default=RESULTS / "rl_env.json")
@@ -201,7 +210,7 @@ def main() -> None:
           f"{pybamm_1c['steps_per_s']:.0f} at constant 1C", flush=True)
 
     blocked = [n for n in args.sizes if args.block and n > args.block and n % args.block == 0]
-    methods = [(m.split(":")[0], int(m.split(":")[1])) for m in args.methods]
+    methods = args.methods
     configurations = []
     for method in methods:
         configurations += [(method, "pybamm", "float64", args.sizes, None), (method, "pybamm", "float64", blocked, args.block)]
@@ -244,7 +253,7 @@ def main() -> None:
             "load_average_1_5_15_min_at_end": list(os.getloadavg()),
         },
         "environment": {"name": "FastCharge-v0", "parameter_set": "Chen2020", "control_interval_s": 30.0,
-                        "methods": args.methods, "target_method": args.methods[0]},
+                        "methods": [f"{s}:{n}" for s, n in methods], "target_method": "{}:{}".format(*methods[0])},
         "actions": f"uniform random C-rate in [0, {args.max_c_rate}], the same for both",
         "pybamm": pybamm,
         "pybamm_constant_1c": pybamm_1c,

@@ -32,6 +32,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from pybamm_gym import PybammFastCharge  # noqa: E402
+from rl_env import stepping_method  # noqa: E402
 
 from cellax.physics import load_parameter_set  # noqa: E402
 from cellax.physics.spme import SPMe  # noqa: E402
@@ -92,7 +93,8 @@ def errors(signals: np.ndarray, reference: np.ndarray) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=["ros2:1", "ros2:3", "ros2:10", "etd2:1", "etd2:2", "etd2:3"],
+    parser.add_argument("--methods", nargs="+", type=stepping_method,
+                        default=[("ros2", 1), ("ros2", 3), ("ros2", 10), ("etd2", 1), ("etd2", 2), ("etd2", 3)],
                         help="solver:steps per interval")
     parser.add_argument("--mesh", type=int, nargs=4, default=[10, 6, 4, 6], metavar=("SHELLS", "NEG", "SEP", "POS"))
     parser.add_argument("--rtol", type=float, default=1e-9, help="PyBaMM's IDAKLU tolerances (rtol = atol)")
@@ -103,7 +105,7 @@ def main() -> None:
     parameter_set = load_parameter_set("Chen2020")
     mesh = (args.mesh[0], tuple(args.mesh[1:]))
     var_pts = SPMe(*mesh).pybamm_var_pts
-    methods = [(m.split(":")[0], int(m.split(":")[1])) for m in args.methods]
+    methods = args.methods
     envs = {m: FastCharge(parameter_set, mesh=mesh, solver=m[0], substeps=m[1]) for m in methods}
     table = {}
     for name, (initial_soc, c_rates) in cases().items():

@@ -52,7 +52,7 @@ from jaxtyping import Array, Float
 from cellax.physics.parameters import ParameterSet
 from cellax.physics.particle import surface_value
 from cellax.physics.model import AbstractCellModel
-from cellax.physics.stepping import STEPPERS
+from cellax.physics.stepping import STEPPERS, stepper
 from cellax.status import STATUS
 
 SOLVERS = ("ros2", "etd2", "kvaerno5")
@@ -188,11 +188,10 @@ def advance(model: AbstractCellModel, params: ParameterSet, operators, state, cu
     steps of ``solver`` (``"ros2"`` or ``"etd2"``, :mod:`cellax.physics.stepping`).
     No events are applied: the caller checks the returned signals (see :func:`check_state`).
     """
-    if solver not in STEPPERS:
-        raise ValueError(f"solver must be one of {tuple(STEPPERS)}, got {solver!r}")
+    step = stepper(solver)
     h = dt_s / substeps
     for _ in range(substeps):
-        state, _ = STEPPERS[solver](model, params, operators, state, current_a, current_a, h, ambient_temp_k)
+        state, _ = step(model, params, operators, state, current_a, current_a, h, ambient_temp_k)
     return state, model.outputs(params, state, current_a, ambient_temp_k)
 
 

@@ -157,5 +157,12 @@ STEPPERS = {"ros2": ros2_step, "etd2": etd2_step}
 """The one-step methods of the fixed-step solvers, by name (same signature)."""
 
 
+def stepper(solver: str):
+    """The one-step method called ``solver``; a ``ValueError`` naming the choices for any other name."""
+    if solver not in STEPPERS:
+        raise ValueError(f"solver must be one of {tuple(STEPPERS)}, got {solver!r}")
+    return STEPPERS[solver]
+
+
 def _axpy(a, x, y):
     return jax.tree_util.tree_map(lambda u, v: a * u + v, x, y)

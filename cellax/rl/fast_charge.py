@@ -68,7 +68,7 @@ from cellax.physics import load_parameter_set
 from cellax.physics.model import AbstractCellModel
 from cellax.physics.simulate import advance, check_state, status_code
 from cellax.physics.spme import SPMe
-from cellax.physics.stepping import STEPPERS
+from cellax.physics.stepping import stepper
 from cellax.signals import KELVIN
 from cellax.status import INVALID, STATUS
 
@@ -207,8 +207,7 @@ class FastCharge(environment.Environment[EnvState, EnvParams]):
             model = SPMe() if mesh is None else SPMe(*mesh)
         if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
             raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
-        if solver not in STEPPERS:
-            raise ValueError(f"solver must be one of {tuple(STEPPERS)}, got {solver!r}")
+        stepper(solver)  # refused here, not at the first traced step
         operators = model.stiff_operators(params)  # eigendecompositions in float64, then cast
         self.model = model
         self.parameter_set = params.astype(dtype)
