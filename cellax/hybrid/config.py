@@ -17,6 +17,8 @@ class HybridSplitConfig(Strict):
 
     test_fraction: float = Field(0.25, gt=0, lt=1)
     holdout_ambient_degc: Range | None = Range(low=0.0, high=10.0)
+    seed: Seed | None = Field(None, description="seed of the hashed test draw; None: the run's seed (a seed study "
+                                                "sets it to keep one held-out set across training seeds)")
 
 
 class HybridModelConfig(Strict):
@@ -36,6 +38,8 @@ class HybridModelConfig(Strict):
     fit_parameters: dict[str, float] = Field(default_factory=dict)
     heat_times_current: bool = False
     voltage_heat: bool = False
+    redistribution_scale_1_s: float | None = Field(None, gt=0, description="particle closure's scale s_c (1/s); "
+                                                   "None: off (docs/hybrid.md)")
     dtype: Literal["float32", "float64"] = "float32"
 
     @field_validator("time_constants_s", "latent_time_constants_s")

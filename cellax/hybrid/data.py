@@ -88,7 +88,8 @@ def split(profiles: Profiles, test_fraction: float, seed: int, holdout_ambient_d
 def config_split(config, profiles: Profiles) -> dict[str, np.ndarray]:
     """:func:`split` with the settings of a :class:`~cellax.hybrid.config.HybridConfig`."""
     band = config.split.holdout_ambient_degc
-    return split(profiles, config.split.test_fraction, config.seed, None if band is None else (band.low, band.high))
+    seed = config.seed if config.split.seed is None else config.split.seed
+    return split(profiles, config.split.test_fraction, seed, None if band is None else (band.low, band.high))
 
 
 def write_split(config, out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:

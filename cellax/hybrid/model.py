@@ -38,6 +38,17 @@ config (1, or e.g. ``cellax fit``'s values): the SPMe's own physics is fitted jo
 DFN's and the SPMe's heat agree, and of the current's order like the ohmic and reaction heat it corrects.
 ``voltage_heat`` (default off) adds the heat of the voltage correction itself, ``-I s_v h_φ(z)_1 / C_core(T)``: the
 irreversible heat ``I (U - V)`` of the corrected voltage (energy-consistent; no new parameters).
+``redistribution_scale_1_s`` (default none) adds a closure on the particle dynamics: a learned, lithium-conserving
+transfer between each particle's surface shell and its interior,
+
+.. math::
+
+    \\dot c_i = \\dot c^\\text{SPMe}_i + c_{i,\\max}\\, s_c\\, q_\\chi(z)_i\\, w, \\qquad
+    w = \\mathbf e_\\text{surf} - \\frac{W_\\text{surf}}{\\sum_k W_k} \\mathbf 1, \\qquad \\textstyle\\sum_k W_k w_k = 0,
+
+for each electrode ``i`` (shells ``c_i``, ``W`` the shell volumes, ``q`` an MLP like ``g``, last layer at zero, ``s_c`` in 1/s):
+what the DFN's non-uniform reaction does to the mean surface stoichiometry, as a state of the model (it decays by
+the particle's own diffusion) rather than an output offset.
 The heat closure only adds to the non-stiff part of the vector field, so the SPMe's stiff blocks (particle and
 electrolyte diffusion, two-node thermal) and its ROS2 stage solves are used unchanged;
 :func:`cellax.physics.simulate.simulate`, ``advance``, ``check_state`` and their statuses apply as they are
@@ -54,7 +65,7 @@ from jaxtyping import Array, Float
 
 from cellax.physics.model import AbstractCellModel
 from cellax.physics.parameters import ParameterSet
-from cellax.physics.particle import surface_value, volume_average
+from cellax.physics.particle import SphericalMesh, surface_value, volume_average
 from cellax.physics.spme import SPMe, SPMeState
 from cellax.physics.stepping import StiffModes
 
@@ -118,6 +129,12 @@ def features(model: SPMe, params: ParameterSet, state: SPMeState, current_a) -> 
     )
 
 
+def surface_transfer(mesh: SphericalMesh, dtype) -> Float[Array, " n"]:
+    """``w = e_surf - W_surf / ΣW``: moves lithium into the surface shell from the whole particle, ``Σ W w = 0``."""
+    volumes = mesh.shell_volumes.astype(dtype)
+    return jnp.zeros_like(volumes).at[-1].set(1.0) - volumes[-1] / jnp.sum(volumes)
+
+
 class Correction(eqx.Module):
     """An MLP ``z -> R^out`` whose last layer starts at zero."""
 
@@ -152,12 +169,15 @@ class HybridSPMe(AbstractCellModel):
     fit_parameters: tuple[tuple[str, float], ...] = eqx.field(static=True, default=())
     heat_times_current: bool = eqx.field(static=True, default=False)
     voltage_heat: bool = eqx.field(static=True, default=False)
+    redistribution: Correction | None = None
+    redistribution_scale_1_s: float | None = eqx.field(static=True, default=None)
 
     def __init__(self, spme: SPMe | None = None, width: int = 32, depth: int = 2, *, key, dtype=jnp.float32,
                  voltage_scale_v: float = VOLTAGE_SCALE_V, heat_scale_k_s: float = HEAT_SCALE_K_S,
                  time_constants_s: tuple[float, ...] = (), latent_time_constants_s: tuple[float, ...] = (),
                  learn_time_constants: bool = False, fit_parameters: dict[str, float] | None = None,
-                 heat_times_current: bool = False, voltage_heat: bool = False):
+                 heat_times_current: bool = False, voltage_heat: bool = False,
+                 redistribution_scale_1_s: float | None = None):
         heat_key, output_key, latent_key = jax.random.split(key, 3)
         unknown = sorted(set(fit_parameters or {}) - set(FITTABLE))
         if unknown:
@@ -180,6 +200,9 @@ class HybridSPMe(AbstractCellModel):
         self.log_multipliers = jnp.zeros(len(self.fit_parameters), dtype) if self.fit_parameters else None
         self.heat_times_current = bool(heat_times_current)
         self.voltage_heat = bool(voltage_heat)
+        self.redistribution_scale_1_s = None if redistribution_scale_1_s is None else float(redistribution_scale_1_s)
+        self.redistribution = None if redistribution_scale_1_s is None else Correction(  # its own key: the others' stay
+            2, width, depth, jax.random.fold_in(key, 3), dtype, n_in)
 
     @property
     def particle(self):
@@ -252,6 +275,13 @@ class HybridSPMe(AbstractCellModel):
             dv = self.voltage_scale_v * self.output(z, params.dtype)[0]
             extra = extra - current_a * dv / params.cell_heat_capacity(self._split(state)[0].core_temp_k)
         rates = eqx.tree_at(lambda r: r.core_temp_k, rates, rates.core_temp_k + extra)
+        if self.redistribution is not None:
+            q = self.redistribution_scale_1_s * self.redistribution(z, params.dtype)
+            w = surface_transfer(self.spme.particle, params.dtype)
+            s = params.scalars
+            rates = eqx.tree_at(lambda r: (r.c_neg, r.c_pos), rates,
+                                (rates.c_neg + s["neg_max_conc_mol_m3"] * q[0] * w,
+                                 rates.c_pos + s["pos_max_conc_mol_m3"] * q[1] * w))
         _, history = self._split(state)
         if history is None:
             return rates

@@ -48,10 +48,10 @@ SCALES = {"voltage_v": 1e-3, "anode_potential_v": 1e-3, "core_temp_degc": 0.1, "
 
 META_DEFAULTS = {"voltage_scale_v": VOLTAGE_SCALE_V, "heat_scale_k_s": HEAT_SCALE_K_S, "time_constants_s": [],
                  "latent_time_constants_s": [], "learn_time_constants": False, "fit_parameters": {}, "heat_times_current": False,
-                 "voltage_heat": False}
-TRAINED = ("heat", "output", "latent", "log_multipliers", "log_time_constants")
+                 "voltage_heat": False, "redistribution_scale_1_s": None}
+TRAINED = ("heat", "output", "latent", "log_multipliers", "log_time_constants", "redistribution")
 """The trained parts of a hybrid (those it has: the latent network, the physics log-multipliers and the log time
-constants only where the config asks for them)."""
+constants, the particle closure only where the config asks for them)."""
 
 
 class HybridError(TrainError):
@@ -64,7 +64,8 @@ def build_model(config: HybridConfig) -> HybridSPMe:
                       dtype=jnp.dtype(m.dtype), voltage_scale_v=m.voltage_scale_v, heat_scale_k_s=m.heat_scale_k_s,
                       time_constants_s=m.time_constants_s, latent_time_constants_s=m.latent_time_constants_s,
                       learn_time_constants=m.learn_time_constants, fit_parameters=m.fit_parameters,
-                      heat_times_current=m.heat_times_current, voltage_heat=m.voltage_heat)
+                      heat_times_current=m.heat_times_current, voltage_heat=m.voltage_heat,
+                      redistribution_scale_1_s=m.redistribution_scale_1_s)
 
 
 def invalid_since(codes):
@@ -238,6 +239,7 @@ def run_meta(config: HybridConfig, data_config: dict) -> dict:
         "fit_parameters": dict(config.model.fit_parameters),
         "heat_times_current": config.model.heat_times_current,
         "voltage_heat": config.model.voltage_heat,
+        "redistribution_scale_1_s": config.model.redistribution_scale_1_s,
     }
 
 

@@ -27,3 +27,22 @@ def test_write_split_holds_exactly_the_profiles_of_each_set(hybrid_config, tmp_p
     assert sorted(seen) == sorted(profiles.profile_id.tolist())
     with pytest.raises(StoreError, match="exists"):
         write_split(hybrid_config, tmp_path)
+
+
+def test_split_seed_keeps_the_held_out_set_across_training_seeds(hybrid_config):
+    from types import SimpleNamespace
+
+    class Many(SimpleNamespace):  # the two fields the split reads, for 200 profiles
+        def __len__(self):
+            return len(self.profile_id)
+
+    profiles = Many(profile_id=np.arange(200), ambient_temp_degc=np.linspace(0.0, 45.0, 200))
+
+    def rows(seed, split_seed=None):
+        config = hybrid_config.model_copy(update={"seed": seed, "split": hybrid_config.split.model_copy(
+            update={"seed": split_seed})})
+        return config_split(config, profiles)
+
+    assert not np.array_equal(rows(0)["test"], rows(1)["test"])  # by default the run's seed draws the test set
+    for name in ("train", "test", "holdout"):
+        np.testing.assert_array_equal(rows(1, split_seed=0)[name], rows(0)[name])

@@ -142,3 +142,45 @@ def test_voltage_heat_is_the_heat_of_the_voltage_correction(setup):
                   - trained.vector_field(params, state, current, 298.15).core_temp_k)
     assert dv != 0.0
     np.testing.assert_allclose(extra, -8.0 * dv / float(params.cell_heat_capacity(state.core_temp_k)), rtol=1e-5)
+
+
+def test_particle_redistribution_conserves_lithium_and_moves_the_surface(setup):
+    profiles, params = setup
+    untrained = HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0), redistribution_scale_1_s=1e-4)
+    assert len(corrections(untrained)) == 3
+    args = (jnp.asarray(profiles.current_a[0, :200]), 1.0, profiles.initial_soc[0], profiles.ambient_temp_degc[0] + KELVIN)
+    np.testing.assert_array_equal(np.asarray(simulate(untrained, params, *args).signals["voltage_v"]),
+                                  np.asarray(simulate(untrained.spme, params, *args).signals["voltage_v"]))
+    model = _trained_like(untrained)
+    state = model.initial_state(params, 0.6, 298.15)
+    current = jnp.asarray(8.0, params.dtype)
+    extra = jax.tree_util.tree_map(lambda a, b: a - b, model.vector_field(params, state, current, 298.15),
+                                   model.spme.vector_field(params, state, current, 298.15))
+    volumes = np.asarray(model.particle.shell_volumes)
+    for shells in (extra.c_neg, extra.c_pos):
+        shells = np.asarray(shells)
+        assert abs(shells[-1]) > 1e-3  # mol/m3/s into (or out of) the surface shell
+        assert abs(np.sum(volumes * shells)) < 1e-12 * np.sum(volumes * np.abs(shells))  # no lithium made or lost
+        np.testing.assert_allclose(shells[:-1], shells[0])  # taken evenly from the whole particle
+    np.testing.assert_array_equal(np.asarray(extra.c_e), 0.0)
+
+
+def test_particle_redistribution_gradient_matches_finite_differences_and_runs_in_advance(setup):
+    profiles, params = setup
+    model = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0), dtype=jnp.float64,
+                                     time_constants_s=(60.0,), redistribution_scale_1_s=1e-4), scale=0.1)
+    loss = profile_loss(model, profiles, params)
+    weights, static = eqx.partition(corrections(model), eqx.is_inexact_array)
+    value = jax.jit(lambda w: loss(eqx.combine(w, static)))
+    grads = jax.jit(jax.grad(lambda w: loss(eqx.combine(w, static))))(weights)
+    direction = tuple(random_direction(part) if i == 2 else jax.tree_util.tree_map(jnp.zeros_like, part)
+                      for i, part in enumerate(weights))
+    analytic, numeric = directional_derivatives(value, grads, weights, direction)
+    assert abs(analytic) > 1e-4
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-4)
+    ops = model.stiff_operators(params)
+    states = jax.vmap(lambda s: model.initial_state(params, s, 298.15))(jnp.asarray([0.3, 0.6, 0.9]))
+    new, signals = jax.jit(jax.vmap(lambda st, i: advance(model, params, ops, st, i, 10.0, 298.15, solver="etd2")))(
+        states, jnp.asarray([5.0, -3.0, 10.0]))
+    codes = jax.vmap(lambda st, sig: status_code(check_state(model, params, st, sig)))(new, signals)
+    assert np.all(np.asarray(codes) == 0)
