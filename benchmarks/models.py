@@ -198,8 +198,12 @@ def config_parameter_set(data: Path) -> str:
 
 def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = None, batch_size: int | None = None,
                window: int | None = None, attention: tuple[str, ...] = ("flash", "blockwise"),
-               num_batches: int = 20, config_name: str = "simulate_transformer", threads: int | None = None) -> dict:
+               num_batches: int = 20, config_name: str = "simulate_transformer", threads: int | None = None,
+               ablate_attention: bool = False) -> dict:
     """Training sample-steps/s of cellax (each ``attention`` implementation) and PyTorch, interleaved ``rounds`` times.
+
+    ``ablate_attention`` replaces attention in *both* models by passing ``V`` through (everything else unchanged), to
+    measure what the rest of the step costs in each framework.
 
     Each round times every variant once over the same batches (``repeats`` passes, median); the
     figures are the medians over rounds, so a load change on a shared machine hits all of them alike.
@@ -236,6 +240,10 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
         batches = [jax.device_put(b) for b in loader]
     tx = optimizer(config)
     transformer = config.model.kind == "transformer"
+    if ablate_attention:
+        if not transformer:
+            raise ValueError("ablate_attention needs the Transformer")
+        ablate_attention_in_both()
     steps = {}
     for implementation in attention if transformer else ("cellax",):
         extra = {"attention": implementation} if transformer else {}
@@ -308,6 +316,22 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
         "ratio_per_attention": {name: median_s["torch"] / median_s[name] for name in steps},
         "torch_version": torch.__version__, "loadavg_end": os.getloadavg(),
     }
+
+
+def ablate_attention_in_both() -> None:
+    """Attention in cellax's Transformer and in :func:`torch_transformer` replaced by passing ``V`` through (Q and K
+    still reach the loss, times zero, so their projections stay in the backward pass); for this process."""
+    import torch
+
+    from cellax.models import transformer
+
+    def passthrough(q, k, v, positions, slopes):
+        length = q.shape[0]
+        heads_first = lambda a: a.transpose(1, 0, 2).reshape(length, -1)  # (heads, T, d) -> (T, heads * d)
+        return heads_first(v) + 0.0 * (q.reshape(length, -1) + heads_first(k))
+
+    transformer.flash_attend = transformer.causal_self_attend = transformer.fused_attend = passthrough
+    torch.nn.functional.scaled_dot_product_attention = lambda q, k, v, is_causal: v + 0.0 * (q + k)
 
 
 def with_fields(model_config, fields: dict | None):
@@ -478,6 +502,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="throughput: CPU threads for both JAX and PyTorch "
                         "(1 also on a loaded machine, where spinning thread pools distort a multi-thread comparison)")
     parser.add_argument("--num-batches", type=int, default=20, help="throughput batches per timed pass")
+    parser.add_argument("--ablate-attention", action="store_true",
+                        help="throughput with attention replaced by passing V through, in both models (written as "
+                             "throughput_without_attention): what the rest of the step costs in each framework")
     parser.add_argument("--latency-window", type=int, default=512)
     parser.add_argument("--latency-samples", type=int, default=2000)
     parser.add_argument("--latency-child", action="store_true", help=argparse.SUPPRESS)
@@ -500,8 +527,10 @@ def main() -> None:
         make_dataset(data, args.profiles)
     if "throughput" in parts:
         key = "throughput" if args.threads is None else f"throughput_{args.threads}_thread"
+        key += "_without_attention" if args.ablate_attention else ""
         result[key] = {**throughput(data, args.repeats, args.rounds, args.model, args.batch_size, args.window,
-                                    tuple(args.attention), args.num_batches, threads=args.threads), "measured_utc": now}
+                                    tuple(args.attention), args.num_batches, threads=args.threads,
+                                    ablate_attention=args.ablate_attention), "measured_utc": now}
         print(json.dumps(result[key], indent=2), flush=True)
     if "latency" in parts:
         env = {**os.environ, "JAX_PLATFORMS": "cpu",  # the target is a CPU core, also on a GPU machine
