@@ -15,7 +15,8 @@ In one run on one machine (``pip install -e ".[bench]"`` for PyTorch):
 2. **Throughput.** Sample-steps per second of cellax's jitted training step (the
    Transformer of ``simulate_transformer.yaml``, one chunk per window) against the
    same Llama-style Transformer written in PyTorch (same parameter count, RoPE,
-   SwiGLU, RMSNorm, AdamW) trained on the same batches.
+   SwiGLU, RMSNorm, AdamW) trained on the same batches; ``--ablate-attention`` times both with attention replaced
+   by passing ``V`` through, to show what the rest of the step costs in each framework.
 3. **Streaming latency.** Per-sample latency of a ~1 M-parameter Transformer with
    KV cache and a ~1 M-parameter Mamba in recurrent mode, on one CPU core (this
    process pinned to core 0), as a jitted call per sample with the weights as
