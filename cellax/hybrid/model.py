@@ -154,7 +154,7 @@ class Correction(eqx.Module):
 
 class HybridSPMe(AbstractCellModel):
     """SPMe + heat closure in the vector field + voltage / anode-potential output correction (+ history and latent
-    states, + jointly fitted physics parameters)."""
+    states, + jointly fitted physics parameters, + the particle closure)."""
 
     spme: SPMe
     heat: Correction
