@@ -1,5 +1,5 @@
-"""Plain SPMe, refitted SPMe, hybrid SPMe and a GRU against PyBaMM's DFN on the same held-out DFN profiles
--> benchmarks/results/hybrid_vs_dfn.json.
+"""Plain SPMe, refitted SPMe, the hybrid (and, with a DFN backbone, the plain coarse cellax DFN) and a GRU against
+PyBaMM's DFN on the same held-out DFN profiles -> benchmarks/results/hybrid_vs_dfn.json.
 
     python benchmarks/hybrid_vs_dfn.py [--data data/dfn.h5] [--steps 400] [--run-dir runs/bench_hybrid_vs_dfn]
                                        [--overwrite] [--fit-profiles 4] [--fit-steps 20] [--gru-seconds 300]
@@ -25,8 +25,10 @@ The split's sets are written as datasets into ``RUN/split`` (:func:`cellax.hybri
 ``cellax fit`` and ``cellax train`` read like any other. All four models then run free over the same held-out
 profiles (test, and the 0-10 degC holdout) from the DFN's initial state and are scored with the same metrics
 (:mod:`cellax.hybrid.evaluate`): RMSE and max of voltage and anode potential (mV), core and surface temperature (K),
-per C-rate and ambient band. Throughput of SPMe, hybrid and the DFN (IDAKLU, through the data backend) in
-simulated cell-seconds per wall second on the same cores. Records the machine's load average.
+per C-rate and ambient band. Throughput of SPMe, hybrid (and the cellax DFN) and PyBaMM's DFN (IDAKLU, through the
+data backend) in simulated cell-seconds per wall second on the same cores. Records the machine's load average.
+A hybrid with ``model.backbone: DFN`` (``configs/hybrid/dfn_hard192_dfn.yaml``) adds its plain backbone as the row
+``dfn``; the SPMe rows are then the SPMe on its default mesh.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from cellax.config import load_config, validate_config  # noqa: E402
 from cellax.data.config import DataConfig  # noqa: E402
 from cellax.hybrid.config import HybridConfig  # noqa: E402
 from cellax.hybrid.data import TARGETS, Profiles  # noqa: E402
-from cellax.hybrid.evaluate import errors, held_out, plot_report, run_model, tables  # noqa: E402
+from cellax.hybrid.evaluate import errors, held_out, physics_baselines, plot_report, run_model, tables  # noqa: E402
 
 FIT_PARAMETERS = ("neg_diffusivity_scale", "pos_diffusivity_scale", "neg_exchange_current_scale",
                   "electrolyte_conductivity_scale", "electrolyte_diffusivity_scale")
@@ -212,7 +214,9 @@ def dfn_throughput(data_config: dict, profiles, n: int = 2) -> float:
 
 
 MODELS = {"spme": "plain cellax SPMe", "spme_refit": "SPMe refitted by cellax fit (training profiles)",
-          "hybrid": "hybrid SPMe", "gru": "GRU (cellax train, simulate task), free-running"}
+          "dfn": "plain cellax DFN on a coarse mesh (the hybrid's backbone, when model.backbone is DFN)",
+          "hybrid": "hybrid (learned corrections in the SPMe, or in the coarse DFN)",
+          "gru": "GRU (cellax train, simulate task), free-running"}
 
 
 def main() -> None:
@@ -246,7 +250,10 @@ def main() -> None:
     held, rows, n_train = held_out(config)
     refit_params = params.with_values(refit["values"])
     results, signals = {}, {}
-    for name, model, p in (("spme", hybrid.spme, params), ("spme_refit", hybrid.spme, refit_params),
+    baselines = physics_baselines(config, hybrid)
+    spme = baselines["spme"]
+    for name, model, p in (("spme", spme, params), ("spme_refit", spme, refit_params),
+                           *((name, model, params) for name, model in baselines.items() if name != "spme"),
                            ("hybrid", hybrid, params)):
         sig, stop = run_model(model, p, held)
         signals[name], results[name] = sig, errors(sig, stop, held)
@@ -256,8 +263,8 @@ def main() -> None:
     accuracy = tables(results, held, capacity, rows)
     plot_report(args.run_dir, held, results, signals, np.arange(len(held)), capacity)
     gru["profile_ids"] = gru_split_ids(files["train"], gru["config"]["split_seed"])
-    speed = {"spme": throughput(hybrid.spme, params, held), "hybrid": throughput(hybrid, params, held),
-             "dfn_pybamm_idaklu": dfn_throughput(data_config, held)}
+    speed = {name: throughput(model, params, held) for name, model in baselines.items()}
+    speed.update(hybrid=throughput(hybrid, params, held), dfn_pybamm_idaklu=dfn_throughput(data_config, held))
     test, holdout = accuracy["test"], accuracy["holdout"]
 
     def ratio(table, model, key):
@@ -274,6 +281,7 @@ def main() -> None:
             "voltage_rmse_ratio_spme_over_hybrid": ratio(table, "spme", "rmse_voltage_mv"),
             "voltage_rmse_ratio_spme_refit_over_hybrid": ratio(table, "spme_refit", "rmse_voltage_mv"),
             "voltage_rmse_ratio_gru_over_hybrid": ratio(table, "gru", "rmse_voltage_mv"),
+            **({"voltage_rmse_ratio_backbone_over_hybrid": ratio(table, "dfn", "rmse_voltage_mv")} if "dfn" in table else {}),
             "anode_potential_rmse_le_3mv": h["rmse_anode_potential_mv"] <= 3.0,
             "temperatures_within_0p3k": max(h["max_core_temp_k"], h["max_surface_temp_k"]) <= 0.3,
         }
@@ -304,7 +312,9 @@ def main() -> None:
         "throughput_cell_s_per_s": speed,
         "throughput_ratios": {"hybrid_over_spme": speed["hybrid"] / speed["spme"],
                               "hybrid_over_dfn": speed["hybrid"] / speed["dfn_pybamm_idaklu"],
-                              "spme_over_dfn": speed["spme"] / speed["dfn_pybamm_idaklu"]},
+                              "spme_over_dfn": speed["spme"] / speed["dfn_pybamm_idaklu"],
+                              **({"cellax_dfn_over_spme": speed["dfn"] / speed["spme"],
+                                  "cellax_dfn_over_dfn": speed["dfn"] / speed["dfn_pybamm_idaklu"]} if "dfn" in speed else {})},
         "targets": targets,
         "wall_s": time.perf_counter() - started,
         "loadavg_before": load_before,

@@ -1,8 +1,10 @@
-"""Simulation backend "jax": cellax's own SPM/SPMe, many profiles per compiled call.
+"""Simulation backend "jax": cellax's own SPM/SPMe/DFN, many profiles per compiled call.
 
 The same cell as the "pybamm" backend (PyBaMM's parameter set with the config's
 thermal settings and overrides, the datasheet's voltage window as cut-offs, the
-same mesh and two-node thermal model), integrated by
+same two-node thermal model; the same mesh for the SPM and SPMe, while the DFN runs on
+:class:`~cellax.physics.dfn.DFN`'s coarse default mesh of 6/3/6 cells, within ~1 mV of
+PyBaMM's DFN on its 20-cell mesh, docs/physics.md), integrated by
 :func:`cellax.physics.simulate.simulate` and ``vmap`` over a batch of profiles (a step per sample, or steps chosen from the
 current with ``simulation.max_samples_per_step``).
 Profiles are padded to a common length (rounded up to ``LENGTH_BUCKET_S``
@@ -36,15 +38,14 @@ class JaxBackend:
     version = 1
 
     def __init__(self, config: SimulationConfig, datasheet: Datasheet):
+        from cellax.physics.dfn import DFN
         from cellax.physics.spm import SPM
         from cellax.physics.spme import SPMe
 
-        if config.model not in ("SPM", "SPMe"):
-            raise ValueError(f"simulation.model: the jax backend has SPM and SPMe, not {config.model!r}")
         self.config = config
         self.datasheet = datasheet
         self.params = cell_parameters(config, datasheet)
-        self.model = SPMe() if config.model == "SPMe" else SPM()
+        self.model = {"SPM": SPM, "SPMe": SPMe, "DFN": DFN}[config.model]()
         self._run = jax.jit(self._batch, static_argnums=1)
 
     def _batch(self, current_a, dt_s, ambient_temp_k, heat_transfer_coeff, initial_soc):

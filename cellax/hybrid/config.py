@@ -21,13 +21,20 @@ class HybridSplitConfig(Strict):
                                                 "sets it to keep one held-out set across training seeds)")
 
 
-class HybridModelConfig(Strict):
-    """The SPMe mesh and the correction networks (output scales ``s_v`` in V, ``s_q`` in K/s; history and latent
-    states' time constants ``τ`` in s, trainable with ``learn_time_constants``; ``fit_parameters``: physics
-    parameters fitted jointly, name -> initial multiplier: docs/hybrid.md)."""
+BACKBONE_MESH = {"SPMe": (20, 20, 20), "DFN": (6, 3, 6)}
+"""Cells per region (negative, separator, positive) of each physics backbone when ``x_counts`` is not set."""
 
+
+class HybridModelConfig(Strict):
+    """The physics backbone (``SPMe``, or the coarse ``DFN``: docs/hybrid.md) and its mesh, and the correction
+    networks (output scales ``s_v`` in V, ``s_q`` in K/s; history and latent states' time constants ``τ`` in s,
+    trainable with ``learn_time_constants``; ``fit_parameters``: physics parameters fitted jointly, name -> initial
+    multiplier: docs/hybrid.md)."""
+
+    backbone: Literal["SPMe", "DFN"] = "SPMe"
     n_shells: int = Field(20, ge=3)
-    x_counts: tuple[int, int, int] = (20, 20, 20)
+    x_counts: tuple[int, int, int] | None = Field(None, description="cells per region; None: the backbone's "
+                                                  "default (BACKBONE_MESH)")
     width: int = Field(32, ge=1)
     depth: int = Field(2, ge=1)
     voltage_scale_v: float = Field(VOLTAGE_SCALE_V, gt=0)
@@ -65,10 +72,15 @@ class HybridModelConfig(Strict):
             raise ValueError("learn_time_constants needs time_constants_s or latent_time_constants_s")
         return self
 
+    @property
+    def mesh(self) -> tuple[int, int, int]:
+        """``x_counts``, or the backbone's default mesh."""
+        return tuple(self.x_counts) if self.x_counts is not None else BACKBONE_MESH[self.backbone]
+
     @field_validator("x_counts")
     @classmethod
     def _positive(cls, counts):
-        if min(counts) < 2:
+        if counts is not None and min(counts) < 2:
             raise ValueError(f"every region needs at least 2 cells, got {list(counts)}")
         return counts
 

@@ -145,8 +145,20 @@ def tables(results: dict, profiles: Profiles, capacity_ah: float, rows: dict[str
             for set_name, set_rows in rows.items()}
 
 
+def physics_baselines(config, hybrid) -> dict:
+    """``{name: model}`` of the plain physics models a hybrid is compared with: the SPMe (the backbone itself, or
+    on its default mesh), and the backbone when it is another model (``"dfn"``)."""
+    from cellax.hybrid.config import BACKBONE_MESH
+    from cellax.physics.spme import SPMe
+
+    if config.model.backbone == "SPMe":
+        return {"spme": hybrid.backbone}
+    return {"spme": SPMe(config.model.n_shells, BACKBONE_MESH["SPMe"]), config.model.backbone.lower(): hybrid.backbone}
+
+
 def evaluate_run(run_dir: str | Path, pictures: bool = True) -> dict:
-    """Plain SPMe and the run's hybrid on its held-out profiles: ``report.json`` (+ pictures) in ``run_dir``."""
+    """The plain physics models (:func:`physics_baselines`) and the run's hybrid on its held-out profiles:
+    ``report.json`` (+ pictures) in ``run_dir``."""
     from cellax.hybrid.train import load_run
 
     run_dir = Path(run_dir)
@@ -154,7 +166,7 @@ def evaluate_run(run_dir: str | Path, pictures: bool = True) -> dict:
     data, local, n_train = held_out(config)
     capacity = float(params.scalars["nominal_capacity_ah"])
     results, signals = {}, {}
-    for name, model in (("spme", hybrid.spme), ("hybrid", hybrid)):
+    for name, model in (*physics_baselines(config, hybrid).items(), ("hybrid", hybrid)):
         sig, stop = run_model(model, params, data)
         signals[name], results[name] = sig, errors(sig, stop, data)
     report = {"run": str(run_dir), "n_train_profiles": n_train, **tables(results, data, capacity, local)}

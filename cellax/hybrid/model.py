@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from cellax.physics.dfn import DFN, DFNState
 from cellax.physics.model import AbstractCellModel
 from cellax.physics.parameters import ParameterSet
 from cellax.physics.particle import SphericalMesh, surface_value, volume_average
@@ -79,10 +80,10 @@ FITTABLE = ("neg_diffusivity_scale", "pos_diffusivity_scale", "neg_exchange_curr
 
 
 class HybridState(eqx.Module):
-    """The SPMe's state and the history states ``ξ`` (dimensionless C-rates, then the latent ``ζ``); reads like an
-    :class:`SPMeState`."""
+    """The physics model's state and the history states ``ξ`` (dimensionless C-rates, then the latent ``ζ``); reads
+    like an :class:`SPMeState`."""
 
-    spme: SPMeState
+    spme: SPMeState | DFNState
     history: Float[Array, " k"]
 
     @property
@@ -106,8 +107,9 @@ class HybridState(eqx.Module):
         return self.spme.surface_temp_k
 
 
-def features(model: SPMe, params: ParameterSet, state: SPMeState, current_a) -> Float[Array, " 11"]:
-    """Dimensionless inputs ``z(y, I)`` of the corrections (without the history states)."""
+def features(model: SPMe | DFN, params: ParameterSet, state: SPMeState | DFNState, current_a) -> Float[Array, " 11"]:
+    """Dimensionless inputs ``z(y, I)`` of the corrections (without the history states); with the DFN as the
+    backbone the particle stoichiometries are means over its particles."""
     s = params.scalars
     c_n, c_p = s["neg_max_conc_mol_m3"], s["pos_max_conc_mol_m3"]
     n, m, _ = model.x_counts
@@ -115,10 +117,10 @@ def features(model: SPMe, params: ParameterSet, state: SPMeState, current_a) -> 
     return jnp.stack(
         [
             current_a / s["nominal_capacity_ah"],
-            volume_average(model.particle, state.c_neg) / c_n,
-            surface_value(state.c_neg) / c_n,
-            volume_average(model.particle, state.c_pos) / c_p,
-            surface_value(state.c_pos) / c_p,
+            jnp.mean(volume_average(model.particle, state.c_neg)) / c_n,
+            jnp.mean(surface_value(state.c_neg)) / c_n,
+            jnp.mean(volume_average(model.particle, state.c_pos)) / c_p,
+            jnp.mean(surface_value(state.c_pos)) / c_p,
             c_e[0] - 1.0,
             c_e[n + m // 2] - 1.0,
             c_e[-1] - 1.0,
@@ -154,9 +156,12 @@ class Correction(eqx.Module):
 
 class HybridSPMe(AbstractCellModel):
     """SPMe + heat closure in the vector field + voltage / anode-potential output correction (+ history and latent
-    states, + jointly fitted physics parameters, + the particle closure)."""
+    states, + jointly fitted physics parameters, + the particle closure).
 
-    spme: SPMe
+    The physics model (field ``spme``, also :attr:`backbone`) is the SPMe by default, or the coarse
+    :class:`~cellax.physics.dfn.DFN`: the corrections are the same, on its state and outputs."""
+
+    spme: SPMe | DFN
     heat: Correction
     output: Correction
     latent: Correction | None
@@ -172,7 +177,7 @@ class HybridSPMe(AbstractCellModel):
     redistribution: Correction | None = None
     redistribution_scale_1_s: float | None = eqx.field(static=True, default=None)
 
-    def __init__(self, spme: SPMe | None = None, width: int = 32, depth: int = 2, *, key, dtype=jnp.float32,
+    def __init__(self, spme: SPMe | DFN | None = None, width: int = 32, depth: int = 2, *, key, dtype=jnp.float32,
                  voltage_scale_v: float = VOLTAGE_SCALE_V, heat_scale_k_s: float = HEAT_SCALE_K_S,
                  time_constants_s: tuple[float, ...] = (), latent_time_constants_s: tuple[float, ...] = (),
                  learn_time_constants: bool = False, fit_parameters: dict[str, float] | None = None,
@@ -203,6 +208,11 @@ class HybridSPMe(AbstractCellModel):
         self.redistribution_scale_1_s = None if redistribution_scale_1_s is None else float(redistribution_scale_1_s)
         self.redistribution = None if redistribution_scale_1_s is None else Correction(  # its own key: the others' stay
             2, width, depth, jax.random.fold_in(key, 3), dtype, n_in)
+
+    @property
+    def backbone(self) -> SPMe | DFN:
+        """The physics model the corrections sit in."""
+        return self.spme
 
     @property
     def particle(self):
@@ -278,6 +288,7 @@ class HybridSPMe(AbstractCellModel):
         if self.redistribution is not None:
             q = self.redistribution_scale_1_s * self.redistribution(z, params.dtype)
             w = surface_transfer(self.spme.particle, params.dtype)
+            w = w.reshape(w.shape + (1,) * (rates.c_neg.ndim - 1))  # the same transfer in each of a DFN's particles
             s = params.scalars
             rates = eqx.tree_at(lambda r: (r.c_neg, r.c_pos), rates,
                                 (rates.c_neg + s["neg_max_conc_mol_m3"] * q[0] * w,

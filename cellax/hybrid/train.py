@@ -36,6 +36,7 @@ from cellax.events import EventLog
 from cellax.hybrid.config import HybridConfig
 from cellax.hybrid.data import TARGETS, Profiles, config_split, load_profiles
 from cellax.hybrid.model import HEAT_SCALE_K_S, VOLTAGE_SCALE_V, HybridSPMe
+from cellax.physics.dfn import DFN
 from cellax.physics.simulate import check_state, state_flags, status_code
 from cellax.physics.spme import SPMe
 from cellax.physics.stepping import ros2_step
@@ -48,7 +49,7 @@ SCALES = {"voltage_v": 1e-3, "anode_potential_v": 1e-3, "core_temp_degc": 0.1, "
 
 META_DEFAULTS = {"voltage_scale_v": VOLTAGE_SCALE_V, "heat_scale_k_s": HEAT_SCALE_K_S, "time_constants_s": [],
                  "latent_time_constants_s": [], "learn_time_constants": False, "fit_parameters": {}, "heat_times_current": False,
-                 "voltage_heat": False, "redistribution_scale_1_s": None}
+                 "voltage_heat": False, "redistribution_scale_1_s": None, "backbone": "SPMe"}
 TRAINED = ("heat", "output", "latent", "log_multipliers", "log_time_constants", "redistribution")
 """The trained parts of a hybrid (those it has: the latent network, the physics log-multipliers and the log time
 constants, the particle closure only where the config asks for them)."""
@@ -60,7 +61,8 @@ class HybridError(TrainError):
 
 def build_model(config: HybridConfig) -> HybridSPMe:
     m = config.model
-    return HybridSPMe(SPMe(m.n_shells, m.x_counts), m.width, m.depth, key=jax.random.PRNGKey(config.seed),
+    backbone = SPMe(m.n_shells, m.mesh) if m.backbone == "SPMe" else DFN(m.n_shells, m.mesh)
+    return HybridSPMe(backbone, m.width, m.depth, key=jax.random.PRNGKey(config.seed),
                       dtype=jnp.dtype(m.dtype), voltage_scale_v=m.voltage_scale_v, heat_scale_k_s=m.heat_scale_k_s,
                       time_constants_s=m.time_constants_s, latent_time_constants_s=m.latent_time_constants_s,
                       learn_time_constants=m.learn_time_constants, fit_parameters=m.fit_parameters,
@@ -226,8 +228,9 @@ def run_meta(config: HybridConfig, data_config: dict) -> dict:
         "parameter_set": data_config["simulation"]["parameter_set"],
         "parameter_overrides": data_config["simulation"].get("parameter_overrides", {}),
         "thermal": data_config["simulation"]["thermal"],
+        "backbone": config.model.backbone,
         "n_shells": config.model.n_shells,
-        "x_counts": list(config.model.x_counts),
+        "x_counts": list(config.model.mesh),
         "width": config.model.width,
         "depth": config.model.depth,
         "dtype": config.model.dtype,

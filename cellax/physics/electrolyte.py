@@ -39,6 +39,20 @@ class CellMesh(eqx.Module):
         return slice(0, n), slice(n, n + s), slice(n + s, None)
 
 
+def region_values(mesh: CellMesh, neg, sep, pos) -> Float[Array, " n"]:
+    """One value per region, on every node of that region."""
+    n, m, p = mesh.counts
+    return jnp.concatenate([jnp.broadcast_to(neg, (n,)), jnp.broadcast_to(sep, (m,)), jnp.broadcast_to(pos, (p,))])
+
+
+def porosity_and_tortuosity(scalars: dict, mesh: CellMesh) -> tuple[Float[Array, " n"], Float[Array, " n"]]:
+    """Node porosity ``ε`` and transport efficiency ``τ = ε^b`` (Bruggeman) of the electrolyte, from a parameter
+    set's ``scalars``."""
+    regions = ("neg", "sep", "pos")
+    return (region_values(mesh, *(scalars[f"{k}_porosity"] for k in regions)),
+            region_values(mesh, *(scalars[f"{k}_porosity"] ** scalars[f"{k}_bruggeman_electrolyte"] for k in regions)))
+
+
 def region_average(widths: Float[Array, " m"], values: Float[Array, " m"]) -> Float[Array, ""]:
     """Width-weighted mean of node values over (part of) the mesh."""
     return jnp.sum(widths * values) / jnp.sum(widths)
@@ -60,11 +74,15 @@ def interpolate_to_edges(mesh: CellMesh, values: Float[Array, " n"]) -> Float[Ar
     return jnp.concatenate([left[None], inner, right[None]])
 
 
+def harmonic_to_edges(mesh: CellMesh, coefficient: Float[Array, " n"]) -> Float[Array, " n-1"]:
+    """A node-valued coefficient of a gradient on the interior edges: the weighted harmonic mean."""
+    beta = mesh.widths[:-1] / (mesh.widths[:-1] + mesh.widths[1:])
+    return 1.0 / (beta / coefficient[:-1] + (1 - beta) / coefficient[1:])
+
+
 def diffusive_flux(mesh: CellMesh, coefficient: Float[Array, " n"], values: Float[Array, " n"]) -> Float[Array, " n+1"]:
     """``-k dc/dx`` on all edges with zero flux through both ends; ``k`` by weighted harmonic mean."""
-    beta = mesh.widths[:-1] / (mesh.widths[:-1] + mesh.widths[1:])
-    k_edge = 1.0 / (beta / coefficient[:-1] + (1 - beta) / coefficient[1:])
-    inner = -k_edge * jnp.diff(values) / mesh.node_gaps
+    inner = -harmonic_to_edges(mesh, coefficient) * jnp.diff(values) / mesh.node_gaps
     zero = jnp.zeros(1, values.dtype)
     return jnp.concatenate([zero, inner, zero])
 
@@ -72,8 +90,7 @@ def diffusive_flux(mesh: CellMesh, coefficient: Float[Array, " n"], values: Floa
 def diffusion_stiffness(mesh: CellMesh, coefficient: Float[Array, " n"]) -> Float[Array, "n n"]:
     """Symmetric tridiagonal ``A`` with ``A c = -w * divergence(diffusive_flux(coefficient, c))``
     (``w`` the cell widths): the diffusion term as a matrix, for a stiff solver."""
-    beta = mesh.widths[:-1] / (mesh.widths[:-1] + mesh.widths[1:])
-    coupling = 1.0 / (beta / coefficient[:-1] + (1 - beta) / coefficient[1:]) / mesh.node_gaps
+    coupling = harmonic_to_edges(mesh, coefficient) / mesh.node_gaps
     off = jnp.diag(coupling, 1) + jnp.diag(coupling, -1)
     return off - jnp.diag(jnp.sum(off, axis=1))
 

@@ -49,31 +49,34 @@ class SphericalMesh(eqx.Module):
         self.shell_volumes = jnp.asarray((edges[1:] ** 3 - edges[:-1] ** 3) / 3)
 
 
-def surface_value(c: Float[Array, " n"]) -> Float[Array, ""]:
+def surface_value(c: Float[Array, "n ..."]) -> Float[Array, " ..."]:
     """Value at :math:`\\rho = 1` by linear extrapolation from the last two nodes."""
     return 1.5 * c[-1] - 0.5 * c[-2]
 
 
-def volume_average(mesh: SphericalMesh, c: Float[Array, " n"]) -> Float[Array, ""]:
-    """Volume-weighted mean concentration of the particle."""
+def volume_average(mesh: SphericalMesh, c: Float[Array, "n ..."]) -> Float[Array, " ..."]:
+    """Volume-weighted mean concentration of the particle (of each particle, for shell-major ``(n, k)``)."""
     volumes = mesh.shell_volumes.astype(c.dtype)
-    return jnp.sum(volumes * c) / jnp.sum(volumes)
+    return jnp.tensordot(volumes, c, axes=(0, 0)) / jnp.sum(volumes)
 
 
 def diffusion_rhs(
     mesh: SphericalMesh,
-    c: Float[Array, " n"],
-    diffusivity: Float[Array, " n"],
-    surface_flux: Float[Array, ""],
+    c: Float[Array, "n ..."],
+    diffusivity: Float[Array, "n ..."],
+    surface_flux: Float[Array, " ..."],
     radius_m: Float[Array, ""],
-) -> Float[Array, " n"]:
-    """:math:`\\partial c / \\partial t` (mol/m³/s) for node diffusivities (m²/s) and surface flux ``j R / F``."""
-    edges, volumes = mesh.edges.astype(c.dtype), mesh.shell_volumes.astype(c.dtype)
-    h = edges[1] - edges[0]
+) -> Float[Array, "n ..."]:
+    """:math:`\\partial c / \\partial t` (mol/m³/s) for node diffusivities (m²/s) and surface flux ``j R / F``
+    (of one particle, or of ``k`` particles side by side for shell-major ``(n, k)`` arrays)."""
+    column = (-1,) + (1,) * (c.ndim - 1)
+    edges, volumes = mesh.edges.astype(c.dtype).reshape(column), mesh.shell_volumes.astype(c.dtype).reshape(column)
+    h = (mesh.edges[1] - mesh.edges[0]).astype(c.dtype)
     d_left, d_right = diffusivity[:-1], diffusivity[1:]
     d_edge = 2.0 * d_left * d_right / (d_left + d_right)
     interior = -d_edge * (c[1:] - c[:-1]) / h
-    flux = jnp.concatenate([jnp.zeros(1, c.dtype), interior, jnp.reshape(surface_flux, (1,))])
+    zero = jnp.zeros((1,) + c.shape[1:], c.dtype)
+    flux = jnp.concatenate([zero, interior, jnp.reshape(surface_flux, zero.shape)])
     weighted = edges**2 * flux
     return -(weighted[1:] - weighted[:-1]) / volumes / radius_m**2
 

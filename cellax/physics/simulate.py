@@ -203,10 +203,12 @@ def state_flags(model: AbstractCellModel, params: ParameterSet, state) -> dict[s
         [
             jnp.min(state.c_neg) / s["neg_max_conc_mol_m3"],
             jnp.max(state.c_neg) / s["neg_max_conc_mol_m3"],
-            surface_value(state.c_neg) / s["neg_max_conc_mol_m3"],
+            jnp.min(surface_value(state.c_neg)) / s["neg_max_conc_mol_m3"],
+            jnp.max(surface_value(state.c_neg)) / s["neg_max_conc_mol_m3"],
             jnp.min(state.c_pos) / s["pos_max_conc_mol_m3"],
             jnp.max(state.c_pos) / s["pos_max_conc_mol_m3"],
-            surface_value(state.c_pos) / s["pos_max_conc_mol_m3"],
+            jnp.min(surface_value(state.c_pos)) / s["pos_max_conc_mol_m3"],
+            jnp.max(surface_value(state.c_pos)) / s["pos_max_conc_mol_m3"],
         ]
     )
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(state)]))

@@ -34,6 +34,8 @@ current-collector heat. Float64.
 
 from __future__ import annotations
 
+import abc
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -44,7 +46,9 @@ from cellax.physics.electrolyte import (
     diffusive_flux,
     divergence,
     interpolate_to_edges,
+    porosity_and_tortuosity,
     region_average,
+    region_values,
     right_boundary_value,
 )
 from cellax.physics.model import AbstractCellModel
@@ -68,15 +72,53 @@ class SPMeState(eqx.Module):
     surface_temp_k: Float[Array, ""]
 
 
-class SPMe(AbstractCellModel):
-    """The SPMe on ``n_shells`` particle shells and ``x_counts`` cells per region."""
+class AbstractElectrolyteModel(AbstractCellModel):
+    """What the models with an electrolyte across the cell share (the SPMe, the DFN): a particle mesh, a cell mesh of
+    ``x_counts`` cells per region, and the stiff blocks (particles, electrolyte, thermal). The state's particle fields
+    may hold one particle (``(n_shells,)``) or one per electrode cell (shell-major ``(n_shells, n_cells)``)."""
 
-    particle: SphericalMesh
-    x_counts: tuple[int, int, int] = eqx.field(static=True)
+    particle: eqx.AbstractVar[SphericalMesh]
+    x_counts: eqx.AbstractVar[tuple[int, int, int]]
 
-    def __init__(self, n_shells: int = 20, x_counts: tuple[int, int, int] = (20, 20, 20)):
-        self.particle = SphericalMesh(n_shells)
-        self.x_counts = tuple(int(c) for c in x_counts)
+    @abc.abstractmethod
+    def _fields(self, params: ParameterSet, state, current_a) -> dict:
+        """Every intermediate quantity of the model at ``state`` (shared by the vector field and the outputs)."""
+
+    @abc.abstractmethod
+    def _rates(self, params: ParameterSet, state, fields: dict, ambient_temp_k):
+        """The vector field from :meth:`_fields`."""
+
+    def _outputs(self, params: ParameterSet, state, f: dict, current_a, ambient_temp_k) -> dict[str, Array]:
+        """The canonical signals from :meth:`_fields` (``temp``, ``voltage``, ``anode_potential``); the state of
+        charge and the OCV from the mean stoichiometry of all of an electrode's particles."""
+        s = params.scalars
+        temp = f["temp"]
+        x = jnp.mean(volume_average(self.particle, state.c_neg)) / s["neg_max_conc_mol_m3"]
+        y = jnp.mean(volume_average(self.particle, state.c_pos)) / s["pos_max_conc_mol_m3"]
+        return {
+            "current_a": jnp.asarray(current_a, dtype=params.dtype),
+            "voltage_v": f["voltage"],
+            "ocv_v": params.pos_ocp(y, temp) - params.neg_ocp(x, temp),
+            "soc": (x - s["x_0"]) / (s["x_100"] - s["x_0"]),
+            "core_temp_degc": temp - KELVIN,
+            "surface_temp_degc": state.surface_temp_k - KELVIN,
+            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - KELVIN,
+            "anode_potential_v": f["anode_potential"],
+            "min_electrolyte_conc_mol_m3": jnp.min(state.c_e),
+        }
+
+    def vector_field(self, params: ParameterSet, state, current_a, ambient_temp_k):
+        """Time derivative of ``state`` at current ``current_a`` (A, + discharge) and ambient (K)."""
+        return self._rates(params, state, self._fields(params, state, current_a), ambient_temp_k)
+
+    def outputs(self, params: ParameterSet, state, current_a, ambient_temp_k) -> dict[str, Array]:
+        """Canonical signals (DESIGN.md names) of ``state``; temperatures in °C."""
+        return self._outputs(params, state, self._fields(params, state, current_a), current_a, ambient_temp_k)
+
+    def rates_and_outputs(self, params: ParameterSet, state, current_a, ambient_temp_k):
+        """``(vector_field, outputs)`` from one evaluation of the model's fields."""
+        f = self._fields(params, state, current_a)
+        return self._rates(params, state, f, ambient_temp_k), self._outputs(params, state, f, current_a, ambient_temp_k)
 
     @property
     def pybamm_var_pts(self) -> dict[str, int]:
@@ -88,6 +130,51 @@ class SPMe(AbstractCellModel):
         s = params.scalars
         return CellMesh((s["neg_thickness_m"], s["sep_thickness_m"], s["pos_thickness_m"]), self.x_counts)
 
+    def stiff_operators(self, params: ParameterSet) -> dict[str, SpectralOperator]:
+        """Uniform-coefficient diffusion operators of particles and electrolyte (see :mod:`cellax.physics.stepping`)."""
+        mesh = self.cell_mesh(params)
+        porosity, tortuosity = porosity_and_tortuosity(params.scalars, mesh)
+        return {
+            "particle": SpectralOperator(*shell_stiffness(self.particle), dtype=params.dtype),
+            "electrolyte": SpectralOperator(diffusion_stiffness(mesh, tortuosity), porosity * mesh.widths, dtype=params.dtype),
+        }
+
+    def stiff_modes(self, params: ParameterSet, operators, state) -> StiffModes:
+        """The SPM's blocks (every particle's ``(max D/R^2) L``: one matrix product per electrode) and the
+        electrolyte's ``(max D_e) L_e``."""
+        modes = particle_and_thermal_modes(params, operators["particle"], state)
+        electrolyte = operators["electrolyte"]
+        scale_e = jnp.max(params.electrolyte_diffusivity(state.c_e, state.core_temp_k))
+        make = type(state)
+
+        def to_modes(x):
+            neg, pos, core, surface = modes.to_modes((x.c_neg, x.c_pos, x.core_temp_k, x.surface_temp_k))
+            return make(neg, pos, electrolyte.to_modes(x.c_e), core, surface)
+
+        def from_modes(m):
+            neg, pos, core, surface = modes.from_modes((m.c_neg, m.c_pos, m.core_temp_k, m.surface_temp_k))
+            return make(neg, pos, electrolyte.from_modes(m.c_e), core, surface)
+
+        neg, pos, core, surface = modes.eigenvalues
+        column = (-1,) + (1,) * (state.c_neg.ndim - 1)  # the same modes in each of an electrode's particles
+        return StiffModes(make(neg.reshape(column), pos.reshape(column), scale_e * electrolyte.eigenvalues, core, surface),
+                          to_modes, from_modes)
+
+    def electrolyte_depleted(self, state) -> Array:
+        """Whether any electrolyte node reached zero concentration."""
+        return jnp.min(state.c_e) <= 0
+
+
+class SPMe(AbstractElectrolyteModel):
+    """The SPMe on ``n_shells`` particle shells and ``x_counts`` cells per region."""
+
+    particle: SphericalMesh
+    x_counts: tuple[int, int, int] = eqx.field(static=True)
+
+    def __init__(self, n_shells: int = 20, x_counts: tuple[int, int, int] = (20, 20, 20)):
+        self.particle = SphericalMesh(n_shells)
+        self.x_counts = tuple(int(c) for c in x_counts)
+
     def initial_state(self, params: ParameterSet, soc, temp_k) -> SPMeState:
         """Uniform particles at ``soc``, electrolyte at its initial concentration, both nodes at ``temp_k``."""
         s = params.scalars
@@ -96,10 +183,6 @@ class SPMe(AbstractCellModel):
         temp_k = jnp.asarray(temp_k, dtype=params.dtype)
         c_e = jnp.full(sum(self.x_counts), s["electrolyte_init_conc_mol_m3"], dtype=params.dtype)
         return SPMeState(x * s["neg_max_conc_mol_m3"] * ones, y * s["pos_max_conc_mol_m3"] * ones, c_e, temp_k, temp_k)
-
-    def _region_values(self, mesh: CellMesh, neg, sep, pos):
-        n, m, p = mesh.counts
-        return jnp.concatenate([jnp.broadcast_to(neg, (n,)), jnp.broadcast_to(sep, (m,)), jnp.broadcast_to(pos, (p,))])
 
     def _fields(self, params: ParameterSet, state: SPMeState, current_a) -> dict:
         """Every intermediate quantity of the model at ``state`` (shared by the vector field and the outputs)."""
@@ -113,7 +196,7 @@ class SPMe(AbstractCellModel):
         i = current_a / (s["n_electrodes_parallel"] * s["electrode_area_m2"])
         c_e = state.c_e
         rt_f = GAS_CONSTANT * temp / FARADAY
-        porosity = self._region_values(mesh, s["neg_porosity"], s["sep_porosity"], s["pos_porosity"])
+        porosity, tortuosity_nodes = porosity_and_tortuosity(s, mesh)
         f = {"mesh": mesh, "i": i, "temp": temp}
 
         for k, sign, c, region in (("neg", 1.0, state.c_neg, rn), ("pos", -1.0, state.c_pos, rp)):
@@ -166,7 +249,7 @@ class SPMe(AbstractCellModel):
         i_e = jnp.concatenate([i * x_n / L_n, jnp.full(x_s.shape, i), i * (L_x - x_p) / L_p])
         f.update(
             porosity=porosity,
-            tortuosity=self._region_values(mesh, tortuosity["neg"], tortuosity["sep"], tortuosity["pos"]),
+            tortuosity=tortuosity_nodes,
             phi_e=phi_e,
             phi_s_n=phi_s_n,
             phi_s_p=phi_s_p,
@@ -175,19 +258,6 @@ class SPMe(AbstractCellModel):
             anode_potential=right_boundary_value(phi_s_n - phi_e[rn]),
         )
         return f
-
-    def vector_field(self, params: ParameterSet, state: SPMeState, current_a, ambient_temp_k) -> SPMeState:
-        """Time derivative of ``state`` at current ``current_a`` (A, + discharge) and ambient (K)."""
-        return self._rates(params, state, self._fields(params, state, current_a), ambient_temp_k)
-
-    def outputs(self, params: ParameterSet, state: SPMeState, current_a, ambient_temp_k) -> dict[str, Array]:
-        """Canonical signals (DESIGN.md names) of ``state``; temperatures in °C."""
-        return self._outputs(params, state, self._fields(params, state, current_a), current_a, ambient_temp_k)
-
-    def rates_and_outputs(self, params: ParameterSet, state: SPMeState, current_a, ambient_temp_k):
-        """``(vector_field, outputs)`` from one evaluation of the model's fields."""
-        f = self._fields(params, state, current_a)
-        return self._rates(params, state, f, ambient_temp_k), self._outputs(params, state, f, current_a, ambient_temp_k)
 
     def rest_outputs(self, params: ParameterSet, state: SPMeState, ambient_temp_k) -> dict[str, Array]:
         """:meth:`outputs` at zero current of a cell in equilibrium (uniform particles and electrolyte, as
@@ -200,40 +270,6 @@ class SPMe(AbstractCellModel):
         f = {"temp": temp, "voltage": pos_ocp - neg_ocp, "anode_potential": neg_ocp}
         return self._outputs(params, state, f, jnp.zeros((), params.dtype), ambient_temp_k)
 
-    def stiff_operators(self, params: ParameterSet) -> dict[str, SpectralOperator]:
-        """Uniform-coefficient diffusion operators of particles and electrolyte (see :mod:`cellax.physics.stepping`)."""
-        mesh = self.cell_mesh(params)
-        s = params.scalars
-        tortuosity = self._region_values(
-            mesh, *(s[f"{k}_porosity"] ** s[f"{k}_bruggeman_electrolyte"] for k in ("neg", "sep", "pos"))
-        )
-        porosity = self._region_values(mesh, s["neg_porosity"], s["sep_porosity"], s["pos_porosity"])
-        return {
-            "particle": SpectralOperator(*shell_stiffness(self.particle), dtype=params.dtype),
-            "electrolyte": SpectralOperator(diffusion_stiffness(mesh, tortuosity), porosity * mesh.widths, dtype=params.dtype),
-        }
-
-    def stiff_modes(self, params: ParameterSet, operators, state: SPMeState) -> StiffModes:
-        """The SPM's blocks and the electrolyte's ``(max D_e) L_e``."""
-        modes = particle_and_thermal_modes(params, operators["particle"], state)
-        electrolyte = operators["electrolyte"]
-        scale_e = jnp.max(params.electrolyte_diffusivity(state.c_e, state.core_temp_k))
-
-        def to_modes(x):
-            neg, pos, core, surface = modes.to_modes((x.c_neg, x.c_pos, x.core_temp_k, x.surface_temp_k))
-            return SPMeState(neg, pos, electrolyte.to_modes(x.c_e), core, surface)
-
-        def from_modes(m):
-            neg, pos, core, surface = modes.from_modes((m.c_neg, m.c_pos, m.core_temp_k, m.surface_temp_k))
-            return SPMeState(neg, pos, electrolyte.from_modes(m.c_e), core, surface)
-
-        neg, pos, core, surface = modes.eigenvalues
-        return StiffModes(SPMeState(neg, pos, scale_e * electrolyte.eigenvalues, core, surface), to_modes, from_modes)
-
-    def electrolyte_depleted(self, state: SPMeState) -> Array:
-        """Whether any electrolyte node reached zero concentration."""
-        return jnp.min(state.c_e) <= 0
-
     def _rates(self, params: ParameterSet, state: SPMeState, f: dict, ambient_temp_k) -> SPMeState:
         s = params.scalars
         mesh, i, temp = f["mesh"], f["i"], f["temp"]
@@ -245,7 +281,7 @@ class SPMe(AbstractCellModel):
         coefficient = f["tortuosity"] * params.electrolyte_diffusivity(c_e, temp)
         migration = params.transference_number(c_e, temp) * f["i_e"] / FARADAY
         flux = diffusive_flux(mesh, coefficient, c_e) + interpolate_to_edges(mesh, migration)
-        reaction = self._region_values(mesh, i / s["neg_thickness_m"], 0.0, -i / s["pos_thickness_m"]) / FARADAY
+        reaction = region_values(mesh, i / s["neg_thickness_m"], 0.0, -i / s["pos_thickness_m"]) / FARADAY
         c_e_rate = (-divergence(mesh, flux) + reaction) / f["porosity"]
 
         area_total = s["n_electrodes_parallel"] * s["electrode_area_m2"]
@@ -270,24 +306,6 @@ class SPMe(AbstractCellModel):
         heat_w = area_total * (reaction_heat + reversible_heat + solid_heat + electrolyte_heat) + collector_heat_w(params, i)
         core_rate, surface_rate = two_node_rates(params, heat_w, temp, state.surface_temp_k, ambient_temp_k)
         return SPMeState(rate_neg, rate_pos, c_e_rate, core_rate, surface_rate)
-
-    def _outputs(self, params: ParameterSet, state: SPMeState, f: dict, current_a, ambient_temp_k) -> dict[str, Array]:
-        s = params.scalars
-        temp = f["temp"]
-        x = volume_average(self.particle, state.c_neg) / s["neg_max_conc_mol_m3"]
-        y = volume_average(self.particle, state.c_pos) / s["pos_max_conc_mol_m3"]
-        return {
-            "current_a": jnp.asarray(current_a, dtype=params.dtype),
-            "voltage_v": f["voltage"],
-            "ocv_v": params.pos_ocp(y, temp) - params.neg_ocp(x, temp),
-            "soc": (x - s["x_0"]) / (s["x_100"] - s["x_0"]),
-            "core_temp_degc": temp - KELVIN,
-            "surface_temp_degc": state.surface_temp_k - KELVIN,
-            "ambient_temp_degc": jnp.asarray(ambient_temp_k, dtype=params.dtype) - KELVIN,
-            "anode_potential_v": f["anode_potential"],
-            "min_electrolyte_conc_mol_m3": jnp.min(state.c_e),
-        }
-
 
 def _joule(current_density, potential, node_gaps, left_gradient, right_gradient):
     """``-i dphi/dx`` at the nodes, as PyBaMM's inner product: edge gradients (boundary ones

@@ -60,10 +60,21 @@ def test_input_chosen_steps_are_a_jax_backend_setting():
         DataConfig.model_validate({**JOB, "backend": "jax", "simulation": {"max_samples_per_step": 0}})
 
 
-def test_the_dfn_is_refused_by_name():
-    config = validate_config(DataConfig, {**JOB, "simulation": {"model": "DFN"}})
-    with pytest.raises(ValueError, match="simulation.model"):
-        JaxBackend(config.simulation, LG_M50)
+def test_the_dfn_runs_on_its_coarse_mesh_within_two_millivolts_of_pybamms(tmp_path):
+    """PyBaMM's DFN on its default 20-cell mesh against cellax's on 6/3/6 cells, the same profiles."""
+    paths = {}
+    for backend in ("pybamm", "jax"):
+        config = validate_config(DataConfig, {**JOB, "n_profiles": 2, "backend": backend, "simulation": {"model": "DFN"}})
+        paths[backend] = tmp_path / f"{backend}.h5"
+        generate(config, paths[backend], progress=False, log=lambda *_: None)
+    with open_dataset(paths["pybamm"]) as reference, open_dataset(paths["jax"]) as ours:
+        for row in range(len(ours)):
+            a, b = reference.record(row), ours.record(row)
+            assert a.meta["status"] == b.meta["status"] == "ok" and a.length == b.length
+            for name in ("voltage_v", "anode_potential_v"):
+                assert np.sqrt(np.mean((a.signals[name] - b.signals[name]) ** 2)) <= 2e-3, name
+            for name in ("core_temp_degc", "surface_temp_degc"):
+                np.testing.assert_allclose(b.signals[name], a.signals[name], atol=0.1)
 
 
 def test_batches_in_flight_on_threads_write_the_profiles_of_one_at_a_time(datasets, tmp_path, monkeypatch):

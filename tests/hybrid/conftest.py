@@ -20,6 +20,16 @@ def dfn_small(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def setup(dfn_small):
+    """``(profiles, params)`` of the small DFN set."""
+    from cellax.data.cell import dataset_parameters
+    from cellax.hybrid.data import load_profiles
+
+    profiles, data_config = load_profiles(dfn_small)
+    return profiles, dataset_parameters(data_config)
+
+
+@pytest.fixture(scope="session")
 def hybrid_config(dfn_small):
     from cellax.hybrid.config import HybridConfig
 

@@ -6,20 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cellax.data.cell import dataset_parameters
 from cellax.hybrid import HybridSPMe
-from cellax.hybrid.data import load_profiles
 from cellax.hybrid.train import KELVIN, build_optimiser, corrections
 from cellax.physics.simulate import advance, check_state, simulate, status_code
 from tests.hybrid.test_model import _trained_like, directional_derivatives, profile_loss, random_direction
 
 FIT = {"neg_diffusivity_scale": 0.8, "neg_exchange_current_scale": 1.0, "heat_transfer_coeff_w_m2k": 1.0}
-
-
-@pytest.fixture(scope="module")
-def setup(dfn_small):
-    profiles, data_config = load_profiles(dfn_small)
-    return profiles, dataset_parameters(data_config)
 
 
 def _joint(dtype=jnp.float32, **kw):

@@ -4,20 +4,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from cellax.hybrid import HybridSPMe
-from cellax.hybrid.data import load_profiles
-from cellax.data.cell import dataset_parameters
 from cellax.hybrid.train import KELVIN, corrections, masked_loss, rollout, with_corrections
 from cellax.physics.simulate import advance, check_state, simulate, status_code
-
-
-@pytest.fixture(scope="module")
-def setup(dfn_small):
-    profiles, data_config = load_profiles(dfn_small)
-    params = dataset_parameters(data_config)
-    return profiles, params
 
 
 def _trained_like(model, scale=0.3, seed=1):

@@ -110,6 +110,7 @@ def test_checkpoint_of_another_cell_is_refused(trained_run, tmp_path):
      ({"model": {"latent_time_constants_s": [0.1]}}, "model.latent_time_constants_s"),
      ({"model": {"learn_time_constants": True}}, "model"),
      ({"model": {"redistribution_scale_1_s": 0.0}}, "model.redistribution_scale_1_s"),
+     ({"model": {"backbone": "P2D"}}, "model.backbone"),
      ({"split": {"seed": -1}}, "split.seed")],
 )
 def test_bad_config_exits_2_naming_the_field(dfn_small, tmp_path, capsys, change, field):
@@ -128,7 +129,7 @@ def test_shipped_config_is_valid(dfn_small):
     from cellax.config import validate_config
     from cellax.hybrid.config import HybridConfig
 
-    for name in ("dfn", "dfn_hard", "dfn_hard_history", "dfn_hard_joint", "dfn_hard96_joint", "dfn_hard192_joint"):
+    for name in ("dfn", "dfn_hard", "dfn_hard_history", "dfn_hard_joint", "dfn_hard96_joint", "dfn_hard192_joint", "dfn_hard192_dfn"):
         path = Path(__file__).resolve().parents[2] / f"configs/hybrid/{name}.yaml"
         raw = {**yaml.safe_load(path.read_text()), "data": str(dfn_small)}
         config = validate_config(HybridConfig, raw, str(path))

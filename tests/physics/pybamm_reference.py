@@ -16,8 +16,10 @@ VAR_PTS = SPMe().pybamm_var_pts  # the default mesh of both models
 SETS = ["Chen2020", "Marquis2019", "Prada2013", "Ecker2015", "OKane2022"]
 
 
-def pybamm_run(model_name: str, set_name: str, current_a: np.ndarray, dt_s: float, initial_soc: float) -> dict:
-    """Signals of PyBaMM's ``model_name`` over a sampled current (linear interpolant), IDAKLU at tight tolerances."""
+def pybamm_run(model_name: str, set_name: str, current_a: np.ndarray, dt_s: float, initial_soc: float,
+               var_pts: dict | None = None, keep_solution: bool = False) -> dict:
+    """Signals of PyBaMM's ``model_name`` over a sampled current (linear interpolant), IDAKLU at tight tolerances,
+    on ``var_pts`` (default: the SPMe's default mesh); ``keep_solution`` adds PyBaMM's ``solution``."""
     values = pybamm_parameter_values(set_name)
     time_s = np.arange(len(current_a)) * dt_s
     if np.all(current_a == current_a[0]):
@@ -25,7 +27,7 @@ def pybamm_run(model_name: str, set_name: str, current_a: np.ndarray, dt_s: floa
     else:
         values["Current function [A]"] = pybamm.Interpolant(time_s, current_a, pybamm.t, interpolator="linear")
     model = getattr(pybamm.lithium_ion, model_name)(OPTIONS)
-    sim = pybamm.Simulation(model, parameter_values=values, var_pts=VAR_PTS,
+    sim = pybamm.Simulation(model, parameter_values=values, var_pts=var_pts or VAR_PTS,
                             solver=pybamm.IDAKLUSolver(rtol=1e-9, atol=1e-10))
     solution = sim.solve(t_eval=[0.0, time_s[-1]], t_interp=time_s, initial_soc=initial_soc)
     out = {
@@ -38,6 +40,8 @@ def pybamm_run(model_name: str, set_name: str, current_a: np.ndarray, dt_s: floa
     out["ambient_temp_k"] = float(values["Ambient temperature [K]"])
     out["termination"] = str(solution.termination)
     out["end_time_s"] = float(solution.t[-1])
+    if keep_solution:
+        out["solution"] = solution
     return out
 
 
