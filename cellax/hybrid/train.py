@@ -180,6 +180,11 @@ def _chunk_loss(nets, model, params, operators, dt_s, batch):
                               ambient_k)  # a forward pass finds where the chunk leaves validity
         bad = invalid_since(probe)
         trusted = ~jnp.concatenate([bad[1:], bad[-1:]])  # the step into the first invalid state is not trusted
+        # nor the steps after the chunk's last DFN sample: they cannot change the loss, and past the data (a profile
+        # the DFN ended at a voltage limit, its current held) a model can run into extreme states whose infinite
+        # partials times a zero cotangent would make the gradient NaN
+        data_after = jnp.flip(jnp.cumsum(jnp.flip(mask.astype(jnp.int32)))) > 0
+        trusted &= jnp.concatenate([data_after[1:], jnp.zeros(1, bool)])
         outputs, _, codes = rollout(model, p, operators, state, current, dt_s, ambient_k, trusted)
         return masked_loss(outputs, targets, mask, codes)
 

@@ -64,7 +64,7 @@ def test_the_dfn_runs_on_its_coarse_mesh_within_two_millivolts_of_pybamms(tmp_pa
     """PyBaMM's DFN on its default 20-cell mesh against cellax's on 6/3/6 cells, the same profiles."""
     paths = {}
     for backend in ("pybamm", "jax"):
-        config = validate_config(DataConfig, {**JOB, "n_profiles": 2, "backend": backend, "simulation": {"model": "DFN"}})
+        config = validate_config(DataConfig, {**JOB, "n_profiles": 1, "backend": backend, "simulation": {"model": "DFN"}})
         paths[backend] = tmp_path / f"{backend}.h5"
         generate(config, paths[backend], progress=False, log=lambda *_: None)
     with open_dataset(paths["pybamm"]) as reference, open_dataset(paths["jax"]) as ours:

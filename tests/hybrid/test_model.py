@@ -137,6 +137,32 @@ def test_chunk_starts_past_an_invalid_state_are_flagged_and_give_a_finite_masked
         assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
 
 
+def test_steps_after_a_chunks_last_dfn_sample_pass_no_gradient(setup):
+    """A chunk whose DFN data end early (a profile cut at a voltage limit, its current held): the gradient is that of
+    the chunk cut after its last sample, and stays finite when the held current drives the model past validity."""
+    from cellax.hybrid.train import _chunk_loss
+
+    profiles, params = setup
+    model = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0), dtype=jnp.float64), scale=0.1)
+    ops = model.stiff_operators(params)
+    n, kept = 200, 60
+    y0 = jax.vmap(lambda soc: model.initial_state(params, soc, 298.15))(jnp.asarray([0.9]))
+    current = jnp.concatenate([jnp.asarray(profiles.current_a[0, :kept]), jnp.full(n - kept, -100.0)])[None]
+    targets = {k: jnp.asarray(v[:1, :n]) for k, v in profiles.targets.items()}
+    mask = (jnp.arange(n) < kept)[None]
+    common = (jnp.asarray([298.15]), jnp.asarray([10.0]))
+    value_and_grad = eqx.filter_jit(eqx.filter_value_and_grad(_chunk_loss, has_aux=True))
+    nets = corrections(model)
+    (loss, _), grads = value_and_grad(nets, model, params, ops, 1.0, (y0, current, targets, mask, *common))
+    cut = (y0, current[:, :kept + 1], {k: v[:, :kept + 1] for k, v in targets.items()}, mask[:, :kept + 1], *common)
+    (loss_cut, _), grads_cut = value_and_grad(nets, model, params, ops, 1.0, cut)
+    np.testing.assert_allclose(float(loss), float(loss_cut), rtol=1e-12)
+    for g, g_cut in zip(jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_array)),
+                        jax.tree_util.tree_leaves(eqx.filter(grads_cut, eqx.is_array))):
+        assert np.all(np.isfinite(np.asarray(g)))
+        np.testing.assert_allclose(np.asarray(g), np.asarray(g_cut), rtol=1e-9, atol=1e-12)
+
+
 def test_output_and_heat_scales_multiply_the_corrections(setup):
     _, params = setup
     base = _trained_like(HybridSPMe(width=8, depth=1, key=jax.random.PRNGKey(0)))
