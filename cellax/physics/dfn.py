@@ -190,11 +190,12 @@ class DFN(AbstractElectrolyteModel):
             g = gaps[inner]
             area_dx = 3 * s[f"{k}_active_frac"] / s[f"{k}_particle_radius_m"] * widths[region]
             offsets = -i * g / sigma_edges - diffusion_potential[inner] - jnp.diff(ocp)
-            q = reaction_distribution(jnp.stack(q_ends), area_dx, g / sigma_edges + g / kappa[inner], offsets, j0, rt_f,
+            q = reaction_distribution(q_ends, area_dx, g / sigma_edges + g / kappa[inner], offsets, j0, rt_f,
                                       self.newton_iterations)
-            j = jnp.diff(q) / area_dx
+            dq = jnp.diff(q)
+            j = dq / area_dx
             f[k] = {"sto": sto, "ocp": ocp, "sigma": sigma, "sigma_edges": sigma_edges, "q": q,
-                    "a_j": jnp.diff(q) / widths[region], "j": j, "eta": overpotential(j, j0, rt_f)}
+                    "a_j": dq / widths[region], "j": j, "eta": overpotential(j, j0, rt_f)}
 
         n, m, _ = mesh.counts
         i_e = jnp.concatenate([f["neg"]["q"], jnp.broadcast_to(i, (m - 1,)), f["pos"]["q"]])  # all edges
