@@ -14,7 +14,12 @@
    parameter set; ``benchmarks/pybamm_gym.py`` with ``model="DFN"``), and reports charge time to the target
    SOC, minimum anode potential (plating below 0 V vs Li/Li+), maximum temperatures and violation counts.
 
-Writes ``benchmarks/results/hybrid_protocol.json`` and ``hybrid_protocol.png``; records the load average.
+With ``--hybrid-run RUN`` a finished ``cellax hybrid train`` run is used instead of step 1 (e.g. the hybrid on the
+coarse DFN backbone, ``configs/hybrid/dfn_hard192_dfn.yaml``); its plain physics models
+(:func:`cellax.hybrid.evaluate.physics_baselines`) get environments and protocols of their own, the plain coarse DFN
+under the name ``cellax_dfn`` (``dfn`` is PyBaMM's).
+
+Writes ``benchmarks/results/hybrid_protocol.json`` (``--out``) and the picture beside it; records the load average.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from cellax.rl.protocols import rollout  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-MODELS = ("spme", "hybrid", "dfn")
+PYBAMM_DFN = "dfn"
 
 
 def _load_benchmark(name: str):
@@ -83,10 +88,16 @@ def main() -> None:
     parser.add_argument("--cccv", type=float, default=1.1, help="C-rate of the reference CC-CV")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "bench_hybrid_protocol")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
+    parser.add_argument("--hybrid-run", type=Path, default=None,
+                        help="a finished `cellax hybrid train` run to use instead of training one (--data, --config, "
+                             "--steps, --run-dir unused)")
     parser.add_argument("--out", type=Path, default=RESULTS / "hybrid_protocol.json")
     args = parser.parse_args()
     hybrid_vs_dfn = _load_benchmark("hybrid_vs_dfn")
-    hybrid_vs_dfn.refuse_existing(parser, args.run_dir, args.overwrite)
+    if args.hybrid_run is None:
+        hybrid_vs_dfn.refuse_existing(parser, args.run_dir, args.overwrite)
+    elif not (args.hybrid_run / "config.json").exists():
+        parser.exit(2, f"error: --hybrid-run {args.hybrid_run} is not a hybrid run folder (no config.json)\n")
     load_before, started = os.getloadavg(), time.perf_counter()
     wall = {}
 
@@ -100,23 +111,38 @@ def main() -> None:
     from cellax.rl.protocols import cccv
     from cellax.workflows.rl import build, charge_metrics, tightened
 
-    t0 = time.perf_counter()
-    hybrid_vs_dfn.ensure_data(args.data, ROOT / "configs" / "data" / "dfn_charge.yaml")
-    wall["data_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    config, summary = hybrid_vs_dfn.train_hybrid(args.config, args.data, args.steps, args.run_dir, progress=False,
-                                                 overwrite=args.overwrite)
-    wall["hybrid_training_s"] = time.perf_counter() - t0
-    accuracy = evaluate_run(args.run_dir, pictures=False)["test"]
+    if args.hybrid_run is None:
+        t0 = time.perf_counter()
+        hybrid_vs_dfn.ensure_data(args.data, ROOT / "configs" / "data" / "dfn_charge.yaml")
+        wall["data_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        config, summary = hybrid_vs_dfn.train_hybrid(args.config, args.data, args.steps, args.run_dir, progress=False,
+                                                     overwrite=args.overwrite)
+        wall["hybrid_training_s"] = time.perf_counter() - t0
+        run_dir, data = args.run_dir, str(args.data)
+        training = {"training_steps": summary["steps"], "training_wall_s": summary["train_wall_s"],
+                    "final_loss": summary["history"][-1]["loss"]}
+    else:
+        from cellax.hybrid.config import HybridConfig
+
+        run_dir = args.hybrid_run
+        config = HybridConfig.model_validate_json((run_dir / "config.json").read_text())
+        last = json.loads((run_dir / "train_history.jsonl").read_text().splitlines()[-1])
+        data = str(config.data)
+        training = {"run": str(run_dir), "training_steps": last["step"], "final_loss": last["loss"]}
+    accuracy = evaluate_run(run_dir, pictures=False)["test"]
 
     rl = load_config(args.rl_config, RLConfig)
     e = rl.env
     dtype = jnp.float64 if e.dtype == "float64" else jnp.float32
-    hybrid_env, spme_env, _ = fast_charge_env(args.run_dir, "latest", substeps=e.substeps, dtype=dtype,
-                                                 with_spme=True, solver=e.solver)
+    hybrid_env, baselines, _ = fast_charge_env(run_dir, "latest", substeps=e.substeps, dtype=dtype,
+                                               with_baselines=True, solver=e.solver)
     _, _, fixed = build(rl)  # the rl config's EnvParams with the evaluation's start (10 % SOC, 25 degC)
     train_params = tightened(fixed, rl.protocol)
-    envs = {"spme": spme_env, "hybrid": hybrid_env}
+    envs = {("cellax_dfn" if name == PYBAMM_DFN else name): env for name, env in baselines.items()}
+    envs["hybrid"] = hybrid_env
+    models = (*envs, PYBAMM_DFN)
+    held_out_names = {("cellax_dfn" if name == PYBAMM_DFN else name): name for name in accuracy}
     protocols, optimisation = {}, {}
     for name, env in envs.items():
         protocol, history, seconds = optimise_protocol(env, train_params, args.iterations, rl.protocol.learning_rate,
@@ -127,26 +153,26 @@ def main() -> None:
         print(f"protocol on {name}: return {history[0]:.2f} -> {history[-1]:.2f} in {seconds:.0f} s", flush=True)
     policies = {**protocols, f"cccv_{args.cccv:g}C": cccv(args.cccv)}
 
-    cell = json.loads((args.run_dir / "meta.json").read_text())  # the hybrid's cell (cellax.hybrid.train.run_meta)
+    cell = json.loads((run_dir / "meta.json").read_text())  # the hybrid's cell (cellax.hybrid.train.run_meta)
     dfn = _load_benchmark("pybamm_gym").PybammFastCharge(
         fixed, cell["parameter_set"], model="DFN", overrides=cell["parameter_overrides"] or None, thermal=cell["thermal"])
     n_steps = int(fixed.max_steps_in_episode)
     traces, metrics, play_s = {}, {}, {}
     for policy_name, policy in policies.items():
-        for model in MODELS:
+        for model in models:
             t0 = time.perf_counter()
-            trace = (play_pybamm(dfn, fixed, policy, n_steps) if model == "dfn" else
+            trace = (play_pybamm(dfn, fixed, policy, n_steps) if model == PYBAMM_DFN else
                      jax.tree_util.tree_map(np.asarray, play_jax(envs[model], fixed, policy, n_steps)))
             play_s[f"{policy_name}_on_{model}"] = time.perf_counter() - t0
             traces[(policy_name, model)] = trace
             metrics.setdefault(policy_name, {})[model] = charge_metrics(trace, float(fixed.target_soc))
 
     def answer(policy_name):
-        m = metrics[policy_name]["dfn"]
+        m = metrics[policy_name][PYBAMM_DFN]
         return {"plates_on_dfn": m["min_anode_potential_v"] < float(fixed.anode_potential_min_v),
-                "min_anode_potential_mv": {k: 1e3 * metrics[policy_name][k]["min_anode_potential_v"] for k in MODELS},
+                "min_anode_potential_mv": {k: 1e3 * metrics[policy_name][k]["min_anode_potential_v"] for k in models},
                 "dfn_plating_steps": m["plating_violations"],
-                "charge_time_min": {k: (metrics[policy_name][k]["charge_time_s"] or float("nan")) / 60 for k in MODELS}}
+                "charge_time_min": {k: (metrics[policy_name][k]["charge_time_s"] or float("nan")) / 60 for k in models}}
 
     result = {
         "benchmark": "hybrid_protocol",
@@ -160,13 +186,12 @@ def main() -> None:
                             "surface_temp_max_degc": float(train_params.surface_temp_max_degc),
                             "voltage_max_v": float(train_params.voltage_max_v)},
         "metrics": metrics,
-        "env": {"mesh": [e.n_shells, list(e.x_counts)], "solver": e.solver, "substeps": e.substeps, "dtype": e.dtype,
+        "env": {"mesh": [hybrid_env.model.particle.n, list(hybrid_env.model.x_counts)],
+                "backbone": type(hybrid_env.model.backbone).__name__, "solver": e.solver, "substeps": e.substeps, "dtype": e.dtype,
                 "control_interval_s": float(fixed.control_interval_s), "dfn": "PyBaMM DFN, lumped two-node thermal, "
                 "IDAKLU stepped per control interval (benchmarks/pybamm_gym.py)"},
-        "hybrid": {"config": json.loads(config.model_dump_json()), "data": str(args.data),
-                   "training_steps": summary["steps"], "training_wall_s": summary["train_wall_s"],
-                   "final_loss": summary["history"][-1]["loss"],
-                   "held_out_test": {m: accuracy[m]["all"] for m in ("spme", "hybrid")}},
+        "hybrid": {"config": json.loads(config.model_dump_json()), "data": data, **training,
+                   "held_out_test": {m: accuracy[name]["all"] for m, name in held_out_names.items()}},
         "protocol_optimisation": optimisation,
         "wall_s": {**wall, "play": play_s, "total": time.perf_counter() - started},
         "loadavg_before": load_before,
@@ -188,10 +213,12 @@ def _plot(traces: dict, params, protocol_names, path: Path) -> None:
 
     rows = [("c_rate", "current [C]"), ("voltage_v", "voltage [V]"), ("surface_temp_degc", "surface temp [°C]"),
             ("soc", "SOC"), ("anode_potential_v", "anode potential [V]")]
-    styles = {"spme": ":", "hybrid": "--", "dfn": "-"}
+    styles = {"spme": ":", "cellax_dfn": "-.", "hybrid": "--", PYBAMM_DFN: "-"}
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 11), sharex=True)
-    for colour, policy_name in zip(("C0", "C3"), protocol_names):
+    for colour, policy_name in zip(("C0", "C3", "C2"), protocol_names):
         for model, style in styles.items():
+            if (policy_name, model) not in traces:
+                continue
             t = traces[(policy_name, model)]
             active = t["active"]
             for ax, (key, label) in zip(axes, rows):
@@ -205,7 +232,8 @@ def _plot(traces: dict, params, protocol_names, path: Path) -> None:
     axes[4].set_ylim(-0.03, 0.1)
     axes[0].legend(fontsize=7, ncol=2)
     axes[-1].set_xlabel("time [min]")
-    fig.suptitle("gradient-optimised protocols (SPMe, hybrid) played on SPMe (dotted), hybrid (dashed), DFN (solid)",
+    fig.suptitle("gradient-optimised protocols played on the SPMe (dotted), cellax's DFN (dash-dot), the hybrid (dashed), "
+                 "PyBaMM's DFN (solid)",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

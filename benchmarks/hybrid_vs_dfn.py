@@ -2,7 +2,7 @@
 PyBaMM's DFN on the same held-out DFN profiles -> benchmarks/results/hybrid_vs_dfn.json.
 
     python benchmarks/hybrid_vs_dfn.py [--data data/dfn.h5] [--steps 400] [--run-dir runs/bench_hybrid_vs_dfn]
-                                       [--overwrite] [--fit-profiles 4] [--fit-steps 20] [--gru-seconds 300]
+                                       [--overwrite | --trained] [--fit-profiles 4] [--fit-steps 20] [--gru-seconds 300]
                                        [--config configs/hybrid/dfn.yaml] [--data-config configs/data/dfn.yaml]
                                        [--out benchmarks/results/hybrid_vs_dfn.json]
 
@@ -94,6 +94,26 @@ def train_hybrid(config_path: Path, data: Path, steps: int, run_dir: Path, progr
         print(f"--overwrite: removing {run_dir}", flush=True)
         shutil.rmtree(run_dir)
     return config, train(config, run_dir, progress=progress)
+
+
+def trained_hybrid(config_path: Path, data: Path, run_dir: Path):
+    """``(config, training summary)`` of the finished hybrid of ``config_path`` already in ``run_dir`` (e.g. one
+    whose benchmark stopped after training); refused when the run is another config's or unfinished."""
+    raw = yaml.safe_load(config_path.read_text())
+    raw["data"] = str(data)
+    config = validate_config(HybridConfig, raw, str(config_path))
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"--trained: {run_dir} is not a hybrid run folder (no config.json)")
+    run_config = HybridConfig.model_validate_json(path.read_text())
+    if run_config.model_dump(exclude={"train"}) != config.model_dump(exclude={"train"}):
+        raise ValueError(f"--trained: {run_dir} holds another hybrid than {config_path} (its config.json differs)")
+    history = [json.loads(line) for line in (run_dir / "train_history.jsonl").read_text().splitlines()]
+    if not history or history[-1]["step"] != run_config.train.steps:
+        raise ValueError(f"--trained: {run_dir} stopped at step {history[-1]['step'] if history else 0} "
+                         f"of {run_config.train.steps}; finish it with `cellax hybrid train --resume`")
+    return run_config, {"steps": history[-1]["step"], "train_wall_s": history[-1].get("elapsed_s"),
+                        "history": history}
 
 
 def refit_spme(train_file: Path, n_profiles: int, max_steps: int, out_dir: Path) -> dict:
@@ -228,22 +248,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400, help="hybrid training steps")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "bench_hybrid_vs_dfn")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
+    parser.add_argument("--trained", action="store_true",
+                        help="--run-dir already holds the finished hybrid of --config: use it instead of training "
+                             "(its split/ datasets are written anew)")
     parser.add_argument("--fit-profiles", type=int, default=4, help="training profiles the SPMe is refitted on")
     parser.add_argument("--fit-steps", type=int, default=20, help="Levenberg-Marquardt steps of the refit")
     parser.add_argument("--gru-config", type=Path, default=ROOT / "configs" / "train" / "simulate_gru.yaml")
     parser.add_argument("--gru-seconds", type=float, default=300.0, help="the GRU's training budget (wall s)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hybrid_vs_dfn.json")
     args = parser.parse_args()
-    refuse_existing(parser, args.run_dir, args.overwrite)
+    if not args.trained:
+        refuse_existing(parser, args.run_dir, args.overwrite)
     load_before = os.getloadavg()
     ensure_data(args.data, args.data_config)
     started = time.perf_counter()
-    config, summary = train_hybrid(args.config, args.data, args.steps, args.run_dir, overwrite=args.overwrite)
+    if args.trained:
+        try:
+            config, summary = trained_hybrid(args.config, args.data, args.run_dir)
+        except (OSError, ValueError) as err:
+            parser.exit(2, f"error: {err}\n")
+    else:
+        config, summary = train_hybrid(args.config, args.data, args.steps, args.run_dir, overwrite=args.overwrite)
 
     from cellax.hybrid.data import write_split
     from cellax.hybrid.train import load_run
 
-    files = write_split(config, args.run_dir / "split")
+    files = write_split(config, args.run_dir / "split", overwrite=args.trained)  # derived from the data: rewritten
     refit = refit_spme(files["train"], args.fit_profiles, args.fit_steps, args.run_dir / "fit")
     gru = train_gru(args.gru_config, files["train"], args.run_dir / "gru", args.gru_seconds)
     _, hybrid, params, data_config = load_run(args.run_dir)
@@ -302,7 +332,7 @@ def main() -> None:
                  "test": int(rows["test"].size), "holdout_0_10_degC": int(rows["holdout"].size),
                  "held_out_profile_ids": {k: held.profile_id[v].tolist() for k, v in rows.items()},
                  "duration_s": float(held.mask.sum(1).max() * held.dt_s)},
-        "training": {"steps": summary["steps"], "wall_s": summary["train_wall_s"],
+        "training": {"steps": summary["steps"], "wall_s": summary["train_wall_s"], "trained_before": args.trained,
                      "final_loss": summary["history"][-1]["loss"] if summary["history"] else None,
                      "config": json.loads(config.model_dump_json()), "learned": hybrid.learned(params)},
         "refit": refit,

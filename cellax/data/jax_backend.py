@@ -38,14 +38,12 @@ class JaxBackend:
     version = 1
 
     def __init__(self, config: SimulationConfig, datasheet: Datasheet):
-        from cellax.physics.dfn import DFN
-        from cellax.physics.spm import SPM
-        from cellax.physics.spme import SPMe
+        from cellax.physics import cell_model
 
         self.config = config
         self.datasheet = datasheet
         self.params = cell_parameters(config, datasheet)
-        self.model = {"SPM": SPM, "SPMe": SPMe, "DFN": DFN}[config.model]()
+        self.model = cell_model(config.model)
         self._run = jax.jit(self._batch, static_argnums=1)
 
     def _batch(self, current_a, dt_s, ambient_temp_k, heat_transfer_coeff, initial_soc):

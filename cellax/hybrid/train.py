@@ -333,7 +333,7 @@ def train(config: HybridConfig, run_dir: str | Path, resume: bool = False, progr
     mask = jnp.asarray(data.mask)
     step_fn = _train_step_fn(optimiser)
     history, starts, last_saved = [json.loads(line) for line in kept], None, start
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - (history[-1].get("elapsed_s", 0.0) if history else 0.0)  # a resumed run's clock goes on
     bar = tqdm(total=config.train.steps, initial=start, disable=not progress, unit="step", desc=f"hybrid {config.name}")
     metrics = open(history_path, "a")  # one line per step, written as it happens
     events = EventLog(run_dir / "events")  # the same as TensorBoard scalars
@@ -365,7 +365,8 @@ def train(config: HybridConfig, run_dir: str | Path, resume: bool = False, progr
                 )
             model, opt_state = new_model, new_opt_state
             history.append({"step": step + 1, "loss": float(loss), "invalid_samples": int(invalid),
-                            "invalid_starts": int(np.sum(~np.asarray(valid)))})
+                            "invalid_starts": int(np.sum(~np.asarray(valid))),
+                            "elapsed_s": round(time.perf_counter() - t0, 3)})
             metrics.write(json.dumps(history[-1]) + "\n")
             metrics.flush()
             events.write(step + 1, history[-1])
@@ -384,7 +385,7 @@ def train(config: HybridConfig, run_dir: str | Path, resume: bool = False, progr
         checkpoints.close()
         metrics.close()
         events.close()
-    summary = {"steps": config.train.steps, "resumed_from": start, "train_wall_s": time.perf_counter() - t0,
+    summary = {"steps": config.train.steps, "resumed_from": start, "train_wall_s": time.perf_counter() - t0,  # resumes included
                "n_train_profiles": int(rows["train"].size), "history": history}
     return summary
 

@@ -1,4 +1,4 @@
-"""Differentiable cell physics in JAX: PyBaMM parameter sets, SPM/SPMe with lumped thermal.
+"""Differentiable cell physics in JAX: PyBaMM parameter sets, SPM/SPMe/DFN with lumped thermal.
 
 Float64 throughout (see :mod:`cellax.physics.parameters`). Importing this package
 does not import PyBaMM; loading a parameter set does.
@@ -20,4 +20,20 @@ __all__ = [
     "load_parameter_set",
     "pybamm_parameter_values",
     "supported_parameter_sets",
+    "CELL_MODELS",
+    "cell_model",
 ]
+
+CELL_MODELS = ("SPM", "SPMe", "DFN")
+
+
+def cell_model(name: str):
+    """The cell model called ``name`` (one of :data:`CELL_MODELS`) on its default mesh."""
+    from cellax.physics.dfn import DFN
+    from cellax.physics.spm import SPM
+    from cellax.physics.spme import SPMe
+
+    models = {"SPM": SPM, "SPMe": SPMe, "DFN": DFN}
+    if name not in models:
+        raise ValueError(f"model: {name!r} is not a cell model; choose one of {list(models)}")
+    return models[name]()

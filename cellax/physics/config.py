@@ -71,7 +71,7 @@ class FitConfig(Strict):
 
     data: Path
     profiles: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    model: Literal["SPM", "SPMe"] = "SPMe"
+    model: Literal["SPM", "SPMe", "DFN"] = "SPMe"
     signals: list[FIT_SIGNALS] = Field(
         default_factory=lambda: ["voltage_v", "surface_temp_degc"], min_length=1
     )

@@ -24,10 +24,8 @@ def run_fit(config: FitConfig, out_dir: Path | None = None, source: str = "") ->
 
     Problems with the dataset or the parameters raise :class:`ConfigError` naming ``source``.
     """
-    from cellax.physics import load_parameter_set
+    from cellax.physics import cell_model, load_parameter_set
     from cellax.physics.fit import fit
-    from cellax.physics.spm import SPM
-    from cellax.physics.spme import SPMe
 
     out_dir = Path(out_dir or config.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -39,7 +37,7 @@ def run_fit(config: FitConfig, out_dir: Path | None = None, source: str = "") ->
             overrides=simulation.get("parameter_overrides"),
             thermal=simulation.get("thermal"),
         )
-        model = SPMe() if config.model == "SPMe" else SPM()
+        model = cell_model(config.model)
         print(f"fitting {', '.join(config.parameters)} to {len(data)} profile(s) of {config.data} ...", flush=True)
         result = fit(model, params, list(config.parameters.values()), data, sigma_v=config.sigma_v, sigma_temp_k=config.sigma_temp_k,
                      max_steps=config.max_steps)

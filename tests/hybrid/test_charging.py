@@ -120,14 +120,16 @@ def test_make_takes_a_model_and_refuses_others(chen2020):
 
 
 def test_env_on_a_trained_run(trained_run):
-    """``cellax.hybrid.charging.fast_charge_env``: the run's hybrid and cell, and the like-for-like SPMe."""
+    """``cellax.hybrid.charging.fast_charge_env``: the run's hybrid and cell, and the like-for-like SPMe (the
+    hybrid's own backbone)."""
     from cellax.hybrid.charging import fast_charge_env
     from cellax.hybrid.train import load_run
 
     run_dir, _ = trained_run
-    env, spme_env, params = fast_charge_env(run_dir, which="latest", with_spme=True)
+    env, baselines, params = fast_charge_env(run_dir, which="latest", with_baselines=True)
     _, hybrid, cell, _ = load_run(run_dir, "latest")
-    assert isinstance(env.model, HybridSPMe) and spme_env.model == hybrid.spme
+    spme_env = baselines["spme"]
+    assert isinstance(env.model, HybridSPMe) and list(baselines) == ["spme"] and spme_env.model == hybrid.spme
     np.testing.assert_array_equal(env.model.output.mlp.layers[-1].weight, hybrid.output.mlp.layers[-1].weight)
     assert float(env.parameter_set.scalars["voltage_max_v"]) == float(cell.scalars["voltage_max_v"])
     start = params.replace(initial_soc_min=0.3, initial_soc_max=0.3)

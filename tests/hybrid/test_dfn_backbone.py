@@ -73,3 +73,13 @@ def test_a_dfn_backbone_run_trains_and_is_evaluated_beside_the_spme_and_the_dfn(
     rows = [report[split][name]["all"] for split in ("test", "holdout") for name in ("spme", "dfn", "hybrid")]
     assert all(row["profiles"] > 0 and np.isfinite(row["rmse_voltage_mv"]) for row in rows)
     assert report["test"]["dfn"]["all"]["rmse_voltage_mv"] != report["test"]["spme"]["all"]["rmse_voltage_mv"]
+
+    from cellax.hybrid.charging import fast_charge_env
+
+    env, baselines, params = fast_charge_env(tmp_path / "run", "latest", with_baselines=True, dtype=jnp.float32)
+    assert env.model == hybrid and baselines["dfn"].model == hybrid.backbone
+    assert type(baselines["spme"].model).__name__ == "SPMe"
+    start = params.replace(initial_soc_min=0.3, initial_soc_max=0.3)
+    obs, state = env.reset(jax.random.key(0), start)
+    obs, state, _, terminated, truncated, info = env.step(jax.random.key(1), state, jnp.asarray([1.0]), start)
+    assert np.isfinite(np.asarray(obs)).all() and float(info["soc"]) > 0.3 and not (terminated or truncated)

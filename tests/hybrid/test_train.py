@@ -129,7 +129,8 @@ def test_shipped_config_is_valid(dfn_small):
     from cellax.config import validate_config
     from cellax.hybrid.config import HybridConfig
 
-    for name in ("dfn", "dfn_hard", "dfn_hard_history", "dfn_hard_joint", "dfn_hard96_joint", "dfn_hard192_joint", "dfn_hard192_dfn"):
+    for name in ("dfn", "dfn_hard", "dfn_hard_history", "dfn_hard_joint", "dfn_hard96_joint", "dfn_hard192_joint", "dfn_hard192_dfn",
+                 "dfn_hard192_dfn424"):
         path = Path(__file__).resolve().parents[2] / f"configs/hybrid/{name}.yaml"
         raw = {**yaml.safe_load(path.read_text()), "data": str(dfn_small)}
         config = validate_config(HybridConfig, raw, str(path))
