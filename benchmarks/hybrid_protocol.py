@@ -91,6 +91,10 @@ def main() -> None:
     parser.add_argument("--hybrid-run", type=Path, default=None,
                         help="a finished `cellax hybrid train` run to use instead of training one (--data, --config, "
                              "--steps, --run-dir unused)")
+    parser.add_argument("--substeps", type=int, default=None,
+                        help="solver steps per control interval (default: the rl config's); a DFN backbone needs "
+                             "ROS2 3 / ETD2 6 at 30 s intervals (docs/physics.md, \"Step size\")")
+    parser.add_argument("--solver", choices=("etd2", "ros2"), default=None, help="default: the rl config's")
     parser.add_argument("--out", type=Path, default=RESULTS / "hybrid_protocol.json")
     args = parser.parse_args()
     hybrid_vs_dfn = _load_benchmark("hybrid_vs_dfn")
@@ -135,8 +139,9 @@ def main() -> None:
     rl = load_config(args.rl_config, RLConfig)
     e = rl.env
     dtype = jnp.float64 if e.dtype == "float64" else jnp.float32
-    hybrid_env, baselines, _ = fast_charge_env(run_dir, "latest", substeps=e.substeps, dtype=dtype,
-                                               with_baselines=True, solver=e.solver)
+    substeps, solver = args.substeps or e.substeps, args.solver or e.solver
+    hybrid_env, baselines, _ = fast_charge_env(run_dir, "latest", substeps=substeps, dtype=dtype,
+                                               with_baselines=True, solver=solver)
     _, _, fixed = build(rl)  # the rl config's EnvParams with the evaluation's start (10 % SOC, 25 degC)
     train_params = tightened(fixed, rl.protocol)
     envs = {("cellax_dfn" if name == PYBAMM_DFN else name): env for name, env in baselines.items()}
@@ -187,7 +192,7 @@ def main() -> None:
                             "voltage_max_v": float(train_params.voltage_max_v)},
         "metrics": metrics,
         "env": {"mesh": [hybrid_env.model.particle.n, list(hybrid_env.model.x_counts)],
-                "backbone": type(hybrid_env.model.backbone).__name__, "solver": e.solver, "substeps": e.substeps, "dtype": e.dtype,
+                "backbone": type(hybrid_env.model.backbone).__name__, "solver": solver, "substeps": substeps, "dtype": e.dtype,
                 "control_interval_s": float(fixed.control_interval_s), "dfn": "PyBaMM DFN, lumped two-node thermal, "
                 "IDAKLU stepped per control interval (benchmarks/pybamm_gym.py)"},
         "hybrid": {"config": json.loads(config.model_dump_json()), "data": data, **training,

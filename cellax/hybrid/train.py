@@ -37,7 +37,7 @@ from cellax.hybrid.config import HybridConfig
 from cellax.hybrid.data import TARGETS, Profiles, config_split, load_profiles
 from cellax.hybrid.model import HEAT_SCALE_K_S, VOLTAGE_SCALE_V, HybridSPMe
 from cellax.physics.dfn import DFN
-from cellax.physics.simulate import check_state, state_flags, status_code
+from cellax.physics.simulate import check_state, gradient_where, state_flags, status_code
 from cellax.physics.spme import SPMe
 from cellax.physics.stepping import ros2_step
 from cellax.signals import KELVIN
@@ -75,12 +75,6 @@ def invalid_since(codes):
     return jnp.cumsum(jnp.isin(codes, jnp.asarray([STATUS.index(name) for name in INVALID]))) > 0
 
 
-def _guarded(tree, trusted):
-    """``tree`` whose float arrays pass gradient only where ``trusted`` (a select, so NaN cotangents stop)."""
-    return jax.tree_util.tree_map(
-        lambda leaf: jnp.where(trusted, leaf, jax.lax.stop_gradient(leaf)) if eqx.is_inexact_array(leaf) else leaf, tree)
-
-
 def rollout(model, params, operators, state, current_a, dt_s, ambient_temp_k, trusted=None):
     """Integrate from ``state`` over the samples of ``current_a``: (outputs, states, check codes) at each sample.
 
@@ -102,8 +96,8 @@ def rollout(model, params, operators, state, current_a, dt_s, ambient_temp_k, tr
         broken_code = jnp.where(broken_code > 0, broken_code, invalid_code)  # the first invalid status, kept
         broken = broken_code > 0
         last_valid = jax.tree_util.tree_map(lambda a, b: jnp.where(broken, a, b), last_valid, state)
-        new_state, out = ros2_step(_guarded(model, ok), params, operators, _guarded(last_valid, ok), currents[0],
-                                   currents[1], dt_s, ambient_temp_k)
+        new_state, out = ros2_step(gradient_where(model, ok), params, operators, gradient_where(last_valid, ok),
+                                   currents[0], currents[1], dt_s, ambient_temp_k)
         code = status_code(check_state(model, params, jax.lax.stop_gradient(state), out)).astype(jnp.int32)
         code = jnp.where(broken, broken_code, code)
         return (new_state, last_valid, broken_code), (out, state, code)
@@ -176,7 +170,7 @@ def _chunk_loss(nets, model, params, operators, dt_s, batch):
 
     def one(state, current, targets, mask, ambient_k, h):
         p = params.with_values({"heat_transfer_coeff_w_m2k": h})
-        _, _, probe = rollout(_guarded(model, False), p, operators, jax.lax.stop_gradient(state), current, dt_s,
+        _, _, probe = rollout(gradient_where(model, False), p, operators, jax.lax.stop_gradient(state), current, dt_s,
                               ambient_k)  # a forward pass finds where the chunk leaves validity
         bad = invalid_since(probe)
         trusted = ~jnp.concatenate([bad[1:], bad[-1:]])  # the step into the first invalid state is not trusted

@@ -185,14 +185,26 @@ def advance(model: AbstractCellModel, params: ParameterSet, operators, state, cu
     """Hold ``current_a`` for ``dt_s`` seconds from ``state``: ``(new_state, signals at the end)``.
 
     ``operators`` is ``model.stiff_operators(params)``, computed once per parameter set; ``substeps`` equal
-    steps of ``solver`` (``"ros2"`` or ``"etd2"``, :mod:`cellax.physics.stepping`).
+    steps of ``solver`` (``"ros2"`` or ``"etd2"``, :mod:`cellax.physics.stepping`), in a ``lax.scan`` when there
+    are several (one compiled step however many).
     No events are applied: the caller checks the returned signals (see :func:`check_state`).
     """
     step = stepper(solver)
     h = dt_s / substeps
-    for _ in range(substeps):
-        state, _ = step(model, params, operators, state, current_a, current_a, h, ambient_temp_k)
+
+    def one(state, _):
+        return step(model, params, operators, state, current_a, current_a, h, ambient_temp_k)[0], None
+
+    state = one(state, None)[0] if substeps == 1 else jax.lax.scan(one, state, None, length=substeps)[0]
     return state, model.outputs(params, state, current_a, ambient_temp_k)
+
+
+def gradient_where(tree, trusted):
+    """``tree`` whose float arrays pass gradient only where ``trusted``: a select against ``stop_gradient``, so the
+    NaN cotangents of a computation that left validity (a zero cotangent times an infinite partial is NaN) stop here
+    instead of reaching the parameters."""
+    return jax.tree_util.tree_map(
+        lambda leaf: jnp.where(trusted, leaf, jax.lax.stop_gradient(leaf)) if eqx.is_inexact_array(leaf) else leaf, tree)
 
 
 def state_flags(model: AbstractCellModel, params: ParameterSet, state) -> dict[str, Array]:

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float
 
+from cellax.physics.simulate import gradient_where
 from cellax.rl.fast_charge import EnvParams, check_params, decode_observation
 
 
@@ -59,12 +60,15 @@ class ProtocolTable(eqx.Module):
 
 
 def episode_return(protocol: ProtocolTable, env, env_params: EnvParams, key, n_steps: int, gamma: float):
-    """Discounted return of one episode, differentiable in ``protocol`` (no auto-reset; ends at termination)."""
+    """Discounted return of one episode, differentiable in ``protocol`` (no auto-reset; ends at termination: the
+    steps after it pass no gradient)."""
     obs, state = env.reset_env(key, env_params)
 
     def body(carry, _):
         obs, state, alive, discount = carry
-        obs, state, reward, terminated, _ = env.step_env(key, state, protocol(obs, env_params), env_params)
+        live = alive > 0  # after the episode's end the steps go on but pass no gradient (their partials may overflow)
+        obs, state, action = gradient_where((obs, state, protocol(obs, env_params)), live)
+        obs, state, reward, terminated, _ = env.step_env(key, state, action, env_params)
         total = alive * discount * reward
         return (obs, state, alive * (1.0 - terminated.astype(jnp.float32)), discount * gamma), total
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cellax.physics import load_parameter_set
-from cellax.physics.simulate import adaptive_step_count, advance, hermite_fill, simulate
+from cellax.physics.simulate import adaptive_step_count, advance, gradient_where, hermite_fill, simulate
 from cellax.physics.spm import SPM
 from cellax.physics.spme import SPMe
 from cellax.status import STATUS
@@ -312,3 +312,27 @@ def test_bad_samples_per_step_is_refused(params):
             simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, max_samples_per_step=bad)
     with pytest.raises(ValueError, match=r"max_samples_per_step needs a fixed-step solver .* and samples_per_step=1"):
         simulate(SPM(), params, np.ones(5), 1.0, 0.5, 298.15, samples_per_step=2, max_samples_per_step=4)
+
+
+def test_gradient_where_stops_the_nan_of_an_untrusted_branch():
+    """A zero cotangent times an infinite partial is NaN; behind ``gradient_where(.., False)`` it never forms."""
+    def loss(x, trusted):
+        return 0.0 * jnp.sqrt(gradient_where(x, trusted)) + 2.0 * x
+
+    assert np.isnan(float(jax.grad(loss)(0.0, True)))
+    assert float(jax.grad(loss)(0.0, False)) == 2.0
+    assert float(jax.grad(loss)(4.0, True)) == 2.0
+
+
+def test_substeps_are_one_compiled_step_in_a_scan(params):
+    """``advance`` with several substeps equals the same steps taken one by one."""
+    model = SPMe(6, (4, 3, 4))
+    ops = model.stiff_operators(params)
+    state = model.initial_state(params, 0.5, 298.15)
+    together, signals = advance(model, params, ops, state, 5.0, 30.0, 298.15, substeps=3)
+    one_by_one = state
+    for _ in range(3):
+        one_by_one, last = advance(model, params, ops, one_by_one, 5.0, 10.0, 298.15)
+    for a, b in zip(jax.tree_util.tree_leaves(together), jax.tree_util.tree_leaves(one_by_one)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12)
+    assert float(signals["voltage_v"]) == pytest.approx(float(last["voltage_v"]), rel=1e-12)

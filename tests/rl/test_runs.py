@@ -65,6 +65,30 @@ def test_gradient_steps_raise_the_protocols_return():
     assert float(protocol.c_rate(0.2, 25.0, 3.0)) > 0.5  # pushed above the slow start where the limits allow
 
 
+def test_the_steps_after_an_episodes_end_pass_no_gradient():
+    """The episode runs on past its end (static length) and those steps may reach states whose partials overflow
+    (a NaN gradient once stopped the protocol's optimisation on the DFN); the gradient is the truncated episode's."""
+    import equinox as eqx
+
+    from cellax.rl.gradient_protocol import episode_return
+    from cellax.rl.protocols import rollout
+
+    env = FastCharge(mesh=(6, (4, 3, 4)), substeps=1, dtype=jax.numpy.float32)
+    params = env.default_params.replace(initial_soc_min=0.6, initial_soc_max=0.6, initial_temp_min_degc=25.0,
+                                        initial_temp_max_degc=25.0, max_steps_in_episode=60)
+    protocol = ProtocolTable(initial_c_rate=1.5)
+    ended = int(np.asarray(rollout(env, params, protocol, jax.random.key(0), 60)["active"]).sum())
+    assert 5 < ended < 30  # 60 -> 80 % SOC, then 30+ steps charging on
+
+    def gradient(n_steps):
+        loss = lambda p: episode_return(p, env.with_transition_gradients(), params, jax.random.key(0), n_steps, 0.98)  # noqa: E731
+        return np.asarray(eqx.filter_jit(eqx.filter_grad(loss))(protocol).logits)
+
+    whole, truncated = gradient(60), gradient(ended)
+    assert np.all(np.isfinite(whole)) and np.abs(whole).max() > 1.0
+    np.testing.assert_allclose(whole, truncated, rtol=1e-5, atol=1e-6)
+
+
 def test_a_bad_rl_config_names_the_field(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**TINY, "ppo": {"num_minibatches": 7}}))
     assert main(["rl", "train", str(tmp_path / "bad.yaml")]) == 2
