@@ -78,16 +78,22 @@ def ensure_data(path: Path, data_config: Path) -> None:
         generate(load_config(data_config, DataConfig), path, workers=1)
 
 
+def hybrid_config(config_path: Path, data: Path, steps: int | None = None) -> HybridConfig:
+    """The hybrid config at ``config_path`` on ``data`` (and ``steps`` training steps, when given), validated."""
+    raw = yaml.safe_load(config_path.read_text())
+    raw["data"] = str(data)
+    if steps is not None:
+        raw.setdefault("train", {})["steps"] = steps
+    return validate_config(HybridConfig, raw, str(config_path))
+
+
 def train_hybrid(config_path: Path, data: Path, steps: int, run_dir: Path, progress: bool = True,
                  overwrite: bool = False):
     """``(config, training summary)``: the hybrid of ``config_path`` on ``data`` for ``steps`` steps in ``run_dir``;
     an existing ``run_dir`` is refused unless ``overwrite`` (then it is removed first, and said so)."""
     from cellax.hybrid.train import train
 
-    raw = yaml.safe_load(config_path.read_text())
-    raw["data"] = str(data)
-    raw.setdefault("train", {})["steps"] = steps
-    config = validate_config(HybridConfig, raw, str(config_path))
+    config = hybrid_config(config_path, data, steps)
     if run_dir.exists():
         if not overwrite:
             raise FileExistsError(f"{run_dir} exists; pass overwrite (--overwrite) to replace it")
@@ -99,9 +105,7 @@ def train_hybrid(config_path: Path, data: Path, steps: int, run_dir: Path, progr
 def trained_hybrid(config_path: Path, data: Path, run_dir: Path):
     """``(config, training summary)`` of the finished hybrid of ``config_path`` already in ``run_dir`` (e.g. one
     whose benchmark stopped after training); refused when the run is another config's or unfinished."""
-    raw = yaml.safe_load(config_path.read_text())
-    raw["data"] = str(data)
-    config = validate_config(HybridConfig, raw, str(config_path))
+    config = hybrid_config(config_path, data)
     path = run_dir / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"--trained: {run_dir} is not a hybrid run folder (no config.json)")
@@ -259,6 +263,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.trained:
         refuse_existing(parser, args.run_dir, args.overwrite)
+    elif not (args.run_dir / "config.json").exists():
+        parser.exit(2, f"error: --trained: {args.run_dir} is not a hybrid run folder (no config.json)\n")
     load_before = os.getloadavg()
     ensure_data(args.data, args.data_config)
     started = time.perf_counter()

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from cellax.config import Seed, Strict
 from cellax.data.datasheet import Datasheet, datasheet_for
 from cellax.data.profiles import ProfileConfig
-from cellax.physics.config import ParameterSetName, ThermalConfig
+from cellax.physics.config import CELL_MODELS, ParameterSetName, ThermalConfig
 
 
 class Range(Strict):
@@ -40,7 +40,7 @@ class SimulationConfig(Strict):
     """How a profile is simulated: PyBaMM model, parameter set, thermal and solver settings."""
 
     parameter_set: ParameterSetName = "Chen2020"
-    model: Literal["SPM", "SPMe", "DFN"] = "SPMe"
+    model: Literal[CELL_MODELS] = "SPMe"
     thermal: ThermalConfig = ThermalConfig()
     parameter_overrides: dict[str, float] = Field(default_factory=dict)
     rtol: float = Field(1e-6, gt=0)

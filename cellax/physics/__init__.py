@@ -4,6 +4,7 @@ Float64 throughout (see :mod:`cellax.physics.parameters`). Importing this packag
 does not import PyBaMM; loading a parameter set does.
 """
 
+from cellax.physics.config import CELL_MODELS
 from cellax.physics.parameters import (
     ParameterSet,
     initial_stoichiometries,
@@ -23,8 +24,6 @@ __all__ = [
     "CELL_MODELS",
     "cell_model",
 ]
-
-CELL_MODELS = ("SPM", "SPMe", "DFN")
 
 
 def cell_model(name: str):

@@ -15,6 +15,9 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from cellax.config import Strict
 from cellax.signals import FIT_SIGNALS
 
+CELL_MODELS = ("SPM", "SPMe", "DFN")
+"""The cell models a config can name (:func:`cellax.physics.cell_model` builds them)."""
+
 
 def bundled_parameter_sets() -> list[str]:
     """Names of every parameter set PyBaMM has installed (read without importing PyBaMM)."""
@@ -71,7 +74,7 @@ class FitConfig(Strict):
 
     data: Path
     profiles: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    model: Literal["SPM", "SPMe", "DFN"] = "SPMe"
+    model: Literal[CELL_MODELS] = "SPMe"
     signals: list[FIT_SIGNALS] = Field(
         default_factory=lambda: ["voltage_v", "surface_temp_degc"], min_length=1
     )
