@@ -117,11 +117,35 @@ def rope(x: Float[Array, "T heads d"], positions: Int[Array, " T"], theta: float
     A rotation by ``t`` on queries and by ``s`` on keys leaves ``q·k`` a function of
     ``t - s`` only, so attention sees relative position.
     """
-    d = x.shape[-1]
-    angles = positions.astype(jnp.float32)[:, None, None] * theta ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
+    return _from_halves(rope_halves(_to_halves(x), positions, theta))
+
+
+def rope_halves(x: Float[Array, "T heads d"], positions: Int[Array, " T"], theta: float) -> Float[Array, "T heads d"]:
+    """:func:`rope` on the halves layout: pair ``i`` is ``(x_i, x_{i+d/2})`` instead of ``(x_2i, x_2i+1)``.
+
+    Contiguous halves need no strided gather; the model projects its queries and keys
+    straight into this layout (:func:`_halves_rows`), which leaves every ``q·k`` unchanged.
+    """
+    half = x.shape[-1] // 2
+    angles = positions.astype(jnp.float32)[:, None, None] * theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
     cos, sin = jnp.cos(angles), jnp.sin(angles)
-    x1, x2 = x[..., 0::2].astype(jnp.float32), x[..., 1::2].astype(jnp.float32)
-    return jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).reshape(x.shape).astype(x.dtype)
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
+
+
+def _to_halves(x: Float[Array, "*a d"]) -> Float[Array, "*a d"]:
+    """``(x_0, x_1, x_2, x_3, …) → (x_0, x_2, …, x_1, x_3, …)`` on the last axis."""
+    return x.reshape(*x.shape[:-1], -1, 2).swapaxes(-1, -2).reshape(x.shape)
+
+
+def _from_halves(x: Float[Array, "*a d"]) -> Float[Array, "*a d"]:
+    """The inverse of :func:`_to_halves`."""
+    return x.reshape(*x.shape[:-1], 2, -1).swapaxes(-1, -2).reshape(x.shape)
+
+
+def _halves_rows(weight: Float[Array, "heads*d width"], heads: int) -> Float[Array, "heads*d width"]:
+    """A projection's output rows reordered so each head's output is in the halves layout of :func:`rope_halves`."""
+    return _to_halves(weight.reshape(heads, -1, weight.shape[-1]).swapaxes(-1, -2)).swapaxes(-1, -2).reshape(weight.shape)
 
 
 def alibi_slopes(n_heads: int) -> Float[Array, " heads"]:
@@ -328,13 +352,17 @@ class Attention(eqx.Module):
         self.wo = eqx.nn.Linear(c.n_heads * c.head_dim, c.width, use_bias=False, dtype=f32, key=ko)
 
     def _qkv(self, x: Float[Array, "T width"], positions: Int[Array, " T"]):
+        """Queries, keys and values; with RoPE, queries and keys in the halves layout (the same ``q·k``)."""
         c = self.config
-        w = jnp.concatenate([self.wq.weight, self.wk.weight, self.wv.weight])  # one matmul for all three
+        wq, wk = self.wq.weight, self.wk.weight
+        if c.positional == "rope":
+            wq, wk = _halves_rows(wq, c.n_heads), _halves_rows(wk, c.kv_heads)
+        w = jnp.concatenate([wq, wk, self.wv.weight])  # one matmul for all three
         q, k, v = jnp.split(x @ w.T, [c.n_heads * c.head_dim, (c.n_heads + c.kv_heads) * c.head_dim], axis=-1)
         q = q.reshape(-1, c.n_heads, c.head_dim)
         k, v = k.reshape(-1, c.kv_heads, c.head_dim), v.reshape(-1, c.kv_heads, c.head_dim)
         if c.positional == "rope":
-            q, k = rope(q, positions, c.rope_theta), rope(k, positions, c.rope_theta)
+            q, k = rope_halves(q, positions, c.rope_theta), rope_halves(k, positions, c.rope_theta)
         return q, k, v
 
     def _slopes(self) -> Float[Array, " heads"] | None:

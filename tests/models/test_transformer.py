@@ -127,6 +127,21 @@ def test_rope_makes_attention_scores_depend_on_relative_position_only():
     assert not np.isclose(score(7, 3), score(7, 5))
 
 
+def test_rope_on_halves_with_reordered_projections_is_rope_on_pairs():
+    """The model computes RoPE on contiguous halves from projections whose rows are reordered per head; each head's
+    queries are then the interleaved ones permuted, so every q·k, hence attention, is unchanged."""
+    from cellax.models.transformer import _halves_rows, _to_halves, rope_halves
+
+    x = jax.random.normal(jax.random.key(4), (12, 32))
+    w = jax.random.normal(jax.random.key(5), (4 * 8, 32))
+    positions = jnp.arange(12)
+    pairs = rope((x @ w.T).reshape(12, 4, 8), positions, 10_000.0)
+    halves = rope_halves((x @ _halves_rows(w, 4).T).reshape(12, 4, 8), positions, 10_000.0)
+    np.testing.assert_allclose(halves, _to_halves(pairs), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jnp.einsum("thd,shd->hts", halves, halves), jnp.einsum("thd,shd->hts", pairs, pairs),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_alibi_slopes_follow_the_paper():
     np.testing.assert_allclose(alibi_slopes(8), [2.0**-h for h in range(1, 9)])
     np.testing.assert_allclose(alibi_slopes(6), [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3])
