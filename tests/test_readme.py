@@ -10,10 +10,9 @@ README = (ROOT / "README.md").read_text()
 def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"```bash\n(.*?)\n```", README, re.S)
     assert commands[0].endswith("cellax quickstart")
-    test_command = commands[1]
-    assert test_command.endswith(".venv/bin/python -m pytest -q")
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert ".venv/bin/python -m pytest -q" in ci and 'pip install --quiet -e ".[test]"' in ci
+    pytest = re.search(r"\.venv/bin/python -m pytest .*$", commands[1]).group(0)
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert pytest in ci and '.venv/bin/pip install --quiet -e ".[test]"' in ci
 
 
 def test_the_python_example_runs_on_a_generated_dataset(generated_dataset):
