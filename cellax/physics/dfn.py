@@ -65,7 +65,7 @@ from cellax.physics.particle import (
     SphericalMesh,
     surface_value,
 )
-from cellax.physics.spm import GAS_CONSTANT, particle_rates
+from cellax.physics.spm import GAS_CONSTANT, particle_rates, particle_stiffness
 from cellax.physics.spme import AbstractElectrolyteModel
 from cellax.physics.thermal import collector_heat_w, two_node_rates
 
@@ -127,6 +127,11 @@ def reaction_distribution(q_ends, area_dx, conductance_edges, offsets, j0, rt_f,
     return full(q)
 
 
+def thermal_voltage(temp_k):
+    """``RT/F`` (V) at ``temp_k``."""
+    return GAS_CONSTANT * temp_k / FARADAY
+
+
 def _edge_to_node(edge_values):
     return 0.5 * (edge_values[1:] + edge_values[:-1])
 
@@ -137,13 +142,19 @@ class DFN(AbstractElectrolyteModel):
     particle: SphericalMesh
     x_counts: tuple[int, int, int] = eqx.field(static=True)
     newton_iterations: int = eqx.field(static=True)
+    implicit_reaction: bool = eqx.field(static=True)
 
-    def __init__(self, n_shells: int = 20, x_counts: tuple[int, int, int] = (6, 3, 6), newton_iterations: int = 3):
+    def __init__(self, n_shells: int = 20, x_counts: tuple[int, int, int] = (6, 3, 6), newton_iterations: int = 3,
+                 implicit_reaction: bool = False):
+        """``implicit_reaction``: ROS2 takes the particles' coupling through the reaction distribution into its
+        W-matrix (:meth:`solve_stiff`): 30 s steps track 1 s steps where the explicit coupling fails, at 1.4x the
+        cost of a step; off by default, as the 1 s data grid does not need it (docs/physics.md, "Step size")."""
         if newton_iterations < 1:
             raise ValueError(f"newton_iterations must be at least 1, got {newton_iterations}")
         self.particle = SphericalMesh(n_shells)
         self.x_counts = tuple(int(c) for c in x_counts)
         self.newton_iterations = int(newton_iterations)
+        self.implicit_reaction = bool(implicit_reaction)
 
     def initial_state(self, params: ParameterSet, soc, temp_k) -> DFNState:
         """Uniform particles at ``soc``, electrolyte at its initial concentration, both nodes at ``temp_k``."""
@@ -159,43 +170,112 @@ class DFN(AbstractElectrolyteModel):
             c_e, temp_k, temp_k,
         )
 
-    def _fields(self, params: ParameterSet, state: DFNState, current_a) -> dict:
-        """Every intermediate quantity of the model at ``state`` (shared by the vector field and the outputs)."""
+    def _electrodes(self, params: ParameterSet, state: DFNState) -> dict:
+        """What the reaction distribution's residual takes from the state, per electrode (``neg``, ``pos``: surface
+        concentration, OCP, exchange-current density ``j_0``, conductivities, ``a Δx`` per node, ``g/σ + g/κ`` per
+        interior edge), and the electrolyte's edge values; no current enters."""
         s = params.scalars
         temp = state.core_temp_k
         mesh = self.cell_mesh(params)
         regions = dict(zip(("neg", "sep", "pos"), mesh.regions))
         widths, gaps = mesh.widths, mesh.node_gaps
-        i = current_a / (s["n_electrodes_parallel"] * s["electrode_area_m2"])
         c_e = state.c_e
-        rt_f = GAS_CONSTANT * temp / FARADAY
         _, tortuosity = porosity_and_tortuosity(s, mesh)
         kappa = interpolate_to_edges(mesh, params.electrolyte_conductivity(c_e, temp) * tortuosity)[1:-1]
-        chi_rt_f_c = 2 * (1 - params.transference_number(c_e, temp)) * params.thermodynamic_factor(c_e, temp) * rt_f / c_e
-        diffusion_potential = harmonic_to_edges(mesh, chi_rt_f_c) * jnp.diff(c_e)  # interior edges
-        f = {"mesh": mesh, "i": i, "temp": temp}
-        zero = jnp.zeros_like(i)
-        for k, c, first_edge, q_ends in (("neg", state.c_neg, 0, (zero, i)),
-                                         ("pos", state.c_pos, sum(mesh.counts[:2]), (i, zero))):
+        chi_rt_f_c = 2 * (1 - params.transference_number(c_e, temp)) * params.thermodynamic_factor(c_e, temp) * thermal_voltage(temp) / c_e
+        terms = {"mesh": mesh, "temp": temp, "rt_f": thermal_voltage(temp), "kappa": kappa,
+                 "diffusion_potential": harmonic_to_edges(mesh, chi_rt_f_c) * jnp.diff(c_e)}  # interior edges
+        for k, c, first_edge in (("neg", state.c_neg, 0), ("pos", state.c_pos, sum(mesh.counts[:2]))):
             region = regions[k]
             c_max = s[f"{k}_max_conc_mol_m3"]
             c_surf = surface_value(c)
             sto = c_surf / c_max
-            ocp = getattr(params, f"{k}_ocp")(sto, temp)
-            j0 = getattr(params, f"{k}_exchange_current")(c_e[region], c_surf, c_max, temp)
             solid_fraction = 1 - s[f"{k}_porosity"]
             sigma = getattr(params, f"{k}_conductivity")(sto, temp) * solid_fraction ** s[f"{k}_bruggeman_electrode"]
             sigma_edges = 2 / (1 / sigma[:-1] + 1 / sigma[1:])
             inner = slice(first_edge, first_edge + c.shape[1] - 1)
             g = gaps[inner]
-            area_dx = 3 * s[f"{k}_active_frac"] / s[f"{k}_particle_radius_m"] * widths[region]
-            offsets = -i * g / sigma_edges - diffusion_potential[inner] - jnp.diff(ocp)
-            q = reaction_distribution(q_ends, area_dx, g / sigma_edges + g / kappa[inner], offsets, j0, rt_f,
+            terms[k] = {
+                "c_surf": c_surf, "sto": sto, "ocp": getattr(params, f"{k}_ocp")(sto, temp),
+                "j0": getattr(params, f"{k}_exchange_current")(c_e[region], c_surf, c_max, temp),
+                "sigma": sigma, "sigma_edges": sigma_edges, "inner": inner,
+                "area_dx": 3 * s[f"{k}_active_frac"] / s[f"{k}_particle_radius_m"] * widths[region],
+                "conductance": g / sigma_edges + g / kappa[inner],
+            }
+        return terms
+
+    def reaction_coupling(self, params: ParameterSet, state: DFNState) -> dict:
+        """Per electrode, ``G = ∂j/∂c_surf`` (n × n): how each node's reaction answers a change of every particle's
+        surface concentration, linearised at ``state`` at rest.
+
+        The residual ``F(q) = 0`` of the currents ``q`` (module docstring) holds ``-D(U + η)`` with ``D`` the
+        difference across each interior edge; at fixed ``q``, ``∂F/∂c_surf = -D diag(U')``, so ``∂q/∂c_surf =
+        T^{-1} D diag(U')`` with ``T = ∂F/∂q`` the Newton step's tridiagonal matrix, and ``j = Δq / (a Δx)``. At rest
+        ``∂η/∂Δq = (RT/F) / (j_0 a Δx)``, the largest it gets (under current it falls as ``1/sqrt(1 + x²)``), so the
+        coupling is if anything underestimated; the W-method stays second order whatever ``G`` is."""
+        terms = self._electrodes(params, state)
+        s, rt_f = params.scalars, terms["rt_f"]
+        coupling = {}
+        for k in ("neg", "pos"):
+            e = terms[k]
+            ocp = lambda sto: getattr(params, f"{k}_ocp")(sto, terms["temp"])  # noqa: E731
+            slope = jax.jvp(ocp, (e["sto"],), (jnp.ones_like(e["sto"]),))[1] / s[f"{k}_max_conc_mol_m3"]
+            weight = rt_f / (e["j0"] * e["area_dx"])
+            n = slope.shape[0]
+            difference = jnp.eye(n - 1, n, 1, slope.dtype) - jnp.eye(n - 1, n, 0, slope.dtype)
+            solve = jax.vmap(tridiagonal_solve, in_axes=(None, None, None, 1), out_axes=1)
+            dq = solve(-weight[:-1], e["conductance"] + weight[1:] + weight[:-1], -weight[1:], difference * slope)
+            full = jnp.pad(dq, ((1, 1), (0, 0)))
+            coupling[k] = jnp.diff(full, axis=0) / e["area_dx"][:, None]
+        return coupling
+
+    def solve_stiff(self, params: ParameterSet, operators, state, scale_s, rhs):
+        """``x`` with ``(I - scale_s J) x = rhs`` where ``J`` adds to the block-diagonal stiff Jacobian the particles'
+        coupling through the reaction distribution, ``b G sᵀ`` per electrode (``b``: the surface shell's response to
+        ``j``; ``s``: the surface extrapolation; ``G``: :meth:`reaction_coupling`). With ``M`` the block solve, it is
+        ``x = M r + σ (M b) (G y)`` where ``(I - σ β G) y = sᵀ M r`` and ``β = sᵀ M b`` (one ``n × n`` solve per
+        electrode; every particle of an electrode shares ``M``). Without it, the explicit coupling limits steps to
+        ~10 s where the OCP is steep (docs/physics.md). Only with ``implicit_reaction``; ETD2 keeps the block-diagonal
+        ``J``, whose functions are elementwise in its modes."""
+        x = super().solve_stiff(params, operators, state, scale_s, rhs)
+        if not self.implicit_reaction:
+            return x
+        coupling = self.reaction_coupling(params, state)
+        particle = operators["particle"]
+        mesh, s = self.particle, params.scalars
+        stiffness = dict(zip(("neg", "pos"), particle_stiffness(params, state.c_neg, state.c_pos, state.core_temp_k)))
+        solved = {}
+        for k, x_k in (("neg", x.c_neg), ("pos", x.c_pos)):
+            surface_shell = -mesh.edges[-1] ** 2 / (mesh.shell_volumes[-1] * s[f"{k}_particle_radius_m"] * FARADAY)
+            b = jnp.zeros(mesh.n, x_k.dtype).at[-1].set(surface_shell)
+            m_b = particle.from_modes(particle.to_modes(b) / (1 - scale_s * stiffness[k] * particle.eigenvalues))
+            g = coupling[k].astype(x_k.dtype)
+            y = jnp.linalg.solve(jnp.eye(g.shape[0], dtype=g.dtype) - scale_s * surface_value(m_b) * g, surface_value(x_k))
+            solved[k] = x_k + scale_s * m_b[:, None] * (g @ y)[None, :]
+        return DFNState(solved["neg"], solved["pos"], x.c_e, x.core_temp_k, x.surface_temp_k)
+
+    def _fields(self, params: ParameterSet, state: DFNState, current_a) -> dict:
+        """Every intermediate quantity of the model at ``state`` (shared by the vector field and the outputs)."""
+        s = params.scalars
+        terms = self._electrodes(params, state)
+        mesh, temp, rt_f, kappa = terms["mesh"], terms["temp"], terms["rt_f"], terms["kappa"]
+        diffusion_potential = terms["diffusion_potential"]
+        regions = dict(zip(("neg", "sep", "pos"), mesh.regions))
+        widths, gaps = mesh.widths, mesh.node_gaps
+        i = current_a / (s["n_electrodes_parallel"] * s["electrode_area_m2"])
+        c_e = state.c_e
+        f = {"mesh": mesh, "i": i, "temp": temp}
+        zero = jnp.zeros_like(i)
+        for k, q_ends in (("neg", (zero, i)), ("pos", (i, zero))):
+            e = terms[k]
+            inner = e["inner"]
+            offsets = -i * gaps[inner] / e["sigma_edges"] - diffusion_potential[inner] - jnp.diff(e["ocp"])
+            q = reaction_distribution(q_ends, e["area_dx"], e["conductance"], offsets, e["j0"], rt_f,
                                       self.newton_iterations)
             dq = jnp.diff(q)
-            j = dq / area_dx
-            f[k] = {"sto": sto, "ocp": ocp, "sigma": sigma, "sigma_edges": sigma_edges, "q": q,
-                    "a_j": dq / widths[region], "j": j, "eta": overpotential(j, j0, rt_f)}
+            j = dq / e["area_dx"]
+            f[k] = {"sto": e["sto"], "ocp": e["ocp"], "sigma": e["sigma"], "sigma_edges": e["sigma_edges"], "q": q,
+                    "a_j": dq / widths[regions[k]], "j": j, "eta": overpotential(j, e["j0"], rt_f)}
 
         n, m, _ = mesh.counts
         i_e = jnp.concatenate([f["neg"]["q"], jnp.broadcast_to(i, (m - 1,)), f["pos"]["q"]])  # all edges
