@@ -12,20 +12,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import equinox as eqx
 import jax.numpy as jnp
 
 from cellax.hybrid.evaluate import physics_baselines
 from cellax.hybrid.train import load_run
+from cellax.physics.dfn import DFN
 from cellax.rl import make
 
 
 def fast_charge_env(run_dir: str | Path, which: str = "best", substeps: int = 1, dtype=jnp.float64,
-                    with_baselines: bool = False, solver: str = "etd2"):
+                    with_baselines: bool = False, solver: str = "etd2", implicit_reaction: bool = False):
     """``(env, env_params)`` of ``FastCharge-v0`` on the hybrid of ``run_dir`` (``"best"`` or ``"latest"``
     checkpoint), stepped as :class:`~cellax.rl.FastCharge` says; with ``with_baselines``,
     ``(env, {name: env on that plain model}, env_params)`` with the names of
-    :func:`~cellax.hybrid.evaluate.physics_baselines` (``"spme"``, and ``"dfn"`` for a DFN backbone)."""
+    :func:`~cellax.hybrid.evaluate.physics_baselines` (``"spme"``, and ``"dfn"`` for a DFN backbone).
+    ``implicit_reaction`` (a DFN backbone, ``solver="ros2"``): the DFN's reaction coupling in the W-matrix, so one
+    step per 30 s interval suffices (docs/physics.md, "Step size")."""
     config, hybrid, params, _ = load_run(run_dir, which)
+    if implicit_reaction:
+        if config.model.backbone != "DFN" or solver != "ros2":
+            raise ValueError("implicit_reaction needs a DFN backbone and solver='ros2'")
+        dfn = hybrid.backbone
+        hybrid = eqx.tree_at(lambda h: h.spme, hybrid, DFN(dfn.particle.n, dfn.x_counts, dfn.newton_iterations,
+                                                            implicit_reaction=True))
 
     def build(model):
         return make("FastCharge-v0", parameter_set=params, model=model, substeps=substeps, dtype=dtype, solver=solver)

@@ -347,6 +347,16 @@ class HybridSPMe(AbstractCellModel):
                           lambda x: HybridState(modes.to_modes(x.spme), x.history),
                           lambda m: HybridState(modes.from_modes(m.spme), m.history))
 
+    def solve_stiff(self, params: ParameterSet, operators, state, scale_s, rhs):
+        """The modal solve of :meth:`stiff_modes`, and with a ``DFN(implicit_reaction=True)`` backbone its reaction
+        coupling on the physics part (the closures stay explicit)."""
+        x = super().solve_stiff(params, operators, state, scale_s, rhs)
+        if not getattr(self.spme, "implicit_reaction", False):
+            return x
+        solved, history = self._split(x)
+        return self._join(self.spme.couple_reaction(self.physics(params), operators, self._split(state)[0], scale_s, solved),
+                          history)
+
     def electrolyte_depleted(self, state) -> Array:
         """The SPMe's check."""
         return self.spme.electrolyte_depleted(self._split(state)[0])

@@ -238,8 +238,11 @@ class DFN(AbstractElectrolyteModel):
         ~10 s where the OCP is steep (docs/physics.md). Only with ``implicit_reaction``; ETD2 keeps the block-diagonal
         ``J``, whose functions are elementwise in its modes."""
         x = super().solve_stiff(params, operators, state, scale_s, rhs)
-        if not self.implicit_reaction:
-            return x
+        return self.couple_reaction(params, operators, state, scale_s, x) if self.implicit_reaction else x
+
+    def couple_reaction(self, params: ParameterSet, operators, state: DFNState, scale_s, x: DFNState) -> DFNState:
+        """The block solve ``x = M r`` corrected for the reaction coupling (:meth:`solve_stiff`); shared with models
+        that wrap the DFN."""
         coupling = self.reaction_coupling(params, state)
         particle = operators["particle"]
         mesh, s = self.particle, params.scalars

@@ -136,3 +136,5 @@ def test_env_on_a_trained_run(trained_run):
     obs, _ = env.reset(jax.random.key(0), start)
     obs_spme, _ = spme_env.reset(jax.random.key(0), start)
     assert obs[0] == obs_spme[0] and obs[1] != obs_spme[1]  # same SOC; the trained correction moves the voltage
+    with pytest.raises(ValueError, match="needs a DFN backbone"):
+        fast_charge_env(run_dir, which="latest", solver="ros2", implicit_reaction=True)  # this run's is the SPMe

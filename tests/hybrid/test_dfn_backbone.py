@@ -25,6 +25,26 @@ def test_untrained_hybrid_is_the_dfn(setup):
         np.testing.assert_array_equal(np.asarray(hybrid.signals[name]), np.asarray(dfn.signals[name]))
 
 
+def test_with_an_implicit_reaction_backbone_the_hybrid_solves_as_that_dfn(setup):
+    """The W-matrix solve of a hybrid (with history states) on ``DFN(implicit_reaction=True)`` is that DFN's on the
+    physics part, which is not the block solve alone."""
+    _, params = setup
+    implicit = DFN(8, (4, 2, 4), implicit_reaction=True)
+    model = HybridSPMe(implicit, width=8, depth=1, key=jax.random.PRNGKey(0), time_constants_s=(60.0,))
+    ops = model.stiff_operators(params)
+    state = model.initial_state(params, 0.1, 298.15)
+    rhs = model.vector_field(params, state, jnp.asarray(-5.0), 298.15)
+    solved = model.solve_stiff(params, ops, state, 30.0, rhs)
+    expected = implicit.solve_stiff(params, ops, state.spme, 30.0, rhs.spme)
+    block = BACKBONE.solve_stiff(params, ops, state.spme, 30.0, rhs.spme)
+    for name in ("c_neg", "c_pos", "c_e"):
+        np.testing.assert_allclose(getattr(solved.spme, name), getattr(expected, name), rtol=1e-12)
+    assert np.max(np.abs(np.asarray(expected.c_neg - block.c_neg))) > 1e-3 * np.max(np.abs(np.asarray(block.c_neg)))
+    np.testing.assert_array_equal(solved.history, HybridSPMe(BACKBONE, width=8, depth=1, key=jax.random.PRNGKey(0),
+                                                             time_constants_s=(60.0,)).solve_stiff(
+        params, ops, state, 30.0, rhs).history)
+
+
 def test_every_correction_runs_on_the_dfn_under_advance_and_vmap(setup):
     _, params = setup
     model = _trained_like(HybridSPMe(BACKBONE, width=8, depth=1, key=jax.random.PRNGKey(0), time_constants_s=(60.0,),
@@ -83,3 +103,7 @@ def test_a_dfn_backbone_run_trains_and_is_evaluated_beside_the_spme_and_the_dfn(
     obs, state = env.reset(jax.random.key(0), start)
     obs, state, _, terminated, truncated, info = env.step(jax.random.key(1), state, jnp.asarray([1.0]), start)
     assert np.isfinite(np.asarray(obs)).all() and float(info["soc"]) > 0.3 and not (terminated or truncated)
+    env, baselines, _ = fast_charge_env(tmp_path / "run", "latest", with_baselines=True, solver="ros2",
+                                        implicit_reaction=True)
+    assert env.model.backbone.implicit_reaction and baselines["dfn"].model.implicit_reaction
+    assert env.model.backbone.x_counts == (4, 2, 4) and env.model.output == hybrid.output
