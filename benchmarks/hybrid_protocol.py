@@ -95,6 +95,9 @@ def main() -> None:
                         help="solver steps per control interval (default: the rl config's); a DFN backbone needs "
                              "ROS2 3 / ETD2 6 at 30 s intervals (docs/physics.md, \"Step size\")")
     parser.add_argument("--solver", choices=("etd2", "ros2"), default=None, help="default: the rl config's")
+    parser.add_argument("--implicit-reaction", action="store_true",
+                        help="a DFN backbone with its reaction coupling in ROS2's W-matrix (needs --solver ros2; one "
+                             "substep per interval suffices: docs/physics.md, 'Step size')")
     parser.add_argument("--out", type=Path, default=RESULTS / "hybrid_protocol.json")
     args = parser.parse_args()
     hybrid_vs_dfn = _load_benchmark("hybrid_vs_dfn")
@@ -141,7 +144,8 @@ def main() -> None:
     dtype = jnp.float64 if e.dtype == "float64" else jnp.float32
     substeps, solver = args.substeps or e.substeps, args.solver or e.solver
     hybrid_env, baselines, _ = fast_charge_env(run_dir, "latest", substeps=substeps, dtype=dtype,
-                                               with_baselines=True, solver=solver)
+                                               with_baselines=True, solver=solver,
+                                               implicit_reaction=args.implicit_reaction)
     _, _, fixed = build(rl)  # the rl config's EnvParams with the evaluation's start (10 % SOC, 25 degC)
     train_params = tightened(fixed, rl.protocol)
     envs = {("cellax_dfn" if name == PYBAMM_DFN else name): env for name, env in baselines.items()}
@@ -192,7 +196,8 @@ def main() -> None:
                             "voltage_max_v": float(train_params.voltage_max_v)},
         "metrics": metrics,
         "env": {"mesh": [hybrid_env.model.particle.n, list(hybrid_env.model.x_counts)],
-                "backbone": type(hybrid_env.model.backbone).__name__, "solver": solver, "substeps": substeps, "dtype": e.dtype,
+                "backbone": type(hybrid_env.model.backbone).__name__, "solver": solver, "substeps": substeps,
+                "implicit_reaction": args.implicit_reaction, "dtype": e.dtype,
                 "control_interval_s": float(fixed.control_interval_s), "dfn": "PyBaMM DFN, lumped two-node thermal, "
                 "IDAKLU stepped per control interval (benchmarks/pybamm_gym.py)"},
         "hybrid": {"config": json.loads(config.model_dump_json()), "data": data, **training,

@@ -250,7 +250,7 @@ class DFN(AbstractElectrolyteModel):
         solved = {}
         for k, x_k in (("neg", x.c_neg), ("pos", x.c_pos)):
             surface_shell = -mesh.edges[-1] ** 2 / (mesh.shell_volumes[-1] * s[f"{k}_particle_radius_m"] * FARADAY)
-            b = jnp.zeros(mesh.n, x_k.dtype).at[-1].set(surface_shell)
+            b = jnp.zeros(mesh.n, x_k.dtype).at[-1].set(surface_shell.astype(x_k.dtype))
             m_b = particle.from_modes(particle.to_modes(b) / (1 - scale_s * stiffness[k] * particle.eigenvalues))
             g = coupling[k].astype(x_k.dtype)
             y = jnp.linalg.solve(jnp.eye(g.shape[0], dtype=g.dtype) - scale_s * surface_value(m_b) * g, surface_value(x_k))

@@ -209,3 +209,16 @@ def test_with_the_reaction_in_its_w_matrix_ros2_takes_30_s_steps_where_the_expli
     implicit_ua, implicit_v = charge(DFN(10, (5, 3, 5), implicit_reaction=True), 30)
     assert abs(explicit_ua - reference_ua) > 10 and abs(explicit_v - reference_v) > 0.05
     assert abs(implicit_ua - reference_ua) < 2 and abs(implicit_v - reference_v) < 5e-3
+
+
+def test_the_coupled_solve_keeps_float32(params):
+    import warnings
+
+    model = DFN(8, (4, 2, 4), implicit_reaction=True)
+    p32 = params.astype(jnp.float32)
+    state = model.initial_state(p32, 0.1, 298.15)
+    rhs = model.vector_field(p32, state, jnp.asarray(-5.0, jnp.float32), jnp.asarray(298.15, jnp.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. JAX's FutureWarning on a float64 value scattered into float32
+        solved = model.solve_stiff(p32, model.stiff_operators(p32), state, 30.0, rhs)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(solved))
