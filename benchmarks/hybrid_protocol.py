@@ -96,8 +96,9 @@ def main() -> None:
                              "ROS2 3 / ETD2 6 at 30 s intervals (docs/physics.md, \"Step size\")")
     parser.add_argument("--solver", choices=("etd2", "ros2"), default=None, help="default: the rl config's")
     parser.add_argument("--implicit-reaction", action="store_true",
-                        help="a DFN backbone with its reaction coupling in ROS2's W-matrix (needs --solver ros2; one "
-                             "substep per interval suffices: docs/physics.md, 'Step size')")
+                        help="a DFN backbone with its reaction coupling in ROS2's W-matrix (needs --solver ros2): stable "
+                             "with one substep per interval, but protocol design to a few-mV plating margin needs three "
+                             "(docs/hybrid.md)")
     parser.add_argument("--out", type=Path, default=RESULTS / "hybrid_protocol.json")
     args = parser.parse_args()
     hybrid_vs_dfn = _load_benchmark("hybrid_vs_dfn")
