@@ -27,8 +27,9 @@ def fast_charge_env(run_dir: str | Path, which: str = "best", substeps: int = 1,
     checkpoint), stepped as :class:`~cellax.rl.FastCharge` says; with ``with_baselines``,
     ``(env, {name: env on that plain model}, env_params)`` with the names of
     :func:`~cellax.hybrid.evaluate.physics_baselines` (``"spme"``, and ``"dfn"`` for a DFN backbone).
-    ``implicit_reaction`` (a DFN backbone, ``solver="ros2"``): the DFN's reaction coupling in the W-matrix, so one
-    step per 30 s interval suffices (docs/physics.md, "Step size")."""
+    ``implicit_reaction`` (a DFN backbone, ``solver="ros2"``): the DFN's reaction coupling in the W-matrix, stable
+    with one step per 30 s interval; for protocol design to a few-mV plating margin keep ``substeps=3``
+    (docs/hybrid.md)."""
     config, hybrid, params, _ = load_run(run_dir, which)
     if implicit_reaction:
         if config.model.backbone != "DFN" or solver != "ros2":

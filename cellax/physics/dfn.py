@@ -215,6 +215,7 @@ class DFN(AbstractElectrolyteModel):
         coupling is if anything underestimated; the W-method stays second order whatever ``G`` is."""
         terms = self._electrodes(params, state)
         s, rt_f = params.scalars, terms["rt_f"]
+        solve = jax.vmap(tridiagonal_solve, in_axes=(None, None, None, 1), out_axes=1)  # one column per node
         coupling = {}
         for k in ("neg", "pos"):
             e = terms[k]
@@ -223,7 +224,6 @@ class DFN(AbstractElectrolyteModel):
             weight = rt_f / (e["j0"] * e["area_dx"])
             n = slope.shape[0]
             difference = jnp.eye(n - 1, n, 1, slope.dtype) - jnp.eye(n - 1, n, 0, slope.dtype)
-            solve = jax.vmap(tridiagonal_solve, in_axes=(None, None, None, 1), out_axes=1)
             dq = solve(-weight[:-1], e["conductance"] + weight[1:] + weight[:-1], -weight[1:], difference * slope)
             full = jnp.pad(dq, ((1, 1), (0, 0)))
             coupling[k] = jnp.diff(full, axis=0) / e["area_dx"][:, None]
@@ -238,11 +238,8 @@ class DFN(AbstractElectrolyteModel):
         ~10 s where the OCP is steep (docs/physics.md). Only with ``implicit_reaction``; ETD2 keeps the block-diagonal
         ``J``, whose functions are elementwise in its modes."""
         x = super().solve_stiff(params, operators, state, scale_s, rhs)
-        return self.couple_reaction(params, operators, state, scale_s, x) if self.implicit_reaction else x
-
-    def couple_reaction(self, params: ParameterSet, operators, state: DFNState, scale_s, x: DFNState) -> DFNState:
-        """The block solve ``x = M r`` corrected for the reaction coupling (:meth:`solve_stiff`); shared with models
-        that wrap the DFN."""
+        if not self.implicit_reaction:
+            return x
         coupling = self.reaction_coupling(params, state)
         particle = operators["particle"]
         mesh, s = self.particle, params.scalars
