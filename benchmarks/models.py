@@ -198,7 +198,7 @@ def config_parameter_set(data: Path) -> str:
 
 
 def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = None, batch_size: int | None = None,
-               window: int | None = None, attention: tuple[str, ...] = ("flash", "blockwise"),
+               window: int | None = None, attention: tuple[str, ...] = ("kernel", "flash", "blockwise"),
                num_batches: int = 20, config_name: str = "simulate_transformer", threads: int | None = None,
                ablate_attention: bool = False) -> dict:
     """Training sample-steps/s of cellax (each ``attention`` implementation) and PyTorch, interleaved ``rounds`` times.
@@ -322,16 +322,27 @@ def throughput(data: Path, repeats: int, rounds: int = 3, model: dict | None = N
 def ablate_attention_in_both() -> None:
     """Attention in cellax's Transformer and in :func:`torch_transformer` replaced by passing ``V`` through (Q and K
     still reach the loss, times zero, so their projections stay in the backward pass); for this process."""
+    import jax.numpy as jnp
     import torch
 
-    from cellax.models import transformer
+    from cellax.models import attention_kernel, transformer
 
     def passthrough(q, k, v, positions, slopes):
         length = q.shape[0]
         heads_first = lambda a: a.transpose(1, 0, 2).reshape(length, -1)  # (heads, T, d) -> (T, heads * d)
         return heads_first(v) + 0.0 * (q.reshape(length, -1) + heads_first(k))
 
-    transformer.flash_attend = transformer.causal_self_attend = transformer.fused_attend = passthrough
+    def position_major_passthrough(q, k, v):  # the layout fused_attend and the kernel take: (T, heads, d)
+        length = q.shape[0]
+        return v.reshape(length, -1) + 0.0 * (q.reshape(length, -1) + k.reshape(length, -1))
+
+    def kernel_passthrough(qkv, heads, slopes, rope_theta=None):  # the kernel's input: [q, k, v] heads in one array
+        kv_heads = (qkv.shape[1] - heads) // 2
+        return position_major_passthrough(*jnp.split(qkv, [heads, heads + kv_heads], axis=1))
+
+    transformer.flash_attend = transformer.causal_self_attend = passthrough
+    transformer.fused_attend = lambda q, k, v, positions, slopes: position_major_passthrough(q, k, v)
+    attention_kernel.kernel_attend = kernel_passthrough
     torch.nn.functional.scaled_dot_product_attention = lambda q, k, v, is_causal: v + 0.0 * (q + k)
 
 
@@ -498,10 +509,11 @@ def main() -> None:
     parser.add_argument("--window", type=int, help="throughput window in samples (default: the reference config's)")
     parser.add_argument("--model", type=json.loads, default={},
                         help='throughput model overrides as JSON, e.g. \'{"width": 512, "compute_dtype": "bfloat16"}\'')
-    parser.add_argument("--attention", nargs="+", default=["flash", "blockwise"],
-                        choices=["flash", "blockwise", "fused", "auto"], help="cellax attention variants to time")
-    parser.add_argument("--threads", type=int, help="throughput: CPU threads for both JAX and PyTorch "
-                        "(1 also on a loaded machine, where spinning thread pools distort a multi-thread comparison)")
+    parser.add_argument("--attention", nargs="+", default=["kernel", "flash", "blockwise"],
+                        choices=["kernel", "flash", "blockwise", "fused", "auto"], help="cellax attention variants to time")
+    parser.add_argument("--threads", type=int, help="throughput: CPU cores for both JAX and PyTorch (the process is "
+                        "pinned to that many; 1 also on a loaded machine, where spinning thread pools distort a "
+                        "multi-thread comparison)")
     parser.add_argument("--num-batches", type=int, default=20, help="throughput batches per timed pass")
     parser.add_argument("--ablate-attention", action="store_true",
                         help="throughput with attention replaced by passing V through, in both models (written as "
@@ -515,7 +527,10 @@ def main() -> None:
         os.sched_setaffinity(0, {0})
         print(json.dumps(latency(window=args.latency_window, samples=args.latency_samples)))
         return
-    if args.threads == 1:  # before JAX starts its CPU client
+    if args.threads:  # before JAX starts its CPU client: XLA's thread pool (and the CPU kernels on it) sizes itself
+        # by the cores it may use, so the process is pinned to `threads` cores for both frameworks
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
+    if args.threads == 1:
         os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
     parts = args.only or ["accuracy", "throughput", "latency"]
     args.work.mkdir(parents=True, exist_ok=True)

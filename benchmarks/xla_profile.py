@@ -6,7 +6,8 @@ traces ``--steps`` calls of one step under ``jax.profiler``, maps each kernel to
 operation (the fusion's root: ``dot_general``, ``exp``, ``mul`` …), and by kind (library matmuls such as
 ``ynn_fusion`` against XLA's own fusions). Targets:
 
-* ``transformer``: the training step of ``benchmarks/models.py``'s speed reference (flash attention);
+* ``transformer``: the training step of ``benchmarks/models.py``'s speed reference (``--attention``: the CPU
+  kernel by default, whose calls appear as ``custom-call`` kernels);
 * ``mamba``: the deployed streaming step of ``benchmarks/models.py --only latency`` (one core).
 
 Tracing adds a fixed cost per kernel, so shares, not absolute times, are the result; the untraced
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
 
 
-def transformer_step(data: Path):
+def transformer_step(data: Path, attention: str = "kernel"):
     """``(call, compiled HLO text, samples per call)`` of the Transformer speed reference's training step."""
     import equinox as eqx
     import jax
@@ -53,7 +54,7 @@ def transformer_step(data: Path):
     config = load_config(ROOT / "configs" / "train" / "simulate_transformer.yaml", TrainConfig)
     config = config.model_copy(update={
         "data": data, "chunks_per_window": 1, "charge_throughput": False,
-        "model": with_fields(config.model, {**SPEED_MODELS["simulate_transformer"], "attention": "flash"})})
+        "model": with_fields(config.model, {**SPEED_MODELS["simulate_transformer"], "attention": attention})})
     task = Task.from_config(config)
     splits = split_profiles(data, config.split_fractions, config.split_seed)
     names = [*task.inputs, *task.outputs]
@@ -125,12 +126,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="traced calls (default 8 transformer, 500 mamba)")
     parser.add_argument("--data", type=Path, default=ROOT / "runs" / "bench_models" / "bench_dynamic.h5")
     parser.add_argument("--top", type=int, default=25, help="groups listed")
+    parser.add_argument("--attention", choices=["kernel", "flash", "blockwise"], default="kernel",
+                        help="the Transformer's attention")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     steps = args.steps or (8 if args.target == "transformer" else 500)
     out = args.out or ROOT / "benchmarks" / "results" / f"xla_profile_{args.target}.json"
 
-    call, hlo, samples = transformer_step(args.data) if args.target == "transformer" else mamba_step()
+    call, hlo, samples = transformer_step(args.data, args.attention) if args.target == "transformer" else mamba_step()
     for _ in range(3):
         call()
     started = time.perf_counter()

@@ -8,6 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "cellax"
 APPLICATIONS = {"hybrid", "discovery", "hpo", "deploy"}
 FORBIDDEN = {  # layer -> layers it must not import
+    "kernels": {"physics", "data", "train", "rl", "models", "workflows", *APPLICATIONS},
     "physics": {"data", "train", "rl", "models", "workflows", *APPLICATIONS},
     "data": {"train", "rl", "models", "workflows", *APPLICATIONS},
     "models": {"data", "physics", "train", "rl", "workflows", *APPLICATIONS},

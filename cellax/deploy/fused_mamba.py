@@ -14,23 +14,13 @@ It is a drop-in for the model in :class:`~cellax.deploy.step.DeployedStep` (the 
 ``step`` and state array), float32, equal to the XLA step to ~1e-6; ``jit`` and ``vmap`` work on it
 (a ``vmap`` loops over the cells inside the kernel).
 
-The kernel is compiled on first use with the machine's C++ compiler (``$CXX``, else ``c++``;
-``-O3 -march=native``) against the FFI headers that jaxlib ships, and cached by source, flags, jaxlib
-version and CPU in ``$CELLAX_KERNEL_DIR`` (default ``~/.cache/cellax/kernels``). CPU only; ONNX and
-StableHLO files cannot carry a custom call, so exports keep the XLA step.
+The kernel is built on first use and cached (:mod:`cellax.kernels`). CPU only; ONNX and StableHLO files
+cannot carry a custom call, so exports keep the XLA step.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -38,77 +28,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from cellax.kernels import KernelUnavailable, register
 from cellax.models.mamba import Mamba, MambaConfig, MambaState
 
-SOURCE = Path(__file__).with_name("kernels") / "mamba_step.cc"
+__all__ = ["FusedMambaStep", "KernelUnavailable", "pack", "panels"]
+
 TARGET = "cellax_mamba_step"
 PANEL = 64
 """Rows per panel of a packed matrix: ``kPanel`` in the kernel."""
-FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 
 
-class KernelUnavailable(RuntimeError):
-    """The fused kernel cannot be built or run here (no C++ compiler, a failed build, not a CPU)."""
-
-
-def _cpu_signature() -> str:
-    """What ``-march=native`` compiles for: the CPU's model and flags (a shared cache must not mix CPUs)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    lines = [line for line in text.splitlines() if line.startswith(("model name", "flags"))]
-    return "\n".join(sorted(set(lines)))
-
-
-def kernel_dir() -> Path:
-    return Path(os.environ.get("CELLAX_KERNEL_DIR") or Path.home() / ".cache" / "cellax" / "kernels")
-
-
-def build_kernel() -> Path:
-    """The compiled kernel's shared library, built into the cache if it is not there yet.
-
-    Built into a temporary file beside its final name and renamed, so a crash or two
-    processes building at once never leave a half-written library under the final name.
-    """
-    compiler = os.environ.get("CXX") or "c++"
-    if shutil.which(compiler) is None:
-        raise KernelUnavailable(
-            f"the fused Mamba step needs a C++ compiler ({compiler!r} not found; install g++, e.g. "
-            "`apt-get install g++`, or set $CXX); the XLA step (Mamba.step) needs none")
-    include = jax.ffi.include_dir()
-    key = hashlib.sha256(
-        "\n".join([SOURCE.read_text(), compiler, *FLAGS, jax.lib.__version__, _cpu_signature()]).encode()
-    ).hexdigest()[:16]
-    target = kernel_dir() / f"mamba_step-{key}.so"
-    if target.exists():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(prefix=".mamba_step-", suffix=".so", dir=target.parent)
-    except OSError as err:
-        raise KernelUnavailable(f"no writable kernel cache at {target.parent} ({err.strerror}); "
-                                "set $CELLAX_KERNEL_DIR to a writable folder") from None
-    os.close(handle)
-    try:
-        done = subprocess.run([compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", partial],
-                              capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise KernelUnavailable(f"building the fused Mamba step failed ({compiler}):\n{done.stderr[-4000:]}")
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
-    return target
-
-
-@functools.cache
-def register() -> None:
-    """Build (or find) the kernel and register it with XLA once per process."""
-    if jax.default_backend() != "cpu":
-        raise KernelUnavailable(f"the fused Mamba step is a CPU kernel; the default backend is {jax.default_backend()}")
-    library = ctypes.cdll.LoadLibrary(str(build_kernel()))
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.CellaxMambaStep), platform="cpu")
+def _register() -> None:
+    register("mamba_step", (("CellaxMambaStep", TARGET),))
 
 
 def pack(model: Mamba) -> tuple[Float[np.ndarray, " P"], Float[np.ndarray, " S"]]:
@@ -146,7 +77,7 @@ class FusedMambaStep(eqx.Module):
     def __init__(self, model: Mamba):
         if model.embed.bias is None or model.head.bias is None or any(n.weight is None for n in model.norms):
             raise ValueError("the fused Mamba step expects the Mamba layout (biased embed/head, weighted norms)")
-        register()
+        _register()
         self.config, self.n_outputs = model.config, model.head.out_features
         weights, small = pack(model)
         self.weights, self.small = jnp.asarray(weights), jnp.asarray(small)

@@ -38,6 +38,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from pydantic import Field, ValidationInfo, field_validator
 
 from cellax.config import Strict
+from cellax.models import attention_kernel, mlp_kernel
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -57,9 +58,14 @@ class TransformerConfig(Strict):
     max_len: int = Field(4096, gt=0)
     norm_eps: float = Field(1e-5, gt=0)
     compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    attention: Literal["auto", "flash", "blockwise", "fused"] = Field(
-        "auto", description="full-sequence attention: flash (custom VJP), blockwise, fused "
-        "(jax.nn.dot_product_attention), or auto (fused off CPU, flash on CPU)"
+    attention: Literal["auto", "kernel", "flash", "blockwise", "fused"] = Field(
+        "auto", description="full-sequence attention: kernel (a C++ CPU kernel each way), flash (custom VJP), "
+        "blockwise, fused (jax.nn.dot_product_attention), or auto (kernel on CPU where it builds, else flash; "
+        "fused off CPU)"
+    )
+    swiglu: Literal["auto", "kernel", "xla"] = Field(
+        "auto", description="SwiGLU's activation silu(g)·u in the full forward: kernel (a C++ CPU kernel each way), "
+        "xla, or auto (kernel on CPU where it builds)"
     )
 
     @field_validator("n_heads")
@@ -299,31 +305,58 @@ def flash_attend(
 
 def fused_attend(
     q: Float[Array, "T heads d"],
-    k: Float[Array, "kv_heads T d"],
-    v: Float[Array, "kv_heads T d"],
+    k: Float[Array, "T kv_heads d"],
+    v: Float[Array, "T kv_heads d"],
     positions: Int[Array, " T"],
     slopes: Float[Array, " heads"] | None,
 ) -> Float[Array, "T heads*d"]:
     """Causal self-attention by ``jax.nn.dot_product_attention`` (the fused cuDNN kernel on a GPU).
 
     Positions are ``0 … T-1`` (a whole sequence), so the mask is ``is_causal``; ALiBi
-    enters as the bias ``−m_h (t − s)``.
+    enters as the bias ``−m_h (t − s)``. Keys and values are position-major.
     """
     length, heads, d = q.shape
     bias = None
     if slopes is not None:
         distance = (positions[:, None] - positions[None, :]).astype(jnp.float32)
         bias = (-slopes[:, None, None] * distance).astype(q.dtype)
-    out = jax.nn.dot_product_attention(q, k.transpose(1, 0, 2), v.transpose(1, 0, 2), bias=bias, is_causal=True)
+    out = jax.nn.dot_product_attention(q, k, v, bias=bias, is_causal=True)
     return out.reshape(length, heads * d)
 
 
-def self_attend(q, k, v, positions, slopes, implementation: str = "auto"):
-    """Causal self-attention by ``implementation`` (``auto``: fused off CPU, flash on CPU); all give one result."""
-    if implementation == "auto":
-        implementation = "flash" if jax.default_backend() == "cpu" else "fused"
+def resolve_attention(implementation: str, head_dim: int) -> str:
+    """``auto``'s choice here: the C++ kernel on CPU where it builds (head dimension up to
+    :data:`~cellax.models.attention_kernel.MAX_HEAD_DIM`), else ``flash``; ``fused`` off CPU."""
+    if implementation != "auto":
+        return implementation
+    if jax.default_backend() != "cpu":
+        return "fused"
+    return "kernel" if head_dim <= attention_kernel.MAX_HEAD_DIM and attention_kernel.available() else "flash"
+
+
+def resolve_swiglu(implementation: str) -> str:
+    """``auto``'s choice here: the C++ kernel on CPU where it builds, else ``xla``."""
+    if implementation != "auto":
+        return implementation
+    return "kernel" if jax.default_backend() == "cpu" and mlp_kernel.available() else "xla"
+
+
+def self_attend(
+    q: Float[Array, "T heads d"],
+    k: Float[Array, "T kv_heads d"],
+    v: Float[Array, "T kv_heads d"],
+    positions: Int[Array, " T"],
+    slopes: Float[Array, " heads"] | None,
+    implementation: str = "auto",
+) -> Float[Array, "T heads*d"]:
+    """Causal self-attention of a whole sequence by ``implementation`` (:func:`resolve_attention`); all give one
+    result. Keys and values are position-major, as projected."""
+    implementation = resolve_attention(implementation, q.shape[-1])
+    if implementation == "kernel":
+        return attention_kernel.kernel_attend(jnp.concatenate([q, k, v], axis=1), q.shape[1], slopes)
     if implementation == "fused":
         return fused_attend(q, k, v, positions, slopes)
+    k, v = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
     if implementation == "flash":
         return flash_attend(q, k, v, positions, slopes)
     return causal_self_attend(q, k, v, positions, slopes)
@@ -351,16 +384,20 @@ class Attention(eqx.Module):
         self.wv = eqx.nn.Linear(c.width, c.kv_heads * c.head_dim, use_bias=False, dtype=f32, key=kv)
         self.wo = eqx.nn.Linear(c.n_heads * c.head_dim, c.width, use_bias=False, dtype=f32, key=ko)
 
-    def _qkv(self, x: Float[Array, "T width"], positions: Int[Array, " T"]):
-        """Queries, keys and values; with RoPE, queries and keys in the halves layout (the same ``q·k``)."""
+    def _project(self, x: Float[Array, "T width"]) -> Float[Array, "T heads+2*kv_heads d"]:
+        """Queries, keys and values of every position as one array (one matmul); with RoPE, the query and
+        key rows in the halves layout of :func:`rope_halves`, not yet rotated (the same ``q·k``)."""
         c = self.config
         wq, wk = self.wq.weight, self.wk.weight
         if c.positional == "rope":
             wq, wk = _halves_rows(wq, c.n_heads), _halves_rows(wk, c.kv_heads)
-        w = jnp.concatenate([wq, wk, self.wv.weight])  # one matmul for all three
-        q, k, v = jnp.split(x @ w.T, [c.n_heads * c.head_dim, (c.n_heads + c.kv_heads) * c.head_dim], axis=-1)
-        q = q.reshape(-1, c.n_heads, c.head_dim)
-        k, v = k.reshape(-1, c.kv_heads, c.head_dim), v.reshape(-1, c.kv_heads, c.head_dim)
+        w = jnp.concatenate([wq, wk, self.wv.weight])
+        return (x @ w.T).reshape(-1, c.n_heads + 2 * c.kv_heads, c.head_dim)
+
+    def _qkv(self, x: Float[Array, "T width"], positions: Int[Array, " T"]):
+        """Queries, keys and values, position-major; with RoPE, queries and keys rotated (halves layout)."""
+        c = self.config
+        q, k, v = jnp.split(self._project(x), [c.n_heads, c.n_heads + c.kv_heads], axis=1)
         if c.positional == "rope":
             q, k = rope_halves(q, positions, c.rope_theta), rope_halves(k, positions, c.rope_theta)
         return q, k, v
@@ -369,9 +406,16 @@ class Attention(eqx.Module):
         return alibi_slopes(self.config.n_heads) if self.config.positional == "alibi" else None
 
     def __call__(self, x: Float[Array, "T width"], positions: Int[Array, " T"]) -> Float[Array, "T width"]:
-        q, k, v = self._qkv(x, positions)
-        k, v = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
-        return _linear(self_attend(q, k, v, positions, self._slopes(), self.config.attention), self.wo)
+        """Self-attention of a whole sequence at ``positions`` ``0 … T-1``. The CPU kernel takes the projection
+        as it comes and rotates queries and keys itself; the other implementations get them split and rotated."""
+        c = self.config
+        if resolve_attention(c.attention, c.head_dim) == "kernel":
+            theta = c.rope_theta if c.positional == "rope" else None
+            out = attention_kernel.kernel_attend(self._project(x), c.n_heads, self._slopes(), theta)
+        else:
+            q, k, v = self._qkv(x, positions)
+            out = self_attend(q, k, v, positions, self._slopes(), c.attention)
+        return _linear(out, self.wo)
 
     def step(
         self,
@@ -401,9 +445,12 @@ class SwiGLU(eqx.Module):
         self.w2 = eqx.nn.Linear(hidden, width, use_bias=False, dtype=jnp.float32, key=k2)
         self.w3 = eqx.nn.Linear(width, hidden, use_bias=False, dtype=jnp.float32, key=k3)
 
-    def __call__(self, h: Float[Array, "*T width"]) -> Float[Array, "*T width"]:
-        gate, up = jnp.split(h @ jnp.concatenate([self.w1.weight, self.w3.weight]).T, 2, axis=-1)
-        return (jax.nn.silu(gate) * up) @ self.w2.weight.T
+    def __call__(self, h: Float[Array, "*T width"], kernel: bool = False) -> Float[Array, "*T width"]:
+        """``kernel``: the activation by the C++ CPU kernel (:mod:`cellax.models.mlp_kernel`); the gate and up
+        projections are one matmul either way."""
+        gu = h @ jnp.concatenate([self.w1.weight, self.w3.weight]).T
+        activation = mlp_kernel.kernel_swiglu if kernel else mlp_kernel.xla_swiglu
+        return activation(gu) @ self.w2.weight.T
 
 
 def _norm(config: TransformerConfig) -> eqx.nn.RMSNorm | eqx.nn.LayerNorm:
@@ -428,7 +475,7 @@ class Block(eqx.Module):
 
     def __call__(self, h: Float[Array, "T width"], positions: Int[Array, " T"]) -> Float[Array, "T width"]:
         h = h + self.attn(jax.vmap(self.attn_norm)(h), positions)
-        return h + self.mlp(jax.vmap(self.mlp_norm)(h))
+        return h + self.mlp(jax.vmap(self.mlp_norm)(h), kernel=resolve_swiglu(self.attn.config.swiglu) == "kernel")
 
     def step(self, h_t: Float[Array, " width"], pos: Int[Array, ""], k_cache: Array, v_cache: Array):
         a, k_cache, v_cache = self.attn.step(self.attn_norm(h_t), pos, k_cache, v_cache)

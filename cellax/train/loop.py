@@ -95,13 +95,26 @@ def batch_loss(model, task: Task, batch: dict, weights, config: TrainConfig, phy
     return loss, jnp.concatenate([per_output, jnp.stack(list(terms.values()))])
 
 
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+"""XLA:CPU options for the training step: no YNNPACK library fusions. YNNPACK's matmuls take their operands in
+one layout, so XLA materialises a transposed copy of an activation for every weight-gradient matmul (1-2 ms
+each in the reference Transformer's step); XLA's own dot emitter reads them as they are (docs/performance.md)."""
+
+
+def compiler_options() -> dict[str, str] | None:
+    """:data:`CPU_COMPILER_OPTIONS` on a CPU backend, else none; ``CELLAX_XLA_LIBRARY_FUSIONS=1`` keeps XLA's default."""
+    if jax.default_backend() != "cpu" or os.environ.get("CELLAX_XLA_LIBRARY_FUSIONS") == "1":
+        return None
+    return dict(CPU_COMPILER_OPTIONS)
+
+
 def make_step(task: Task, config: TrainConfig, tx: optax.GradientTransformation, physics: PhysicsLoss | None = None):
     """``step(model, opt_state, batch) -> (model, opt_state, loss, per_output, grad_norm)``, one jitted update;
     ``step.lower(model, opt_state, batch)`` lowers it for a batch of ``jax.ShapeDtypeStruct`` without running it
     (compiling the lowered step fills the same cache the calls use)."""
     weights = loss_weights(task.outputs, config.loss.weights)
 
-    @functools.partial(jax.jit, static_argnums=1)
+    @functools.partial(jax.jit, static_argnums=1, compiler_options=compiler_options())
     def arrays_step(params, static, opt_state, batch):
         model = eqx.combine(params, jax.tree_util.tree_unflatten(*static))
         (loss, per_output), grads = jax.value_and_grad(

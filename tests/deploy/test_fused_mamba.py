@@ -1,15 +1,12 @@
 """The fused Mamba kernel: the same streaming step as ``Mamba.step``, in one call."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cellax.deploy import fused_mamba
 from cellax.deploy.export import DeployError, load_step
-from cellax.deploy.fused_mamba import FusedMambaStep, KernelUnavailable, build_kernel
+from cellax.deploy.fused_mamba import FusedMambaStep
 from cellax.deploy.step import rollout_stream
 from cellax.models import Mamba
 from tests.deploy.test_export import assert_close, held_out
@@ -73,39 +70,3 @@ def test_a_trained_run_streams_the_same_with_the_fused_step(runs):
 def test_the_fused_step_is_refused_for_other_models(runs):
     with pytest.raises(DeployError, match="for Mamba runs; this run's model is a GRU"):
         load_step(runs["gru"], fused=True)
-
-
-def test_the_kernel_is_built_once_and_cached(tmp_path, monkeypatch):
-    monkeypatch.setenv("CELLAX_KERNEL_DIR", str(tmp_path))
-    library = build_kernel()
-    assert library.parent == tmp_path and library.exists()
-    built = library.stat().st_mtime_ns
-    assert build_kernel() == library and library.stat().st_mtime_ns == built
-    assert [p.name for p in tmp_path.iterdir()] == [library.name]  # no partial files left
-
-
-def test_an_unwritable_cache_names_the_variable_to_set(tmp_path, monkeypatch):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv("CELLAX_KERNEL_DIR", str(blocker / "kernels"))
-    with pytest.raises(KernelUnavailable, match="no writable kernel cache at .*CELLAX_KERNEL_DIR"):
-        build_kernel()
-
-
-def test_without_a_compiler_the_error_names_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setenv("CELLAX_KERNEL_DIR", str(tmp_path))
-    monkeypatch.setenv("CXX", "no-such-compiler")
-    with pytest.raises(KernelUnavailable, match="needs a C.. compiler.*apt-get install g..") as info:
-        build_kernel()
-    assert "Mamba.step" in str(info.value)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_failed_build_reports_the_compiler_and_leaves_nothing(tmp_path, monkeypatch):
-    source = tmp_path / "broken.cc"
-    source.write_text("this is not C++\n")
-    monkeypatch.setattr(fused_mamba, "SOURCE", source)
-    monkeypatch.setenv("CELLAX_KERNEL_DIR", str(tmp_path / "kernels"))
-    with pytest.raises(KernelUnavailable, match="building the fused Mamba step failed"):
-        build_kernel()
-    assert os.listdir(tmp_path / "kernels") == []

@@ -164,9 +164,15 @@ def _qkv(length: int = 96):
     return q, jax.random.normal(kk, (2, length, 8)), jax.random.normal(kv, (2, length, 8)), jnp.arange(length)
 
 
+def _position_major(attention):
+    """``attention`` taking keys and values head-major, as :func:`attend` does."""
+    return lambda q, k, v, positions, slopes: attention(q, k.transpose(1, 0, 2), v.transpose(1, 0, 2), positions, slopes)
+
+
 @pytest.mark.parametrize("slopes", [None, alibi_slopes(4)])
-@pytest.mark.parametrize("attention", [functools.partial(flash_attend, block=16), fused_attend])
-def test_flash_and_fused_attention_equal_the_dense_one_in_values_and_gradients(attention, slopes):
+@pytest.mark.parametrize("attention", [functools.partial(flash_attend, block=16), _position_major(fused_attend),
+                                       _position_major(functools.partial(self_attend, implementation="kernel"))])
+def test_flash_fused_and_kernel_attention_equal_the_dense_one_in_values_and_gradients(attention, slopes):
     q, k, v, positions = _qkv()
     w = jax.random.normal(jax.random.key(4), (96, 32))  # a loss that weighs every output differently
 
@@ -184,11 +190,31 @@ def test_flash_and_fused_attention_equal_the_dense_one_in_values_and_gradients(a
 
 def test_every_attention_implementation_gives_the_same_model():
     x = jax.random.normal(jax.random.key(5), (64, N_FEATURES))
-    models = [tiny("alibi", max_len=64, attention=a) for a in ("flash", "blockwise", "fused", "auto")]
+    models = [tiny("alibi", max_len=64, attention=a) for a in ("flash", "blockwise", "fused", "kernel", "auto")]
     for model in models[1:]:
         np.testing.assert_allclose(apply(model, x), apply(models[0], x), rtol=1e-5, atol=1e-5)
     q, k, v, positions = _qkv(40)  # not a multiple of the block: the dense path
-    np.testing.assert_allclose(self_attend(q, k, v, positions, None, "flash"), attend(q, k, v, positions, positions, None))
+    k_rows, v_rows = k.transpose(1, 0, 2), v.transpose(1, 0, 2)  # self_attend takes them as projected: (T, kv_heads, d)
+    np.testing.assert_allclose(self_attend(q, k_rows, v_rows, positions, None, "flash"),
+                               attend(q, k, v, positions, positions, None))
+
+
+@pytest.mark.parametrize("positional", ["rope", "alibi"])
+def test_the_cpu_kernels_give_the_xla_models_outputs_and_parameter_gradients(positional):
+    """Attention (RoPE rotated inside the kernel) and SwiGLU by the C++ kernels against flash attention and XLA's
+    activation, the same weights: the whole model's outputs and the gradient of a loss in every parameter."""
+    x = jax.random.normal(jax.random.key(6), (3, 40, N_FEATURES))
+    kernels, xla = (tiny(positional, max_len=64, attention=a, swiglu=m) for a, m in (("kernel", "kernel"), ("flash", "xla")))
+
+    def loss_and_grads(model):
+        loss = lambda m: jnp.sum(jnp.tanh(jax.vmap(m)(x)) ** 2)
+        return eqx.filter_jit(eqx.filter_value_and_grad(loss))(model)
+
+    np.testing.assert_allclose(jax.vmap(kernels)(x), jax.vmap(xla)(x), rtol=1e-5, atol=1e-5)
+    (value, grads), (xla_value, xla_grads) = loss_and_grads(kernels), loss_and_grads(xla)
+    np.testing.assert_allclose(value, xla_value, rtol=1e-5)
+    for grad, xla_grad in zip(jax.tree.leaves(grads), jax.tree.leaves(xla_grads), strict=True):
+        np.testing.assert_allclose(grad, xla_grad, rtol=1e-4, atol=1e-5)
 
 
 def test_streaming_equals_a_full_forward_long_enough_to_attend_blockwise():

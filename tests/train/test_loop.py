@@ -17,7 +17,8 @@ from cellax.data.store import write_dataset
 from cellax.train.checkpoint import Checkpoints
 from cellax.train.config import TrainConfig
 from cellax.workflows.evaluate import evaluate, load_run
-from cellax.train.loop import TrainError, optimizer, train
+from cellax.train.loop import TrainError, make_step, optimizer, train
+from cellax.train.task import Task
 from tests.conftest import synthetic_records
 
 
@@ -222,3 +223,24 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_behind(data
     (out / "config.json").write_text(config.model_dump_json())
     assert train(small(dataset, out, steps=2), progress=False, log=lambda *_: None) == out
     assert Checkpoints(out / "checkpoints").latest_step() == 2
+
+
+@pytest.mark.parametrize("library_fusions", ["0", "1"])
+def test_on_cpu_the_step_compiles_without_ynnpack_fusions_unless_asked_for(dataset, tmp_path, monkeypatch,
+                                                                             library_fusions):
+    """YNNPACK's matmuls made XLA transpose an activation for every weight gradient; the step leaves them out
+    (docs/performance.md), and ``CELLAX_XLA_LIBRARY_FUSIONS=1`` restores XLA's default."""
+    import jax.numpy as jnp
+
+    from cellax.models import make_model
+
+    monkeypatch.setenv("CELLAX_XLA_LIBRARY_FUSIONS", library_fusions)
+    config = small(dataset, tmp_path, model={"kind": "transformer", "width": 32, "n_layers": 1, "n_heads": 2},
+                   batch_size=8, chunk_len=128)
+    task = Task.from_config(config)
+    model = make_model(config.model, task.n_features, task.n_outputs, jax.random.key(0))
+    tx = optimizer(config)
+    batch = {name: jax.ShapeDtypeStruct((config.batch_size, config.window_len), jnp.float32)
+             for name in [*task.inputs, *task.outputs]}
+    compiled = make_step(task, config, tx).lower(model, tx.init(eqx.filter(model, eqx.is_array)), batch).compile()
+    assert ("__ynn_fusion" in compiled.as_text()) == (library_fusions == "1")
