@@ -324,21 +324,29 @@ def fused_attend(
     return out.reshape(length, heads * d)
 
 
+def _cpu_kernels_apply() -> bool:
+    """Whether ``auto`` may take a C++ CPU kernel: a CPU backend with one device. XLA's SPMD partitioner cannot split
+    a custom call, so over several (forced host) devices a kernel would run on the whole batch on every device;
+    the kernels use every core through XLA's thread pool instead."""
+    return jax.default_backend() == "cpu" and jax.device_count() == 1
+
+
 def resolve_attention(implementation: str, head_dim: int) -> str:
-    """``auto``'s choice here: the C++ kernel on CPU where it builds (head dimension up to
+    """``auto``'s choice here: the C++ kernel on a one-device CPU process where it builds (head dimension up to
     :data:`~cellax.models.attention_kernel.MAX_HEAD_DIM`), else ``flash``; ``fused`` off CPU."""
     if implementation != "auto":
         return implementation
     if jax.default_backend() != "cpu":
         return "fused"
-    return "kernel" if head_dim <= attention_kernel.MAX_HEAD_DIM and attention_kernel.available() else "flash"
+    kernel = _cpu_kernels_apply() and head_dim <= attention_kernel.MAX_HEAD_DIM and attention_kernel.available()
+    return "kernel" if kernel else "flash"
 
 
 def resolve_swiglu(implementation: str) -> str:
-    """``auto``'s choice here: the C++ kernel on CPU where it builds, else ``xla``."""
+    """``auto``'s choice here: the C++ kernel on a one-device CPU process where it builds, else ``xla``."""
     if implementation != "auto":
         return implementation
-    return "kernel" if jax.default_backend() == "cpu" and mlp_kernel.available() else "xla"
+    return "kernel" if _cpu_kernels_apply() and mlp_kernel.available() else "xla"
 
 
 def self_attend(
