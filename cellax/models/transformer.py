@@ -60,12 +60,12 @@ class TransformerConfig(Strict):
     compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attention: Literal["auto", "kernel", "flash", "blockwise", "fused"] = Field(
         "auto", description="full-sequence attention: kernel (a C++ CPU kernel each way), flash (custom VJP), "
-        "blockwise, fused (jax.nn.dot_product_attention), or auto (kernel on CPU where it builds, else flash; "
-        "fused off CPU)"
+        "blockwise, fused (jax.nn.dot_product_attention), or auto (kernel in a one-device CPU process where it "
+        "builds, else flash; fused off CPU)"
     )
     swiglu: Literal["auto", "kernel", "xla"] = Field(
         "auto", description="SwiGLU's activation silu(g)·u in the full forward: kernel (a C++ CPU kernel each way), "
-        "xla, or auto (kernel on CPU where it builds)"
+        "xla, or auto (kernel in a one-device CPU process where it builds)"
     )
 
     @field_validator("n_heads")
