@@ -60,6 +60,7 @@ struct Shape {
 struct Rotation {
   int64_t half = 0, d = 0;
   std::vector<float> cos, sin;
+  Rotation() = default;  // no rotation
   Rotation(const Shape& s, float theta) {
     if (theta <= 0.0f) return;
     half = s.d / 2;
@@ -122,12 +123,20 @@ inline void store_gradient(const Shape& s, const Rotation& rot, const float* g, 
   for (int64_t i = 0; i < s.d; i += kLanes) store(x + i, load(row + i), s.d - i);
 }
 
-// Every position's row of one head of qkv (at x) as xp (T, dp) and, unless xt is null, transposed as
+// Rows t < T of a head (d floats each, `stride` apart from x) as xp (Tr, dp): rotated, times scale, zero
+// beyond T. Loaded in one pass before the blocks need them: the strided rows come from L2/L3, and
+// independent loads in a loop overlap their latency, where a block's rows at a time did not.
+void load_rows(const Shape& s, const Rotation& rot, const float* x, int64_t stride, float scale, float* xp) {
+  for (int64_t t = 0; t < s.T; ++t) load_row(s, rot, x + t * stride, t, scale, xp + t * s.dp());
+  std::fill(xp + s.T * s.dp(), xp + s.Tr() * s.dp(), 0.0f);
+}
+
+// Every position's row of one head of qkv (at x) as xp (Tr, dp) and, unless xt is null, transposed as
 // xt (d, Tp), zero-padded.
 void load_head(const Shape& s, const Rotation& rot, const float* x, float* xp, float* xt) {
-  const int64_t Tp = s.Tp(), dp = s.dp();
-  for (int64_t t = 0; t < s.T; ++t) load_row(s, rot, x + t * s.stride(), t, 1.0f, xp + t * dp);
+  load_rows(s, rot, x, s.stride(), 1.0f, xp);
   if (xt == nullptr) return;
+  const int64_t Tp = s.Tp(), dp = s.dp();
   for (int64_t i = 0; i < s.d; ++i)
     for (int64_t j = 0; j < Tp; ++j) xt[i * Tp + j] = j < s.T ? xp[j * dp + i] : 0.0f;
 }
@@ -186,14 +195,6 @@ inline vf logits(const float* row, int64_t c, float t, float slope, vf* key) {
   return *key > t ? -INFINITY : x;
 }
 
-// Rows t < T of a head (d floats each, `stride` apart from x) as xp (Tr, dp): rotated, times scale, zero
-// beyond T. Loaded in one pass before the blocks need them: the strided rows come from L2/L3, and
-// independent loads in a loop overlap their latency, where one block's four rows at a time did not.
-void load_rows(const Shape& s, const Rotation& rot, const float* x, int64_t stride, float scale, float* xp) {
-  for (int64_t t = 0; t < s.T; ++t) load_row(s, rot, x + t * stride, t, scale, xp + t * s.dp());
-  std::fill(xp + s.T * s.dp(), xp + s.Tr() * s.dp(), 0.0f);
-}
-
 // One head of one sequence: out (T rows at stride H d) and lse (T).
 template <int ND>
 void forward_head(const Shape& s, const Rotation& rot, const float* q, const float* k, const float* v, float slope,
@@ -204,7 +205,7 @@ void forward_head(const Shape& s, const Rotation& rot, const float* q, const flo
   float* vp = kt + s.d * Tp;     // (T, dp)
   float* qp = vp + s.T * dp;     // (Tr, dp): the queries / sqrt(d)
   float* p = qp + s.Tr() * dp;   // (kRows, Tp): a block's logits, then weights
-  const Rotation none(s, 0.0f);
+  const Rotation none;
   load_head(s, rot, k, kp, kt);
   load_head(s, none, v, vp, nullptr);
   load_rows(s, rot, q, s.stride(), s.scale(), qp);
@@ -249,10 +250,10 @@ template <int ND>
 void backward_group(const Shape& s, const Rotation& rot, const float* qkv, const float* slopes, const float* out,
                     const float* lse, const float* dout, int64_t g, float* dqkv, float* scratch) {
   const int64_t Tp = s.Tp(), dp = s.dp(), ostride = s.H * s.d;
-  float* kp = scratch;            // (T, dp)
-  float* kt = kp + s.T * dp;      // (d, Tp)
-  float* vp = kt + s.d * Tp;      // (T, dp): the values before transposing
-  float* vt = vp + s.T * dp;      // (d, Tp)
+  float* kp = scratch;            // (Tr, dp)
+  float* kt = kp + s.Tr() * dp;   // (d, Tp)
+  float* vp = kt + s.d * Tp;      // (Tr, dp): the values before transposing
+  float* vt = vp + s.Tr() * dp;   // (d, Tp)
   float* dkt = vt + s.d * Tp;     // (d, Tp): dK transposed
   float* dvt = dkt + s.d * Tp;    // (d, Tp): dV transposed
   float* qp = dvt + s.d * Tp;     // (Tr, dp): the queries / sqrt(d)
@@ -262,7 +263,7 @@ void backward_group(const Shape& s, const Rotation& rot, const float* qkv, const
   float* p = dq + kRows * dp;     // (kRows, Tp): weights
   float* ds = p + kRows * Tp;     // (kRows, Tp): dP, then dS
   float* row = ds + kRows * Tp;   // (dp)
-  const Rotation none(s, 0.0f);
+  const Rotation none;
   const int64_t k_offset = (s.H + g) * s.d, v_offset = (s.H + s.G + g) * s.d;
   load_head(s, rot, qkv + k_offset, kp, kt);
   load_head(s, none, qkv + v_offset, vp, vt);
@@ -340,7 +341,7 @@ ffi::ErrorOr<Shape> shape_of(ffi::Buffer<ffi::F32>& qkv, int64_t heads, int64_t 
 }
 
 int64_t scratch_floats(const Shape& s) {
-  return 2 * s.T * s.dp() + 4 * s.d * s.Tp() + 2 * s.Tr() * s.dp() + s.T + (kRows + 1) * s.dp() + 2 * kRows * s.Tp();
+  return 4 * s.Tr() * s.dp() + 4 * s.d * s.Tp() + s.T + (kRows + 1) * s.dp() + 2 * kRows * s.Tp();
 }
 
 // The head-dimension vector count as a compile-time constant (the accumulators stay in registers).

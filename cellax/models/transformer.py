@@ -417,12 +417,13 @@ class Attention(eqx.Module):
         """Self-attention of a whole sequence at ``positions`` ``0 … T-1``. The CPU kernel takes the projection
         as it comes and rotates queries and keys itself; the other implementations get them split and rotated."""
         c = self.config
-        if resolve_attention(c.attention, c.head_dim) == "kernel":
+        implementation = resolve_attention(c.attention, c.head_dim)
+        if implementation == "kernel":
             theta = c.rope_theta if c.positional == "rope" else None
             out = attention_kernel.kernel_attend(self._project(x), c.n_heads, self._slopes(), theta)
         else:
             q, k, v = self._qkv(x, positions)
-            out = self_attend(q, k, v, positions, self._slopes(), c.attention)
+            out = self_attend(q, k, v, positions, self._slopes(), implementation)
         return _linear(out, self.wo)
 
     def step(
