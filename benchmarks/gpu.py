@@ -16,6 +16,10 @@ goes on. Parts (``--only`` picks some):
   reference Mamba (cellax only);
 * ``ppo``: PPO wall time of ``configs/rl/fast_charge.yaml`` (``--ppo-updates`` to shorten).
 
+``--budget-s`` shares a time budget among the parts (``SHARES``; time a part leaves
+unused passes to the next): a part starts no new measurement past its share's end and
+records the ones it skipped, so a run cut to fit a lease still reaches every part.
+
 Goals on an H100/H200-class GPU: ≥ 10⁵ cell-hours/s; ≥ 10⁷ environment steps/s; the
 26 M Transformer ≥ 320 k time-steps/s and ≥ 1× PyTorch; PPO fast charging ≤ 20 s.
 The defaults are sized for such a GPU (a few minutes); ``--smoke`` runs every part
@@ -45,6 +49,7 @@ import traceback  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("cell", "env", "train", "ppo")
+SHARES = {"cell": 0.35, "env": 0.25, "train": 0.25, "ppo": 0.15}
 BIG_TRANSFORMER = {"width": 512, "n_layers": 8, "n_heads": 8, "compute_dtype": "bfloat16"}
 SMOKE = {"cell_batches": [2, 4], "pybamm_profiles": 2, "cell_duration_s": 120.0, "env_sizes": [8, 16], "env_steps": 5,
          "pybamm_steps": 5, "train_batch": 2, "train_window": 64, "train_batches": 2, "profiles": 4,
@@ -72,7 +77,25 @@ class Results:
         tmp.replace(self.path)
 
 
-def cell(results: Results, batches: list[int], pybamm_profiles: int, duration_s: float, repeats: int) -> None:
+class Budget:
+    """Deadlines for the parts: each may measure until its cumulative share of ``seconds`` has passed."""
+
+    def __init__(self, seconds: float | None, parts: list[str]):
+        self.start, self.deadlines, elapsed = time.perf_counter(), {}, 0.0
+        for part in parts:
+            elapsed += SHARES[part] / sum(SHARES[p] for p in parts)
+            self.deadlines[part] = float("inf") if seconds is None else self.start + elapsed * seconds
+
+    def allows(self, results: Results, part: str, key: str) -> bool:
+        """Whether ``part`` may start measuring ``key`` now; records the skip when not."""
+        if time.perf_counter() < self.deadlines[part]:
+            return True
+        results.add(part, key, {"skipped": f"time budget (its part's share ended at "
+                                           f"{self.deadlines[part] - self.start:.0f} s of the run)"})
+        return False
+
+
+def cell(results: Results, budget: Budget, batches: list[int], pybamm_profiles: int, duration_s: float, repeats: int) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -103,12 +126,14 @@ def cell(results: Results, batches: list[int], pybamm_profiles: int, duration_s:
     # a step per sample, and steps chosen from the input (one batch-native loop over the whole batch)
     variants = {"": jax.jit(jax.vmap(run, in_axes=(None, 0, 0))),
                 "_steps_from_input_16": jax.jit(jax.vmap(lambda p, c, s: run(p, c, s, 16), in_axes=(None, 0, 0)))}
-    for dtype in ("float64", "float32"):
-        p = params.astype(getattr(jnp, dtype))
-        for n in batches:
+    for n in batches:  # every variant at a size before the next size: a cut run keeps comparable rows
+        for dtype in ("float64", "float32"):
+            p = params.astype(getattr(jnp, dtype))
             current = jnp.asarray(np.resize(profiles, (n, profiles.shape[1])), dtype=dtype)
             soc = jnp.full(n, 0.5, dtype=dtype)
             for tag, batch in variants.items():
+                if not budget.allows(results, "cell", f"{dtype}_batch_{n}{tag}"):
+                    continue
                 started = time.perf_counter()
                 jax.block_until_ready(batch(p, current, soc))
                 first = time.perf_counter() - started
@@ -117,33 +142,36 @@ def cell(results: Results, batches: list[int], pybamm_profiles: int, duration_s:
                                                                 "cell_hours_per_s": n * hours / seconds})
 
 
-def env(results: Results, sizes: list[int], steps: int, pybamm_steps: int, repeats: int) -> None:
+def env(results: Results, budget: Budget, sizes: list[int], steps: int, pybamm_steps: int, repeats: int) -> None:
     import jax.numpy as jnp
     import rl_env
 
     parameter_set = rl_env.load_parameter_set("Chen2020")
     var_pts = rl_env.SPMe(*rl_env.MESHES["pybamm"]).pybamm_var_pts
     results.add("env", "pybamm_one_core", rl_env.pybamm_rate(pybamm_steps, var_pts, 2.0, repeats))
-    for dtype in ("float64", "float32"):
-        fast_charge = rl_env.FastCharge(parameter_set, mesh=rl_env.MESHES["pybamm"], dtype=getattr(jnp, dtype))
-        for n in sizes:
+    envs = {dtype: rl_env.FastCharge(parameter_set, mesh=rl_env.MESHES["pybamm"], dtype=getattr(jnp, dtype))
+            for dtype in ("float64", "float32")}
+    for n in sizes:
+        for dtype, fast_charge in envs.items():
+            if not budget.allows(results, "env", f"{dtype}_{n}_envs"):
+                continue
             method = {"solver": fast_charge.solver, "substeps": fast_charge.substeps}  # the env's default stepping
             results.add("env", f"{dtype}_{n}_envs", {**method, **rl_env.cellax_rate(fast_charge, n, steps, repeats, 2.0)})
 
 
-def train(results: Results, work: Path, profiles: int, batch: int | None, window: int | None, num_batches: int,
+def train(results: Results, budget: Budget, work: Path, profiles: int, batch: int | None, window: int | None, num_batches: int,
           big: dict, repeats: int) -> None:
     import models
 
     data = work / "bench_dynamic.h5"
     models.make_dataset(data, profiles)
-    common = dict(batch_size=batch, window=window, num_batches=num_batches)
-    results.add("train", "transformer_reference",
-                models.throughput(data, repeats, rounds=1, attention=("auto", "flash"), **common))
-    results.add("train", "transformer_26m_bf16",
-                models.throughput(data, repeats, rounds=1, model=big, attention=("auto", "flash"), **common))
-    results.add("train", "mamba_reference",
-                models.throughput(data, repeats, rounds=1, config_name="simulate_mamba", **common))
+    common = dict(batch_size=batch, window=window, num_batches=num_batches, repeats=repeats, rounds=1)
+    runs = {"transformer_reference": dict(attention=("auto", "flash")),
+            "transformer_26m_bf16": dict(model=big, attention=("auto", "flash")),
+            "mamba_reference": dict(config_name="simulate_mamba")}
+    for key, options in runs.items():
+        if budget.allows(results, "train", key):
+            results.add("train", key, models.throughput(data, **options, **common))
 
 
 def ppo(results: Results, work: Path, updates: int | None, envs: int | None) -> None:
@@ -176,10 +204,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=PARTS, action="append")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes for every part (an end-to-end check)")
-    parser.add_argument("--cell-batches", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    parser.add_argument("--cell-batches", type=int, nargs="+", default=[1024, 8192, 65536])
     parser.add_argument("--cell-duration-s", type=float, default=3600.0)
     parser.add_argument("--pybamm-profiles", type=int, default=None, help="default: two per CPU core")
-    parser.add_argument("--env-sizes", type=int, nargs="+", default=[1024, 8192, 32768, 131072])
+    parser.add_argument("--env-sizes", type=int, nargs="+", default=[1024, 16384, 131072])
     parser.add_argument("--env-steps", type=int, default=50)
     parser.add_argument("--pybamm-steps", type=int, default=100)
     parser.add_argument("--train-batch", type=int, help="default: the reference config's")
@@ -189,6 +217,7 @@ def main() -> None:
     parser.add_argument("--ppo-updates", type=int, help="default: the config's")
     parser.add_argument("--ppo-envs", type=int, help="default: the config's")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, help="seconds to share among the parts (default: no limit)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_gpu")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu.json")
     args = parser.parse_args()
@@ -205,20 +234,25 @@ def main() -> None:
     results = Results(args.out, {
         "benchmark": "gpu", "device": str(device), "device_kind": device.device_kind, "backend": jax.default_backend(),
         "device_count": jax.device_count(), "cpus": CORES, "platform": platform.platform(), "smoke": args.smoke,
+        "budget_s": args.budget_s,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": os.getloadavg(),
         "goals": {"cell_hours_per_s": 1e5, "env_steps_per_s": 1e7, "transformer_26m_time_steps_per_s": 3.2e5,
                   "transformer_vs_torch": 1.0, "ppo_seconds": 20},
     })
     args.work.mkdir(parents=True, exist_ok=True)
+    chosen = args.only or list(PARTS)
+    budget = Budget(args.budget_s, chosen)
     parts = {
-        "cell": lambda: cell(results, args.cell_batches, args.pybamm_profiles or 2 * CORES, args.cell_duration_s,
+        "cell": lambda: cell(results, budget, args.cell_batches, args.pybamm_profiles or 2 * CORES, args.cell_duration_s,
                              args.repeats),
-        "env": lambda: env(results, args.env_sizes, args.env_steps, args.pybamm_steps, args.repeats),
-        "train": lambda: train(results, args.work, args.profiles, args.train_batch, args.train_window,
+        "env": lambda: env(results, budget, args.env_sizes, args.env_steps, args.pybamm_steps, args.repeats),
+        "train": lambda: train(results, budget, args.work, args.profiles, args.train_batch, args.train_window,
                                args.train_batches, big, args.repeats),
         "ppo": lambda: ppo(results, args.work, args.ppo_updates, args.ppo_envs),
     }
-    for name in args.only or PARTS:
+    for name in chosen:
+        if not budget.allows(results, name, "start"):
+            continue
         try:
             parts[name]()
         except Exception as error:  # noqa: BLE001 - one failing part must not lose the others
