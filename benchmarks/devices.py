@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
 
@@ -26,3 +28,21 @@ def use_host_cores() -> int:
     if not accelerator_expected():
         os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={cores}")
     return cores
+
+
+@contextmanager
+def cpu_only_children() -> Iterator[None]:
+    """Processes started inside keep JAX on the CPU (``JAX_PLATFORMS=cpu`` in their environment).
+
+    For PyBaMM's worker processes: ``import pybamm`` initialises JAX, and on an accelerator
+    host each worker would otherwise open the device the parent holds and claim its memory.
+    """
+    previous = os.environ.get("JAX_PLATFORMS")
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["JAX_PLATFORMS"]
+        else:
+            os.environ["JAX_PLATFORMS"] = previous

@@ -96,9 +96,6 @@ class Budget:
 
 
 def cell(results: Results, budget: Budget, batches: list[int], pybamm_profiles: int, duration_s: float, repeats: int) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -113,8 +110,7 @@ def cell(results: Results, budget: Budget, batches: list[int], pybamm_profiles: 
                          for k in range(distinct)])
     hours = duration_s / 3600
 
-    with ProcessPoolExecutor(CORES, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(rom._warm, range(CORES)))
+    with rom.pybamm_pool(CORES) as pool:
         wall = rom.pybamm_parallel(rom._pybamm_dynamic, list(profiles[:pybamm_profiles]), pool)
     results.add("cell", "pybamm_all_cores", {"cores": CORES, "profiles": pybamm_profiles, "wall_s": wall,
                                              "cell_hours_per_s": pybamm_profiles * hours / wall})

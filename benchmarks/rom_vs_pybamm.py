@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 
-from devices import use_host_cores  # noqa: E402  (beside this script)
+from devices import cpu_only_children, use_host_cores  # noqa: E402  (beside this script)
 from timing import interleaved, timed  # noqa: E402
 
 CORES = use_host_cores()
@@ -43,7 +43,9 @@ import multiprocessing  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
@@ -108,6 +110,15 @@ def _pybamm_discharges(count):
 def _warm(_):
     _pybamm_discharges(1)
     return os.getpid()
+
+
+@contextmanager
+def pybamm_pool(workers: int = CORES) -> Iterator[ProcessPoolExecutor]:
+    """One PyBaMM process per core, each having imported PyBaMM and built a model once; JAX in them stays on
+    the CPU (:func:`devices.cpu_only_children`)."""
+    with cpu_only_children(), ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_warm, range(workers)))
+        yield pool
 
 
 def pybamm_parallel(fn, items, pool):
@@ -264,8 +275,7 @@ def main() -> None:
     runs["pybamm_1h_single"] = [r[0] for r in pybamm_dyn]
     cc_times, v_ref = _pybamm_discharges(max(args.repeats, 5))
     seconds["pybamm_1c_single"] = statistics.median(cc_times)
-    with ProcessPoolExecutor(CORES, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(_warm, range(CORES)))  # import PyBaMM and build once in each worker
+    with pybamm_pool() as pool:
         count = args.pybamm_profiles
         wall = [pybamm_parallel(_pybamm_dynamic, list(profiles[:count]), pool) for _ in range(args.repeats)]
         seconds["pybamm_1h_all_cores_per_profile"] = statistics.median(wall) / count

@@ -117,6 +117,11 @@ def _make_backend(config: DataConfig):
 
 
 def _init_worker(config_json: str) -> None:
+    """A PyBaMM worker needs no accelerator: JAX there is kept on the CPU, so that on a GPU machine a worker never
+    takes the device (and most of its memory) that the parent holds."""
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
     global _worker_backend
     _worker_backend = _make_backend(DataConfig.model_validate_json(config_json))
 

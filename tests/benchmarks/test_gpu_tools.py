@@ -3,10 +3,12 @@
 import importlib.metadata
 import importlib.util
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,19 @@ def test_budget_shares_time_among_parts_and_records_skips(tmp_path, monkeypatch)
     assert not spent.allows(results, "env", "float64_1024_envs")
     recorded = json.loads((tmp_path / "gpu.json").read_text())["parts"]["env"]["float64_1024_envs"]
     assert recorded["skipped"].startswith("time budget")
+
+
+def _child_backend() -> str:
+    import jax
+
+    return jax.default_backend()
+
+
+def test_pybamm_workers_are_started_with_jax_on_the_cpu(monkeypatch):
+    """The platform the parent was given (here one this machine lacks) does not reach the workers, and the
+    parent's setting is back afterwards."""
+    devices = load("devices", monkeypatch)
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    with devices.cpu_only_children(), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_child_backend).result() == "cpu"
+    assert os.environ["JAX_PLATFORMS"] == "cuda"

@@ -192,3 +192,18 @@ def test_ctrl_c_with_workers_stops_promptly_and_keeps_finished_profiles(tmp_path
     assert resumed.wait() == 0, resumed.stdout.read()
     with open_dataset(out) as ds:
         assert ds.profiles["profile_id"].tolist() == list(range(n_profiles))
+
+
+def test_a_pybamm_worker_keeps_jax_on_the_cpu_whatever_platform_its_parent_was_given(tmp_path):
+    """On a GPU machine the parent holds the device; a worker that initialised it too (``import pybamm`` does)
+    would take another context and most of the memory. Here the platform asked for is one this machine lacks, so a
+    worker that followed its parent's setting could not simulate at all."""
+    config_json = validate_config(DataConfig, {**SMALL, "backend": "pybamm",
+                                               "profiles": {"duration_s": 120}}).model_dump_json()
+    script = ("import sys, jax; from cellax.data.generate import _init_worker, _worker_simulate; "
+              "_init_worker(sys.argv[1]); print(_worker_simulate(sys.argv[1], 0).meta['status'], "
+              "jax.default_backend())")
+    env = {**os.environ, "JAX_PLATFORMS": "cuda", "PYBAMM_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run([sys.executable, "-c", script, config_json], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["ok", "cpu"]
