@@ -203,13 +203,17 @@ def run_trial(config: HpoConfig, base: TrainConfig, storage: RDBStorage, trial_i
     state, value, reason, steps = TrialState.FAIL, None, "", 0
 
     planned = None  # the fitted schedule's length: progress is then reported in per mille of it
+    reported = set()  # progress points already reported: Optuna keeps the first value of each and warns on more
 
     def on_eval(step: int, report: dict) -> None:
         nonlocal value, steps
         value, steps = report["outputs"][objective.output][objective.metric], step
         if not math.isfinite(value):
             raise TrainError(f"validation {objective.output} {objective.metric} became {value} at step {step}")
-        trial.report(value, step if planned is None else min(PER_MILLE, round(PER_MILLE * step / planned)))
+        progress = step if planned is None else min(PER_MILLE, round(PER_MILLE * step / planned))
+        if progress not in reported:
+            trial.report(value, progress)
+            reported.add(progress)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}")
 
