@@ -7,7 +7,8 @@ With ``predict(θ)`` the simulated signals and ``ŷ`` the measured ones, minimis
 
     \\tfrac12 \\lVert r(z) \\rVert^2, \\qquad r(z) = \\text{predict}(\\theta_0 (1 + z)) - \\hat y,
 
-by Levenberg–Marquardt (optimistix), the Jacobian by forward-mode derivatives through the solver.
+by Levenberg–Marquardt (optimistix), the Jacobian by forward-mode derivatives through the solver, as
+a dense matrix (:func:`cellax.physics.fit.forward_jacobian`).
 As ``cellax fit`` reports them (:mod:`cellax.physics.fit`), the uncertainties are the Gauss–Newton
 covariance :math:`s^2 (J^\\top J)^{-1}` with the residual variance :math:`s^2 = \\lVert r\\rVert^2/(n - p)`,
 mapped to ``θ`` (``dθ/dz = θ_0``); the reported values are its square-rooted diagonal.
@@ -28,6 +29,7 @@ import numpy as np
 import optimistix as optx
 
 from cellax.discovery.library import Library
+from cellax.physics.fit import forward_jacobian
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,9 @@ def refine(predict: Callable, theta0, measured, max_steps: int = 50, rtol: float
 
     solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
     z0 = jnp.zeros_like(theta0)
-    solution = optx.least_squares(residuals, solver, z0, max_steps=max_steps, throw=False)
+    solution = optx.least_squares(forward_jacobian(residuals), solver, z0, max_steps=max_steps, throw=False)
     z = solution.value
-    r = residuals(z, None)
-    jac = jax.jacfwd(lambda zz: residuals(zz, None))(z)
+    jac, r = jax.jacfwd(lambda zz: (residuals(zz, None),) * 2, has_aux=True)(z)
     n, p = jac.shape
     s2 = jnp.sum(r**2) / max(n - p, 1)
     cov_z = s2 * jnp.linalg.pinv(jac.T @ jac)

@@ -2,6 +2,8 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
@@ -14,7 +16,7 @@ from cellax.data.generate import generate
 from cellax.data.profiles import ProfileConfig, make_profile, profile_rng
 from cellax.physics import load_parameter_set
 from cellax.physics.config import FitParameter
-from cellax.physics.fit import END_TIME_SIGMA_S, Measurement, _Group, _group_members, fit
+from cellax.physics.fit import END_TIME_SIGMA_S, Measurement, _Group, _group_members, fit, forward_jacobian
 from cellax.workflows.fit import write_report
 from cellax.physics.simulate import simulate
 from cellax.physics.spme import SPMe
@@ -152,3 +154,21 @@ def test_a_padded_group_has_the_residuals_of_its_members_simulated_alone(params)
         assert not np.any(together[j * n + k: (j + 1) * n])
         assert together[2 * n + j] == pytest.approx(alone[-1], rel=1e-9)
     assert together[2 * n + 1] == pytest.approx((849 - 700) / END_TIME_SIGMA_S)  # capped at its last sample
+
+
+def test_the_dense_forward_jacobian_is_the_functions_derivative_in_every_mode():
+    """Forward (the Jacobian LM forms), linearised then transposed (its gradient step) and reverse mode all give
+    the derivative of the function itself; values are unchanged."""
+    def fn(z, args):
+        scale, offset = args
+        return jnp.stack([jnp.sin(z[0]) * z[1], scale * z[0] ** 3 - offset, jnp.exp(-z[1]) + z[0] * z[1] ** 2])
+
+    z, args = jnp.asarray([0.3, -1.2], dtype=jnp.float64), (jnp.asarray(2.0, dtype=jnp.float64), 0.5)
+    dense = forward_jacobian(fn)
+    np.testing.assert_array_equal(dense(z, args), fn(z, args))
+    np.testing.assert_allclose(jax.jacfwd(dense)(z, args), jax.jacfwd(fn)(z, args), rtol=1e-14)
+    residual = fn(z, args)
+    _, linear = jax.linearize(lambda z: dense(z, args), z)
+    (transposed,) = jax.linear_transpose(linear, z)(residual)
+    np.testing.assert_allclose(transposed, jax.jacrev(fn)(z, args).T @ residual, rtol=1e-14)
+    np.testing.assert_allclose(jax.jacrev(dense)(z, args), jax.jacrev(fn)(z, args), rtol=1e-14)
