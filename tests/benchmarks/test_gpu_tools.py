@@ -103,3 +103,20 @@ def test_pybamm_workers_are_started_with_jax_on_the_cpu(monkeypatch):
     with devices.cpu_only_children(), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         assert pool.submit(_child_backend).result() == "cpu"
     assert os.environ["JAX_PLATFORMS"] == "cuda"
+
+
+def test_the_goals_are_judged_on_the_best_row_and_never_on_an_anchor(monkeypatch):
+    gpu = load("gpu", monkeypatch)
+    parts = {"cell": {"pybamm_all_cores": {"cell_hours_per_s": 1e9}, "float64_batch_1024": {"cell_hours_per_s": 2e4},
+                      "float32_batch_65536": {"cell_hours_per_s": 3e5}, "float64_batch_65536": {"skipped": "budget"}},
+             "env": {"pybamm_one_core": {"steps_per_s": 1e8}, "float32_1024_envs": {"steps_per_s": 5e6}},
+             "train": {"transformer_26m_bf16": {"cellax_sample_steps_per_s": 4e5, "ratio_cellax_over_torch": 0.9}},
+             "ppo": {"fast_charge": {"ppo_seconds": 12.0}}}
+    judged = gpu.against_goals(parts)
+    assert judged["cell_hours_per_s"] == {"value": 3e5, "goal": 1e5, "met": True, "from": "cell.float32_batch_65536"}
+    assert judged["env_steps_per_s"]["value"] == 5e6 and judged["env_steps_per_s"]["met"] is False
+    assert judged["transformer_26m_time_steps_per_s"]["met"] is True
+    assert judged["transformer_26m_vs_torch"]["met"] is False
+    assert judged["ppo_seconds"]["met"] is True  # a ceiling: 12 s is within 20 s
+    nothing = gpu.against_goals({"cell": {"float64_batch_1024": {"skipped": "budget"}}})
+    assert all(row["value"] is None and row["met"] is None for row in nothing.values())
