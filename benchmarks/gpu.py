@@ -110,8 +110,9 @@ class Budget:
 
     def __init__(self, seconds: float | None, parts: list[str]):
         self.start, self.deadlines, elapsed = time.perf_counter(), {}, 0.0
+        total = sum(SHARES[p] for p in parts)
         for part in parts:
-            elapsed += SHARES[part] / sum(SHARES[p] for p in parts)
+            elapsed += SHARES[part] / total
             self.deadlines[part] = float("inf") if seconds is None else self.start + elapsed * seconds
 
     def allows(self, results: Results, part: str, key: str) -> bool:
